@@ -33,33 +33,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from petseg.components import storage
 from petseg.components.errors import PetsegError
 from petseg.components.params import PushParams
+from petseg.components.storage import is_uri, join
 
 MODELS_CONFIG_FILE = "models.config"
+SAVED_MODEL_FILE = "saved_model.pb"
 LINEAGE_FILE = "lineage.json"
 STABLE_LABEL = "stable"
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def join(*parts: str) -> str:
-    """Join path parts for local paths and URIs alike (gfile uses '/' everywhere)."""
-    return "/".join([parts[0].rstrip("/"), *(p.strip("/") for p in parts[1:])])
 
 
 def model_root(params: PushParams) -> str:
@@ -85,14 +72,12 @@ def server_base_path(params: PushParams) -> str:
 
 def list_version_numbers(params: PushParams) -> list[int]:
     """The complete versions on disk, ascending (all-digit folder names, as TF Serving sees them)."""
-    gfile = _gfile()
     root = model_root(params)
-    if not gfile.isdir(root):
+    if not storage.isdir(root):
         return []
     versions = []
-    for name in gfile.listdir(root):
-        name = name.rstrip("/")
-        if name.isdigit() and int(name) > 0 and gfile.isdir(join(root, name)):
+    for name in storage.listdir(root):
+        if name.isdigit() and int(name) > 0 and storage.isdir(join(root, name)):
             versions.append(int(name))
     return sorted(versions)
 
@@ -103,15 +88,13 @@ def read_model_config(params: PushParams):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    gfile = _gfile()
     path = config_path(params)
-    if not gfile.exists(path):
+    if not storage.exists(path):
         return None
     config = model_server_config_pb2.ModelServerConfig()
     try:
-        with gfile.GFile(path, "r") as fh:
-            text_format.Parse(fh.read(), config)
-    except text_format.ParseError as exc:
+        text_format.Parse(storage.read_text(path), config)
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
         raise PetsegError(f"{path}: not a TF Serving model config ({exc}); fix or delete it") from None
     return config
 
@@ -165,29 +148,17 @@ def write_served_version(params: PushParams, version: int) -> None:
     entry.model_version_policy.specific.versions.append(version)
     entry.version_labels.clear()
     entry.version_labels[STABLE_LABEL] = version
-    write_text_atomically(config_path(params), text_format.MessageToString(config))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    gfile = _gfile()
-    parent = path.rsplit("/", 1)[0] if "/" in path else "."
-    gfile.makedirs(parent)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with gfile.GFile(tmp, "w") as fh:
-        fh.write(text)
-    gfile.rename(tmp, path, overwrite=True)
+    storage.write_text_atomically(config_path(params), text_format.MessageToString(config))
 
 
 # ------------------------------------------------------------------------ lineage
 def read_lineage(params: PushParams, version: int) -> dict | None:
     """The lineage record pushed beside a version, or None when it has none (or it is unreadable)."""
-    gfile = _gfile()
     path = join(version_path(params, version), LINEAGE_FILE)
-    if not gfile.exists(path):
+    if not storage.exists(path):
         return None
     try:
-        with gfile.GFile(path, "r") as fh:
-            return json.loads(fh.read())
+        return json.loads(storage.read_text(path))
     except ValueError:
         return None
 
@@ -195,17 +166,11 @@ def read_lineage(params: PushParams, version: int) -> dict | None:
 # --------------------------------------------------------------------- the model
 def model_fingerprint(model_dir: str | Path) -> str:
     """sha256 over every file's relative path and content: which exact SavedModel was evaluated."""
-    gfile = _gfile()
     root = str(model_dir).rstrip("/")
     h = hashlib.sha256()
-    files = []
-    for folder, _, names in gfile.walk(root):
-        for name in names:
-            full = join(folder, name)
-            files.append((full[len(root) + 1:], full))
-    for rel, full in sorted(files):
+    for rel in storage.walk_files(root):
         h.update(rel.encode() + b"\0")
-        with gfile.GFile(full, "rb") as fh:
+        with storage.open_file(join(root, rel), "rb") as fh:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
         h.update(b"\0")
@@ -215,7 +180,76 @@ def model_fingerprint(model_dir: str | Path) -> str:
 def require_savedmodel(model_dir: str | Path, what: str = "model") -> str:
     """The path as a string, or PetsegError when it is not a SavedModel folder."""
     path = str(model_dir)
-    if not _gfile().exists(join(path, "saved_model.pb")):
+    if not storage.exists(join(path, SAVED_MODEL_FILE)):
         raise PetsegError(f"{path}: no saved_model.pb, not a SavedModel; "
                           f"pass the {what} folder that `petseg train` exported")
     return path
+
+
+# ------------------------------------------------- what a server follows (local)
+@dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's ServableVersionPolicy: serve the latest N versions, all, or specific ones."""
+
+    kind: str = "latest"  # latest | all | specific
+    num_latest: int = 1
+    specific: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def choose(self, available: list[int]) -> list[int]:
+        """The versions to serve out of `available` (sorted ascending), newest last."""
+        if self.kind == "all":
+            return sorted(available)
+        if self.kind == "specific":
+            return sorted(v for v in available if v in self.specific)
+        return sorted(available)[-self.num_latest:]
+
+
+def available_versions(model_base_path: str | Path, model_name: str) -> dict[int, Path]:
+    """Complete version folders of the model: {version: path}, empty when there are none yet."""
+    root = Path(model_base_path) / model_name
+    if not root.is_dir():
+        return {}
+    found = {}
+    for child in root.iterdir():
+        if child.name.isdigit() and (child / SAVED_MODEL_FILE).is_file():
+            found[int(child.name)] = child
+    return found
+
+
+def read_version_policy(model_base_path: str | Path, model_name: str) -> VersionPolicy:
+    """The version policy models.config gives `model_name`; serve-the-latest when there is none.
+
+    Raises PetsegError when models.config exists but is not a valid
+    ModelServerConfig text proto (TF Serving refuses to start on one too).
+    Only the version policy and labels are read: the local server always
+    finds versions under `<model_base_path>/<model_name>`, whatever base_path
+    the file gives for the production server's file system.
+    """
+    path = Path(model_base_path) / MODELS_CONFIG_FILE
+    if not path.is_file():
+        return VersionPolicy()
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise PetsegError(f"{path}: not a valid ModelServerConfig text proto ({exc}); "
+                          "fix it or let `petseg push` rewrite it") from None
+    for entry in config.model_config_list.config:
+        if entry.name == model_name:
+            return _policy_of(entry)
+    return VersionPolicy()
+
+
+def _policy_of(entry) -> VersionPolicy:
+    policy = entry.model_version_policy
+    labels = dict(entry.version_labels)
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy(kind="all", labels=labels)
+    if choice == "specific":
+        return VersionPolicy(kind="specific", specific=tuple(policy.specific.versions), labels=labels)
+    num = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions > 0 else 1
+    return VersionPolicy(kind="latest", num_latest=num, labels=labels)

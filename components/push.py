@@ -29,31 +29,27 @@ specific version policy at an earlier (or any kept) version; nothing is copied.
 """
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
-from petseg.components import contract, model_store
+from petseg.components import model_store, storage
 from petseg.components.errors import PetsegError, first_line
 from petseg.components.evaluate import read_blessing
 from petseg.components.fsutil import write_json
-from petseg.components.model_store import join
-from petseg.components.params import Params, PushParams, params_to_dict
-from petseg.components.rawdata import sha256_file
-from petseg.components.records import MANIFEST_FILE
-
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
-DEFAULT_WARMUP_IMAGE_SIZE = 128
-
-
-class InfraValidationError(PetsegError):
-    """The candidate did not load or did not answer its warm-up requests as a server would need."""
-
+from petseg.components.storage import join
+from petseg.components.params import PushParams
+from petseg.components.warmup import (
+    DEFAULT_WARMUP_IMAGE_SIZE,
+    WARMUP_FILE,
+    InfraValidationError,
+    infra_validate,
+    read_warmup_file,
+    warmup_requests,
+    write_warmup_file,
+)
 
 @dataclass
 class PushResult:
@@ -69,12 +65,6 @@ class PushResult:
     def to_dict(self) -> dict:
         return {"status": self.status, "reason": self.reason, "version": self.version, "path": self.path,
                 "served_version": self.served_version, "removed_versions": self.removed_versions}
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
 
 
 # -------------------------------------------------------------------- the step
@@ -117,7 +107,7 @@ def _push(model_dir: str, blessing: dict, params: PushParams, lineage: dict) -> 
     _require_fresh_blessing(blessing, params, served)
 
     root = model_store.model_root(params)
-    _gfile().makedirs(root)
+    storage.makedirs(root)
     _remove_leftovers(root)
     version = max(model_store.list_version_numbers(params), default=0) + 1
     staging = join(root, f"{model_store.STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
@@ -134,15 +124,14 @@ def _push(model_dir: str, blessing: dict, params: PushParams, lineage: dict) -> 
             "blessing": {k: blessing.get(k) for k in ("blessed", "reason", "checks", "baseline", "thresholds")},
             "data": blessing.get("data"),
         })
-        if _gfile().exists(final):
+        if storage.exists(final):
             raise PetsegError(f"{final} appeared during the push; is another push running?")
         publishing = True
         publish_directory(staging, final)
     except BaseException as exc:
         # `final` is ours to remove only once publishing started (an object-store copy broken off)
         for leftover in (staging, final) if publishing else (staging,):
-            if _gfile().exists(leftover):
-                _gfile().rmtree(leftover)
+            storage.remove_tree(leftover)
         if isinstance(exc, PetsegError) or not _is_io_error(exc):
             raise
         raise PetsegError(f"push of version {version} failed ({first_line(exc)}); nothing was published and "
@@ -165,7 +154,7 @@ def stage_version(model_dir: str, staging: str, params: PushParams, lineage: dic
 
     Raises InfraValidationError when the copy does not load or answer.
     """
-    copy_tree(model_dir, staging)
+    storage.copy_tree(model_dir, staging, last=model_store.SAVED_MODEL_FILE)
     image_size = int((lineage.get("data") or {}).get("image_size") or DEFAULT_WARMUP_IMAGE_SIZE)
     requests = warmup_requests(staging, params.model_name, params.warmup_requests, image_size)
     if params.warmup_requests:
@@ -199,11 +188,9 @@ def _require_fresh_blessing(blessing: dict, params: PushParams, served: int | No
 
 def _remove_leftovers(root: str) -> None:
     """Delete staging/deleting folders a killed push left behind (invisible to TF Serving, but they take space)."""
-    gfile = _gfile()
-    for name in gfile.listdir(root):
-        name = name.rstrip("/")
+    for name in storage.listdir(root):
         if name.startswith((model_store.STAGING_PREFIX, model_store.DELETING_PREFIX)):
-            gfile.rmtree(join(root, name))
+            storage.remove_tree(join(root, name))
 
 
 def _write_record(record_file: Path | None, params: PushParams, outcome: dict) -> None:
@@ -217,30 +204,10 @@ def _write_record(record_file: Path | None, params: PushParams, outcome: dict) -
 def _write_json_file(path: str, data: dict) -> None:
     import json
 
-    with _gfile().GFile(path, "w") as fh:
-        fh.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    storage.write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 # ------------------------------------------------------------------ copying
-def copy_tree(src: str, dst: str) -> None:
-    """Copy a folder tree file by file through tf.io.gfile (local paths and object stores alike).
-
-    saved_model.pb is copied last, so a copy that has it is complete.
-    """
-    gfile = _gfile()
-    src = src.rstrip("/")
-    gfile.makedirs(dst)
-    pending = []
-    for folder, _, files in gfile.walk(src):
-        rel = folder.rstrip("/")[len(src):].strip("/")
-        target = join(dst, rel) if rel else dst
-        gfile.makedirs(target)
-        pending += [(join(folder, name), join(target, name)) for name in files]
-    pending.sort(key=lambda pair: pair[1] == join(dst, "saved_model.pb"))
-    for src_file, dst_file in pending:
-        _copy_file(src_file, dst_file)
-
-
 def publish_directory(staging: str, final: str) -> None:
     """Give the staged version its final name.
 
@@ -251,155 +218,28 @@ def publish_directory(staging: str, final: str) -> None:
     follows models.config loads the version only after push points the config
     at it, and that is one object write.
     """
-    if not model_store.is_uri(final):
-        _gfile().rename(staging, final, overwrite=False)
+    if storage.supports_rename(final):
+        storage.rename_dir(staging, final)
         return
-    copy_tree(staging, final)
-    _gfile().rmtree(staging)
-
-
-def _copy_file(src: str, dst: str) -> None:
-    _gfile().copy(src, dst, overwrite=True)
-
-
-# ------------------------------------------------------------------ warm-up
-def model_signatures(model_dir: str) -> set[str]:
-    """The signature names in the SavedModel's serving meta graph, read from saved_model.pb."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    with _gfile().GFile(join(model_dir, "saved_model.pb"), "rb") as fh:
-        saved.ParseFromString(fh.read())
-    names: set[str] = set()
-    for graph in saved.meta_graphs:
-        if "serve" in graph.meta_info_def.tags:
-            names.update(graph.signature_def.keys())
-    return names
-
-
-def warmup_requests(model_dir: str, model_name: str, count: int, image_size: int) -> list:
-    """`count` (at least 1) PredictionLog records with PredictRequests for the model's signatures.
-
-    They alternate between the uint8-image signature and, when the model has
-    it, the encoded-bytes one, at the model's input size and a wider photo-like
-    size, so both code paths and a resize are exercised before the first client.
-    """
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    signatures = model_signatures(model_dir)
-    if contract.SIGNATURE_IMAGES not in signatures:
-        raise InfraValidationError(f"{model_dir}: no '{contract.SIGNATURE_IMAGES}' signature "
-                                   f"(has {', '.join(sorted(signatures)) or 'none'}); not pushed")
-    kinds = [contract.SIGNATURE_IMAGES]
-    if contract.SIGNATURE_BYTES in signatures:
-        kinds.append(contract.SIGNATURE_BYTES)
-    rng = np.random.default_rng(0)
-    logs = []
-    for i in range(max(1, count)):
-        signature = kinds[i % len(kinds)]
-        width = image_size if (i // len(kinds)) % 2 == 0 else image_size * 3 // 2
-        image = rng.integers(0, 256, size=(1, image_size, width, 3), dtype=np.uint8)
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model_name
-        request.model_spec.signature_name = signature
-        if signature == contract.SIGNATURE_IMAGES:
-            request.inputs[contract.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(image))
-        else:
-            png = tf.io.encode_png(image[0]).numpy()
-            request.inputs[contract.INPUT_BYTES].CopyFrom(tf.make_tensor_proto([png], dtype=tf.string))
-        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
-    return logs
-
-
-def write_warmup_file(path: str, logs: list) -> None:
-    import tensorflow as tf
-
-    _gfile().makedirs(path.rsplit("/", 1)[0])
-    with tf.io.TFRecordWriter(path) as writer:
-        for log in logs:
-            writer.write(log.SerializeToString())
-
-
-def read_warmup_file(path: str) -> list:
-    """The PredictionLog records in a TF Serving warm-up file."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    return [prediction_log_pb2.PredictionLog.FromString(raw.numpy()) for raw in tf.data.TFRecordDataset([path])]
-
-
-# --------------------------------------------------------- infra validation
-def infra_validate(model_dir: str, logs: list) -> dict:
-    """Load the model as a server does and answer every request; InfraValidationError on any failure."""
-    import tensorflow as tf
-
-    started = time.perf_counter()
-    try:
-        loaded = tf.saved_model.load(model_dir, tags=["serve"])
-    except Exception as exc:  # noqa: BLE001 - any load failure means "not servable"
-        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)}); not pushed") \
-            from None
-    load_seconds = time.perf_counter() - started
-    for i, log in enumerate(logs):
-        request = log.predict_log.request
-        name = request.model_spec.signature_name or contract.SIGNATURE_IMAGES
-        try:
-            inputs, outputs = answer_request(loaded.signatures, request)
-            _check_answer(outputs, _expected_mask_shape(inputs))
-        except Exception as exc:  # noqa: BLE001 - any failure to answer means "not servable"
-            raise InfraValidationError(f"infra validation: warm-up request {i} ({name}) failed "
-                                       f"({first_line(exc)}); not pushed") from None
-    return {"requests": len(logs), "load_seconds": round(load_seconds, 3),
-            "total_seconds": round(time.perf_counter() - started, 3)}
-
-
-def answer_request(signatures, request) -> tuple[dict, dict]:
-    """Run a PredictRequest through a loaded SavedModel's signatures, as a server would: (inputs, outputs).
-
-    Push's infra validation and the local server's warm-up both replay the warm-up file with it.
-    """
-    import tensorflow as tf
-
-    signature = signatures[request.model_spec.signature_name or contract.SIGNATURE_IMAGES]
-    inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
-    return inputs, signature(**inputs)
-
-
-def _expected_mask_shape(inputs: dict) -> list[int]:
-    import tensorflow as tf
-
-    if contract.INPUT_IMAGES in inputs:
-        return inputs[contract.INPUT_IMAGES].shape[:3].as_list()
-    data = inputs[contract.INPUT_BYTES]
-    first = tf.io.decode_image(data[0], channels=3, expand_animations=False)
-    return [int(data.shape[0]), int(first.shape[0]), int(first.shape[1])]
-
-
-def _check_answer(outputs: dict, expected: list[int]) -> None:
-    if contract.OUTPUT_MASK not in outputs:
-        raise ValueError(f"no '{contract.OUTPUT_MASK}' output (has {', '.join(outputs)})")
-    shape = outputs[contract.OUTPUT_MASK].shape.as_list()
-    if shape != expected:
-        raise ValueError(f"mask shape {shape}, expected {expected}")
+    storage.copy_tree(staging, final, last=model_store.SAVED_MODEL_FILE)
+    storage.remove_tree(staging)
 
 
 # ---------------------------------------------------------------- retention
 def apply_retention(params: PushParams, keep: int) -> list[int]:
     """Delete all but the newest `keep` versions, never the served one; return the deleted versions."""
-    gfile = _gfile()
     served = model_store.served_version(params)
     versions = model_store.list_version_numbers(params)
     doomed = [v for v in versions[:-keep] if v != served] if keep < len(versions) else []
     root = model_store.model_root(params)
     for version in doomed:
         path = model_store.version_path(params, version)
-        if model_store.is_uri(path):  # no folder rename there; the version is not served any more
-            gfile.rmtree(path)
+        if not storage.supports_rename(path):  # no folder rename there; the version is not served any more
+            storage.remove_tree(path)
             continue
         hidden = join(root, f"{model_store.DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-        gfile.rename(path, hidden, overwrite=False)
-        gfile.rmtree(hidden)
+        storage.rename_dir(path, hidden)
+        storage.remove_tree(hidden)
     return doomed
 
 
@@ -445,49 +285,3 @@ def rollback(params: PushParams, to_version: int | None = None) -> RollbackResul
                           "see `petseg rollback --list`")
     model_store.write_served_version(params, to_version)
     return RollbackResult(previous=current, served=to_version, config_file=model_store.config_path(params))
-
-
-# ------------------------------------------------------------------ lineage
-def collect_lineage(records_dir: Path | None, params: Params, repo_dir: Path | None = None) -> dict:
-    """What a pushed version came from: git commit (if in a git checkout), data manifest hash, all params."""
-    manifest = Path(records_dir) / MANIFEST_FILE if records_dir else None
-    commit, dirty = _git_state(Path(repo_dir) if repo_dir else Path.cwd())
-    return {
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "data_manifest_sha256": sha256_file(manifest) if manifest and manifest.is_file() else None,
-        "params": params_to_dict(params),
-    }
-
-
-def _git_state(repo_dir: Path) -> tuple[str | None, bool | None]:
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return None, None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return commit, (bool(status) if status is not None else None)
-
-
-def format_versions(infos: list[VersionInfo]) -> str:
-    """The table `petseg rollback --list` prints."""
-    header = f"{'version':>7}  {'served':6}  {'pushed_at':25}  {'commit':10}  {'mean_iou':>8}  {'accuracy':>8}  data"
-    lines = [header]
-    for info in infos:
-        lin = info.lineage or {}
-        metrics = lin.get("metrics") or {}
-        commit = (lin.get("git_commit") or "-")[:8] + ("+" if lin.get("git_dirty") else "")
-        data = (lin.get("data_manifest_sha256") or "-")[:12]
-        lines.append(f"{info.version:>7}  {'*' if info.served else '':6}  {lin.get('pushed_at', '-'):25}  "
-                     f"{commit:10}  {_fmt(metrics.get('mean_iou')):>8}  {_fmt(metrics.get('pixel_accuracy')):>8}  {data}")
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"

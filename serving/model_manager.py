@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import grpc
 
-from petseg.components.push import WARMUP_FILE, answer_request, read_warmup_file
-from petseg.serving import repository
+from petseg.components import model_store
+from petseg.components.warmup import WARMUP_FILE, answer_request, read_warmup_file
 from petseg.serving.errors import ServingError
 
 INIT_OP_SIGNATURE = "__saved_model_init_op"
@@ -71,7 +71,7 @@ def read_signature_defs(path: Path):
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString((path / repository.SAVED_MODEL_FILE).read_bytes())
+    saved.ParseFromString((path / model_store.SAVED_MODEL_FILE).read_bytes())
     result = get_model_metadata_pb2.SignatureDefMap()
     for name, signature_def in saved.meta_graphs[0].signature_def.items():
         if name != INIT_OP_SIGNATURE:
@@ -111,7 +111,7 @@ class ModelManager:
         self._loaded: dict[int, LoadedVersion] = {}
         self._states: dict[int, VersionState] = {}
         self._failed: dict[int, float] = {}  # version -> mtime of the folder that failed to load
-        self._policy = repository.read_version_policy(self.model_base_path, model_name)
+        self._policy = model_store.read_version_policy(self.model_base_path, model_name)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -148,7 +148,7 @@ class ModelManager:
     def refresh(self) -> None:
         """One poll: load the versions the policy wants, then unload the ones it no longer wants."""
         self._policy = self._current_policy()
-        available = repository.available_versions(self.model_base_path, self.model_name)
+        available = model_store.available_versions(self.model_base_path, self.model_name)
         wanted = self._policy.choose([v for v in available if not self._failed_before(v, available[v])])
         for version in wanted:
             if version not in self._loaded:
@@ -176,9 +176,9 @@ class ModelManager:
             except Exception as exc:  # keep serving what is loaded; say what went wrong once per poll
                 self._log(f"petseg serve: polling {self.model_base_path} failed: {exc}")
 
-    def _current_policy(self) -> repository.VersionPolicy:
+    def _current_policy(self) -> model_store.VersionPolicy:
         try:
-            return repository.read_version_policy(self.model_base_path, self.model_name)
+            return model_store.read_version_policy(self.model_base_path, self.model_name)
         except Exception as exc:  # TF Serving keeps its last good config too
             self._log(f"petseg serve: keeping the previous version policy: {exc}")
             return self._policy

@@ -16,15 +16,14 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from petseg.cli import main
-from petseg.components import contract, model_store, push as push_module
+from petseg.components import contract, model_store, storage
 from petseg.components.errors import PetsegError
 from petseg.components.evaluate import evaluate
 from petseg.components.fsutil import read_json, write_json
 from petseg.components.params import EvaluateParams, Params, PushParams
+from petseg.components.lineage import collect_lineage
+from petseg.components.warmup import WARMUP_FILE, InfraValidationError
 from petseg.components.push import (
-    WARMUP_FILE,
-    InfraValidationError,
-    collect_lineage,
     list_versions,
     push,
     rollback,
@@ -210,7 +209,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
     v1 = os.path.join(model_store.model_root(push_params), "1")
     before = model_store.model_fingerprint(v1)
     config_before = open(os.path.join(push_params.model_base_path, "models.config")).read()
-    real_copy, copied = push_module._copy_file, []
+    real_copy, copied = storage.copy_file, []
 
     def copy_until_disk_full(src, dst):
         if len(copied) == 2:
@@ -218,7 +217,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
         copied.append(src)
         real_copy(src, dst)
 
-    monkeypatch.setattr(push_module, "_copy_file", copy_until_disk_full)
+    monkeypatch.setattr(storage, "copy_file", copy_until_disk_full)
     with pytest.raises(PetsegError, match="No space left on device.*nothing was published and version 1 is still served"):
         push_blessed(rule_savedmodels["wrong_10"], push_params, tmp_path)
     assert versions_on_disk(push_params) == ["1"]  # no partial version, no staging folder left
@@ -232,13 +231,13 @@ def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp
     source = rule_savedmodels["perfect"]
     complete = {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
     complete |= {model_store.LINEAGE_FILE, WARMUP_FILE}
-    real_copy = push_module._copy_file
+    real_copy = storage.copy_file
 
     def slow_copy(src, dst):  # widen the window in which a non-atomic push would show half a model
         time.sleep(0.03)
         real_copy(src, dst)
 
-    monkeypatch.setattr(push_module, "_copy_file", slow_copy)
+    monkeypatch.setattr(storage, "copy_file", slow_copy)
     seen, partial, stop, passes = set(), [], threading.Event(), [0]
 
     def poll():

@@ -16,7 +16,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from petseg.components.push import VersionInfo
 
 from petseg.components.errors import PetsegError
 from petseg.components.params import DEFAULT_PARAMS_FILE, Params, load_params
@@ -145,7 +148,8 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_push(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.push import collect_lineage, push
+    from petseg.components.lineage import collect_lineage
+    from petseg.components.push import push
 
     result = push(args.model, args.evaluation, params.push, collect_lineage(args.records, params), args.out)
     if result.status == "pushed":
@@ -165,7 +169,7 @@ def _add_rollback(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.push import format_versions, list_versions, rollback
+    from petseg.components.push import list_versions, rollback
 
     if args.list:
         print(format_versions(list_versions(params.push)))
@@ -173,6 +177,24 @@ def _run_rollback(args: argparse.Namespace, params: Params) -> None:
     result = rollback(params.push, args.to)
     print(f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
           f"{result.config_file} updated")
+
+
+def format_versions(infos: list[VersionInfo]) -> str:
+    """The table `petseg rollback --list` prints."""
+    header = f"{'version':>7}  {'served':6}  {'pushed_at':25}  {'commit':10}  {'mean_iou':>8}  {'accuracy':>8}  data"
+    lines = [header]
+    for info in infos:
+        lin = info.lineage or {}
+        metrics = lin.get("metrics") or {}
+        commit = (lin.get("git_commit") or "-")[:8] + ("+" if lin.get("git_dirty") else "")
+        data = (lin.get("data_manifest_sha256") or "-")[:12]
+        lines.append(f"{info.version:>7}  {'*' if info.served else '':6}  {lin.get('pushed_at', '-'):25}  "
+                     f"{commit:10}  {_fmt(metrics.get('mean_iou')):>8}  {_fmt(metrics.get('pixel_accuracy')):>8}  {data}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
 # --------------------------------------------------------------------------- serve

@@ -1,0 +1,147 @@
+"""Warm-up requests and infra validation: would TF Serving load this SavedModel and answer it?
+
+TF Serving replays `assets.extra/tf_serving_warmup_requests` (PredictionLog
+TFRecords) when it loads a version, so the first client does not pay for graph
+tracing. push writes those requests into each candidate and then infra-validates
+the candidate the way a server would (load with the `serve` tag, answer every
+warm-up request through its signature); the local server replays the same file
+with answer_request. Kept apart from push as TFX keeps InfraValidator apart
+from Pusher.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from petseg.components import contract, storage
+from petseg.components.errors import PetsegError, first_line
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+DEFAULT_WARMUP_IMAGE_SIZE = 128
+
+
+class InfraValidationError(PetsegError):
+    """The candidate did not load or did not answer its warm-up requests as a server would need."""
+
+
+def model_signatures(model_dir: str) -> set[str]:
+    """The signature names in the SavedModel's serving meta graph, read from saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(storage.read_bytes(storage.join(model_dir, "saved_model.pb")))
+    names: set[str] = set()
+    for graph in saved.meta_graphs:
+        if "serve" in graph.meta_info_def.tags:
+            names.update(graph.signature_def.keys())
+    return names
+
+
+def warmup_requests(model_dir: str, model_name: str, count: int, image_size: int) -> list:
+    """`count` (at least 1) PredictionLog records with PredictRequests for the model's signatures.
+
+    They alternate between the uint8-image signature and, when the model has
+    it, the encoded-bytes one, at the model's input size and a wider photo-like
+    size, so both code paths and a resize are exercised before the first client.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    signatures = model_signatures(model_dir)
+    if contract.SIGNATURE_IMAGES not in signatures:
+        raise InfraValidationError(f"{model_dir}: no '{contract.SIGNATURE_IMAGES}' signature "
+                                   f"(has {', '.join(sorted(signatures)) or 'none'}); not pushed")
+    kinds = [contract.SIGNATURE_IMAGES]
+    if contract.SIGNATURE_BYTES in signatures:
+        kinds.append(contract.SIGNATURE_BYTES)
+    rng = np.random.default_rng(0)
+    logs = []
+    for i in range(max(1, count)):
+        signature = kinds[i % len(kinds)]
+        width = image_size if (i // len(kinds)) % 2 == 0 else image_size * 3 // 2
+        image = rng.integers(0, 256, size=(1, image_size, width, 3), dtype=np.uint8)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        if signature == contract.SIGNATURE_IMAGES:
+            request.inputs[contract.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(image))
+        else:
+            png = tf.io.encode_png(image[0]).numpy()
+            request.inputs[contract.INPUT_BYTES].CopyFrom(tf.make_tensor_proto([png], dtype=tf.string))
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def write_warmup_file(path: str, logs: list) -> None:
+    import tensorflow as tf
+
+    storage.makedirs(storage.parent(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+
+
+def read_warmup_file(path: str) -> list:
+    """The PredictionLog records in a TF Serving warm-up file."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    return [prediction_log_pb2.PredictionLog.FromString(raw.numpy()) for raw in tf.data.TFRecordDataset([path])]
+
+
+# --------------------------------------------------------- infra validation
+def infra_validate(model_dir: str, logs: list) -> dict:
+    """Load the model as a server does and answer every request; InfraValidationError on any failure."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    try:
+        loaded = tf.saved_model.load(model_dir, tags=["serve"])
+    except Exception as exc:  # noqa: BLE001 - any load failure means "not servable"
+        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)}); not pushed") \
+            from None
+    load_seconds = time.perf_counter() - started
+    for i, log in enumerate(logs):
+        request = log.predict_log.request
+        name = request.model_spec.signature_name or contract.SIGNATURE_IMAGES
+        try:
+            inputs, outputs = answer_request(loaded.signatures, request)
+            _check_answer(outputs, _expected_mask_shape(inputs))
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means "not servable"
+            raise InfraValidationError(f"infra validation: warm-up request {i} ({name}) failed "
+                                       f"({first_line(exc)}); not pushed") from None
+    return {"requests": len(logs), "load_seconds": round(load_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3)}
+
+
+def answer_request(signatures, request) -> tuple[dict, dict]:
+    """Run a PredictRequest through a loaded SavedModel's signatures, as a server would: (inputs, outputs).
+
+    Push's infra validation and the local server's warm-up both replay the warm-up file with it.
+    """
+    import tensorflow as tf
+
+    signature = signatures[request.model_spec.signature_name or contract.SIGNATURE_IMAGES]
+    inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
+    return inputs, signature(**inputs)
+
+
+def _expected_mask_shape(inputs: dict) -> list[int]:
+    import tensorflow as tf
+
+    if contract.INPUT_IMAGES in inputs:
+        return inputs[contract.INPUT_IMAGES].shape[:3].as_list()
+    data = inputs[contract.INPUT_BYTES]
+    first = tf.io.decode_image(data[0], channels=3, expand_animations=False)
+    return [int(data.shape[0]), int(first.shape[0]), int(first.shape[1])]
+
+
+def _check_answer(outputs: dict, expected: list[int]) -> None:
+    if contract.OUTPUT_MASK not in outputs:
+        raise ValueError(f"no '{contract.OUTPUT_MASK}' output (has {', '.join(outputs)})")
+    shape = outputs[contract.OUTPUT_MASK].shape.as_list()
+    if shape != expected:
+        raise ValueError(f"mask shape {shape}, expected {expected}")
+
+
