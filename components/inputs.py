@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from petseg.components import records
-from petseg.components.errors import PetsegError
+from petseg.components.errors import PetsegError, first_line
 from petseg.components.params import AugmentParams, TrainParams
 
 
@@ -125,3 +125,22 @@ def flip_together(image, mask, seed):
     stacked = tf.concat([image, tf.cast(mask, image.dtype)[..., None]], axis=-1)
     stacked = tf.image.stateless_random_flip_left_right(stacked, seed)
     return stacked[..., :3], tf.cast(stacked[..., 3], mask.dtype)
+
+
+def numpy_batches(records_dir: Path, split: str, image_size: int, batch_size: int):
+    """(uint8 images [B, S, S, 3], uint8 masks [B, S, S]) of `split` in file order, as NumPy arrays.
+
+    For scoring a SavedModel through its serving signature, which takes uint8
+    images as a client sends them. A damaged shard is a PetsegError.
+    """
+    import tensorflow as tf
+
+    iterator = read_split(records_dir, split, image_size).batch(batch_size).prefetch(2).as_numpy_iterator()
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+            raise PetsegError(f"{records_dir}: unreadable {split} shard ({first_line(exc)}); "
+                              "run `petseg preprocess` again") from None

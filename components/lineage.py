@@ -11,12 +11,12 @@ from pathlib import Path
 
 from petseg.components.params import Params, params_to_dict
 from petseg.components.rawdata import sha256_file
-from petseg.components.records import MANIFEST_FILE
+from petseg.components.manifest import manifest_path
 
 
 def collect_lineage(records_dir: Path | None, params: Params, repo_dir: Path | None = None) -> dict:
     """What a pushed version came from: git commit (if in a git checkout), data manifest hash, all params."""
-    manifest = Path(records_dir) / MANIFEST_FILE if records_dir else None
+    manifest = manifest_path(records_dir) if records_dir else None
     commit, dirty = _git_state(Path(repo_dir) if repo_dir else Path.cwd())
     return {
         "git_commit": commit,

@@ -44,7 +44,8 @@ from PIL import Image, UnidentifiedImageError
 from petseg.components import records
 from petseg.components.errors import PetsegError
 from petseg.components.progress import progress_bar
-from petseg.components.fsutil import atomic_directory, read_json, read_step_json, write_json
+from petseg.components.fsutil import atomic_directory, read_json
+from petseg.components.manifest import Manifest, write_manifest
 from petseg.components.params import PreprocessParams, params_to_dict
 from petseg.components.rawdata import RawExample, read_index, sha256_file
 from petseg.components.validation_gate import SUMMARY_FILE, require_validated
@@ -110,8 +111,7 @@ def preprocess(raw_dir: Path, validation_dir: Path, params: PreprocessParams, ou
         tasks = plan_shards(raw_dir, staging, splits, params.image_size, params.examples_per_shard)
         workers = max(1, min(resolve_workers(params.workers), len(tasks))) if _can_spawn() else 1
         results = write_shards(tasks, workers)
-        write_json(staging / records.MANIFEST_FILE,
-                   build_manifest(splits, results, params, fingerprint))
+        write_manifest(staging, build_manifest(splits, results, params, fingerprint))
     return PreprocessResult(
         out_dir=out_dir,
         image_size=params.image_size,
@@ -119,15 +119,6 @@ def preprocess(raw_dir: Path, validation_dir: Path, params: PreprocessParams, ou
         shards={split: sum(r.split == split for r in results) for split in records.SPLITS},
         workers=workers,
     )
-
-
-def load_manifest(records_dir: str | Path) -> dict:
-    """The manifest preprocess wrote beside the shards (image_size, counts, shards, ids, params)."""
-    path = Path(records_dir) / records.MANIFEST_FILE
-    manifest = read_step_json(path, "preprocess", missing="not found, so this is not a records folder")
-    if not isinstance(manifest, dict) or "image_size" not in manifest:
-        raise PetsegError(f"{path}: not a preprocess manifest (no image_size); run `petseg preprocess` again")
-    return manifest
 
 
 # --------------------------------------------------------------- splitting
@@ -324,7 +315,7 @@ def write_shard(task: ShardTask, decoded: DecodedShard) -> ShardResult:
 
 # ---------------------------------------------------------------- manifest
 def build_manifest(splits: dict[str, list[RawExample]], results: list[ShardResult],
-                   params: PreprocessParams, fingerprint: str) -> dict:
+                   params: PreprocessParams, fingerprint: str) -> Manifest:
     """The manifest: what train/evaluate need to read the shards, and what makes them reproducible."""
     manifest: dict = {
         "image_size": params.image_size,
@@ -350,7 +341,7 @@ def build_manifest(splits: dict[str, list[RawExample]], results: list[ShardResul
         manifest["shards"][split] = [{"file": r.file, "examples": len(r.ids), "sha256": r.sha256} for r in written]
         manifest["ids"][split] = ids
         manifest["ids_sha256"][split] = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-    return manifest
+    return Manifest(**{**manifest, "class_names": tuple(manifest["class_names"])})
 
 
 def _fractions(pixels: np.ndarray) -> dict[str, float]:

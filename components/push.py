@@ -37,7 +37,7 @@ from pathlib import Path
 
 from petseg.components import model_store, storage
 from petseg.components.errors import PetsegError, first_line
-from petseg.components.evaluate import read_blessing
+from petseg.components.blessing import Blessing, read_blessing
 from petseg.components.fsutil import write_json
 from petseg.components.storage import join
 from petseg.components.params import PushParams
@@ -91,14 +91,14 @@ def push(model_dir: Path, blessing_file: Path, params: PushParams, lineage: dict
     return result
 
 
-def _push(model_dir: str, blessing: dict, params: PushParams, lineage: dict) -> PushResult:
+def _push(model_dir: str, blessing: Blessing, params: PushParams, lineage: dict) -> PushResult:
     served = model_store.served_version(params)
-    if not blessing["blessed"]:
-        return PushResult("declined", f"model not blessed: {blessing.get('reason', 'no reason recorded')}",
+    if not blessing.blessed:
+        return PushResult("declined", f"model not blessed: {blessing.reason or 'no reason recorded'}",
                           served_version=served)
     model_store.require_savedmodel(model_dir)
     fingerprint = model_store.model_fingerprint(model_dir)
-    if blessing.get("model", {}).get("fingerprint") != fingerprint:
+    if blessing.model_fingerprint != fingerprint:
         raise PetsegError(f"the blessing is for a different model than {model_dir} (it changed since it "
                           "was evaluated); run `petseg evaluate` again")
     if served is not None and (model_store.read_lineage(params, served) or {}).get("model_fingerprint") == fingerprint:
@@ -120,9 +120,10 @@ def _push(model_dir: str, blessing: dict, params: PushParams, lineage: dict) -> 
             "version": version,
             "source_model": model_dir,
             "model_fingerprint": fingerprint,
-            "metrics": blessing.get("candidate"),
-            "blessing": {k: blessing.get(k) for k in ("blessed", "reason", "checks", "baseline", "thresholds")},
-            "data": blessing.get("data"),
+            "metrics": blessing.candidate,
+            "blessing": {"blessed": blessing.blessed, "reason": blessing.reason, "checks": list(blessing.checks),
+                         "baseline": blessing.baseline, "thresholds": blessing.thresholds},
+            "data": blessing.data,
         })
         if storage.exists(final):
             raise PetsegError(f"{final} appeared during the push; is another push running?")
@@ -174,13 +175,13 @@ def _is_io_error(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, tf.errors.OpError))
 
 
-def _require_fresh_blessing(blessing: dict, params: PushParams, served: int | None) -> None:
+def _require_fresh_blessing(blessing: Blessing, params: PushParams, served: int | None) -> None:
     """The blessing's regression check must have been against what is served at this target now."""
     target = model_store.model_root(params)
-    if blessing.get("push_target") not in (None, target):
-        raise PetsegError(f"the blessing compared against the model served at {blessing['push_target']}, "
+    if blessing.push_target not in (None, target):
+        raise PetsegError(f"the blessing compared against the model served at {blessing.push_target}, "
                           f"but push targets {target}; run `petseg evaluate` with the same push params")
-    compared = (blessing.get("baseline") or {}).get("version")
+    compared = blessing.baseline_version
     if compared != served:
         raise PetsegError(f"the served version changed since evaluation (evaluated against {compared}, "
                           f"now {served}); run `petseg evaluate` again")

@@ -22,7 +22,6 @@ import numpy as np
 
 CLASS_NAMES = ("pet", "background", "border")
 SPLITS = ("train", "val", "test")
-MANIFEST_FILE = "manifest.json"
 
 
 def shard_name(split: str, index: int, count: int) -> str:

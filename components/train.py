@@ -48,7 +48,8 @@ from petseg.components.export import export_serving_model
 from petseg.components.fsutil import atomic_directory, read_json, remove_output, write_json
 from petseg.components.model import build_model, encoder_of, set_encoder_trainable
 from petseg.components.params import ModelParams, TrainParams, params_to_dict
-from petseg.components.preprocess import load_manifest
+from petseg.components.layout import checkpoint_dir, savedmodel_dir
+from petseg.components.manifest import load_manifest
 from petseg.components.records import CLASS_NAMES
 
 MONITOR = "val_mean_iou"  # the best checkpoint
@@ -56,8 +57,6 @@ PLATEAU_MONITOR = "val_loss"  # learning-rate cuts and early stopping (smoother 
 MIN_IMPROVEMENT = 1e-4
 LR_FACTOR = 0.5
 MIN_LEARNING_RATE = 1e-6
-SAVEDMODEL_DIR = "savedmodel"
-CHECKPOINT_DIR = "checkpoints"
 LAST_DIR = "last"
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
@@ -111,17 +110,17 @@ def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out
 
     records_dir, out_dir, live_dir = Path(records_dir), Path(out_dir), Path(live_dir)
     manifest = load_manifest(records_dir)
-    image_size = int(manifest["image_size"])
-    counts = manifest.get("counts", {})
+    image_size = manifest.image_size
+    counts = manifest.counts
     for split in ("train", "val"):
         inputs.split_files(records_dir, split)  # fail early, with a message saying how to fix it
 
     strategy, mixed = distribution()
-    checkpoints = out_dir / CHECKPOINT_DIR
-    signature = run_signature(model_params, params, manifest, mixed)
+    checkpoints = checkpoint_dir(out_dir)
+    signature = run_signature(model_params, params, manifest.to_dict(), mixed)
     state = load_state(checkpoints, signature)
     resumed_from = state.epoch if state else 0
-    remove_output(out_dir / SAVEDMODEL_DIR)  # no stale model for evaluate while this one trains
+    remove_output(savedmodel_dir(out_dir))  # no stale model for evaluate while this one trains
     if state is None:
         remove_output(checkpoints)  # DVCLive clears its own files in live_dir on a fresh start
         state = RunState(signature=signature)
@@ -152,7 +151,7 @@ def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out
         raise PetsegError(f"{checkpoints}: no best weights after training; delete {checkpoints} and train again")
     export_model = build_model(model_params, image_size)
     export_model.load_weights(best)
-    savedmodel = export_serving_model(export_model, out_dir / SAVEDMODEL_DIR, image_size, CLASS_NAMES)
+    savedmodel = export_serving_model(export_model, savedmodel_dir(out_dir), image_size, CLASS_NAMES)
     return TrainResult(savedmodel=savedmodel, checkpoints=checkpoints, image_size=image_size,
                        epochs_run=state.epoch, best_epoch=state.best_epoch, best_metrics=dict(state.best_metrics),
                        resumed_from_epoch=resumed_from, stopped_early=state.stopped_early)

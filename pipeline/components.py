@@ -62,10 +62,10 @@ def preprocess(raw: Input[Dataset], validation: Input[Artifact], preprocess: dic
 def train(records: Input[Dataset], model: dict, train: dict, trained_model: Output[Model],
           training_metrics: Output[Metrics], training_log: Output[Artifact]):
     """Step 4: train the U-Net. The Model artifact is train's output folder: the SavedModel is
-    its `savedmodel/` (petseg.components.train.SAVEDMODEL_DIR), next to the checkpoints."""
+    its SavedModel at petseg.components.layout.savedmodel_dir, next to the checkpoints."""
     import dataclasses
 
-    from petseg.components.train import SAVEDMODEL_DIR
+    from petseg.components.layout import SAVEDMODEL_DIR
     from petseg.components.train import train as train_step
     from petseg.pipeline.component_io import log_metrics, section_params
 
@@ -85,16 +85,14 @@ def evaluate(trained_model: Input[Model], records: Input[Dataset], evaluate: dic
     """
     from pathlib import Path
 
-    from petseg.components.evaluate import CONFUSION_PLOT, METRICS_FILE, SAMPLES_PLOT
     from petseg.components.evaluate import evaluate as evaluate_step
-    from petseg.components.fsutil import read_json
-    from petseg.components.train import SAVEDMODEL_DIR
+    from petseg.components.layout import CONFUSION_PLOT, SAMPLES_PLOT, savedmodel_dir
     from petseg.pipeline.component_io import (log_metrics, section_params, write_image_sheet,
                                                write_metadata_file)
 
-    result = evaluate_step(Path(trained_model.path) / SAVEDMODEL_DIR, records.path,
+    result = evaluate_step(savedmodel_dir(trained_model.path), records.path,
                            section_params("evaluate", evaluate), section_params("push", push), evaluation.path)
-    scores = read_json(Path(evaluation.path) / METRICS_FILE)
+    scores = result.metrics_record()
     log_metrics(metrics, scores)
     matrix = scores["confusion_matrix"]
     confusion_matrix.log_confusion_matrix(matrix["labels"], matrix["rows_true_columns_predicted"])
@@ -117,15 +115,15 @@ def push(trained_model: Input[Model], evaluation: Input[Artifact], push: dict, c
     import json
     from pathlib import Path
 
-    from petseg.components.evaluate import BLESSING_FILE
+    from petseg.components.blessing import blessing_path
+    from petseg.components.layout import savedmodel_dir
     from petseg.components.push import push as push_step
-    from petseg.components.train import SAVEDMODEL_DIR
     from petseg.pipeline.component_io import section_params
 
     lineage = {"runner": "kubeflow", "pipeline_run": run_name, "pipeline_run_id": run_id,
                "code_images": dict(code_images), "model_artifact": trained_model.uri,
                "evaluation_artifact": evaluation.uri}
-    result = push_step(Path(trained_model.path) / SAVEDMODEL_DIR, Path(evaluation.path) / BLESSING_FILE,
+    result = push_step(savedmodel_dir(trained_model.path), blessing_path(evaluation.path),
                        section_params("push", push), lineage)
     print(f"push: {result.status}: {result.reason}")
     return json.dumps(result.to_dict())

@@ -185,7 +185,7 @@ def failed_step(exc: BaseException) -> str:
 
 def local_run_result(outputs: dict[str, Any]) -> LocalRun:
     """Collect artifact paths, the blessing and push's version folder from a finished local run."""
-    from petseg.components.evaluate import BLESSING_FILE
+    from petseg.components.blessing import read_blessing
 
     artifacts = [(step, name, Path(outputs[name].path)) for step, name in LOCAL_OUTPUTS]
     # evaluate never caches, so its outputs always sit in this run's own folder.
@@ -194,9 +194,9 @@ def local_run_result(outputs: dict[str, Any]) -> LocalRun:
     pushed = None
     if push_output.is_file():
         pushed = json.loads(json.loads(push_output.read_text())["parameterValues"]["Output"])
-    blessing = json.loads((Path(outputs["evaluation"].path) / BLESSING_FILE).read_text())
+    blessing = read_blessing(outputs["evaluation"].path)
     return LocalRun(run_dir=run_dir, artifacts=artifacts, blessed=bool(outputs["blessed"]),
-                    reason=str(blessing.get("reason", "")), pushed=pushed)
+                    reason=blessing.reason, pushed=pushed)
 
 
 def _ensure_dir(path: Path) -> Path:

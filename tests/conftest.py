@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from petseg.components.manifest import MANIFEST_FILE  # noqa: E402
 from petseg.components.params import Params, params_from_dict, params_to_dict  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def write_synthetic_records(out_dir: Path, image_size: int, counts: dict[str, in
                     class_pixels += np.bincount(mask.ravel(), minlength=len(records.CLASS_NAMES))
                     writer.write(records.serialize_example(f"{split}_{i:05d}", image, mask))
         pixels[split] = {name: float(n / class_pixels.sum()) for name, n in zip(records.CLASS_NAMES, class_pixels)}
-    write_json(out_dir / records.MANIFEST_FILE, {
+    write_json(out_dir / MANIFEST_FILE, {
         "image_size": image_size, "class_names": list(records.CLASS_NAMES), "counts": dict(counts),
         "class_pixel_fractions": pixels,
     })
@@ -226,7 +227,7 @@ def coded_records(tmp_path_factory) -> Path:
                     image = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
                     image[..., 0] = np.asarray(CODED_RED, np.uint8)[mask]
                     writer.write(records.serialize_example(f"{split}_{i:03d}", image, mask))
-    write_json(out / records.MANIFEST_FILE, {"image_size": size, "class_names": list(records.CLASS_NAMES),
+    write_json(out / MANIFEST_FILE, {"image_size": size, "class_names": list(records.CLASS_NAMES),
                                              "counts": counts})
     return out
 

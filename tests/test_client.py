@@ -185,7 +185,8 @@ def test_predict_cli_writes_masks_overlays_and_prints_fractions(server, referenc
         assert line.startswith(f"{path.name} ({pixels.shape[1]}x{pixels.shape[0]}): ")
         assert "[version 1]" in line
         for class_id, name in enumerate(contract.CLASS_NAMES):
-            assert shares[name] == pytest.approx(100 * np.mean(mask == class_id), abs=0.05)
+            # printed to one decimal: off by up to half a unit, plus float noise at x.x5
+            assert shares[name] == pytest.approx(100 * np.mean(mask == class_id), abs=0.0501)
 
 
 def test_predict_cli_server_down_is_one_line_and_nonzero(tmp_path, capsys):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from petseg.components import records
+from petseg.components.manifest import MANIFEST_FILE
 from petseg.components.errors import PetsegError
 from petseg.components.inputs import evaluation_dataset, flip_together, training_dataset
 from petseg.components.params import AugmentParams, TrainParams
@@ -43,7 +44,7 @@ def traced_records(tmp_path_factory):
                 for i in range(shard * per_shard, (shard + 1) * per_shard):
                     image = np.stack([ramp, masks[i] * 60, np.full_like(ramp, i)], axis=-1).astype(np.uint8)
                     writer.write(records.serialize_example(f"ex{i}", image, masks[i]))
-    (out / records.MANIFEST_FILE).write_text(json.dumps({"image_size": SIZE, "counts": {"train": COUNT, "val": COUNT}}))
+    (out / MANIFEST_FILE).write_text(json.dumps({"image_size": SIZE, "counts": {"train": COUNT, "val": COUNT}}))
     return out, masks
 
 

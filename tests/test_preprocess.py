@@ -9,10 +9,10 @@ from PIL import Image
 from petseg.cli import main
 from petseg.components import records
 from petseg.components.errors import PetsegError
+from petseg.components.manifest import MANIFEST_FILE, load_manifest
 from petseg.components.params import PreprocessParams
 from petseg.components.preprocess import (
     load_example,
-    load_manifest,
     preprocess,
     resize_image,
     resize_mask,
@@ -179,23 +179,23 @@ def test_shards_read_back_exactly_and_manifest_describes_them(validated_raw, tmp
 
     manifest = load_manifest(out)
     by_id = {ex.id: ex for ex in read_index(raw)}
-    assert result.counts == manifest["counts"] and sum(result.counts.values()) == 32
-    assert manifest["image_size"] == 48 and manifest["class_names"] == list(records.CLASS_NAMES)
-    assert manifest["raw_fingerprint"] == dataset_fingerprint(raw)
-    assert manifest["params"]["val_fraction"] == 0.2 and manifest["params"]["seed"] == 3
+    assert result.counts == manifest.counts and sum(result.counts.values()) == 32
+    assert manifest.image_size == 48 and manifest.class_names == records.CLASS_NAMES
+    assert manifest.raw_fingerprint == dataset_fingerprint(raw)
+    assert manifest.params["val_fraction"] == 0.2 and manifest.params["seed"] == 3
     files = sorted(p.name for p in out.iterdir())
-    listed = sorted(s["file"] for split in records.SPLITS for s in manifest["shards"][split])
-    assert files == sorted(listed + [records.MANIFEST_FILE])
+    listed = sorted(s["file"] for split in records.SPLITS for s in manifest.shards[split])
+    assert files == sorted(listed + [MANIFEST_FILE])
 
     for split in records.SPLITS:
-        shards = manifest["shards"][split]
+        shards = manifest.shards[split]
         assert [s["file"] for s in shards] == [p.name for p in records.shard_paths(out, split)]
         assert result.shards[split] == len(shards) and all(s["examples"] <= 5 for s in shards)
         for shard in shards:
             assert hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
         examples = _read_split(out, split, 48)
-        assert [e["id"].decode() for e in examples] == manifest["ids"][split]
-        assert len(examples) == manifest["counts"][split] == sum(s["examples"] for s in shards)
+        assert [e["id"].decode() for e in examples] == manifest.ids[split]
+        assert len(examples) == manifest.counts[split] == sum(s["examples"] for s in shards)
         pixels = np.zeros(3)
         for got in examples:
             ex = by_id[got["id"].decode()]
@@ -204,9 +204,9 @@ def test_shards_read_back_exactly_and_manifest_describes_them(validated_raw, tmp
             np.testing.assert_array_equal(got["mask"], mask)
             assert got["class_id"] == ex.class_id and got["species"].decode() == ex.species
             pixels += np.bincount(mask.ravel(), minlength=3)
-        fractions = manifest["class_pixel_fractions"][split]
+        fractions = manifest.class_pixel_fractions[split]
         np.testing.assert_allclose([fractions[c] for c in records.CLASS_NAMES], pixels / pixels.sum(), atol=1e-5)
-    assert {i.split("_")[1] for i in manifest["ids"]["test"]} == {"test"}
+    assert {i.split("_")[1] for i in manifest.ids["test"]} == {"test"}
 
 
 def test_empty_val_split_writes_no_val_shards(validated_raw, tmp_path):
@@ -215,7 +215,7 @@ def test_empty_val_split_writes_no_val_shards(validated_raw, tmp_path):
     result = preprocess(raw, report, params, tmp_path / "records")
     assert result.counts == {"train": 24, "val": 0, "test": 8}
     assert result.shards == {"train": 1, "val": 0, "test": 1}
-    assert load_manifest(tmp_path / "records")["class_pixel_fractions"]["val"] == {c: 0.0 for c in records.CLASS_NAMES}
+    assert load_manifest(tmp_path / "records").class_pixel_fractions["val"] == {c: 0.0 for c in records.CLASS_NAMES}
 
 
 def test_one_and_two_workers_write_identical_shards(validated_raw, tmp_path):
@@ -227,9 +227,9 @@ def test_one_and_two_workers_write_identical_shards(validated_raw, tmp_path):
     assert names == sorted(p.name for p in (tmp_path / "two").glob("*.tfrecord")) and len(names) >= 4
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-    manifest = (tmp_path / "one" / records.MANIFEST_FILE).read_bytes()
-    assert manifest == (tmp_path / "two" / records.MANIFEST_FILE).read_bytes()
-    assert "workers" not in load_manifest(tmp_path / "one")["params"]
+    manifest = (tmp_path / "one" / MANIFEST_FILE).read_bytes()
+    assert manifest == (tmp_path / "two" / MANIFEST_FILE).read_bytes()
+    assert "workers" not in load_manifest(tmp_path / "one").params
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -265,19 +265,19 @@ def test_cli_prints_counts(validated_raw, tmp_path, capsys):
                  "--out", str(tmp_path / "records"), "--params", str(params_file)])
     out = capsys.readouterr().out
     assert code == 0
-    counts = load_manifest(tmp_path / "records")["counts"]
+    counts = load_manifest(tmp_path / "records").counts
     assert f"train {counts['train']} in 1 shards" in out and "test 8 in 1 shards" in out and "32 px" in out
 
 
 def test_load_manifest_names_a_missing_or_bad_manifest(tmp_path):
     with pytest.raises(PetsegError, match="manifest.json: not found.*petseg preprocess"):
         load_manifest(tmp_path)
-    (tmp_path / records.MANIFEST_FILE).write_text("{not json")
+    (tmp_path / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(PetsegError, match="unreadable"):
         load_manifest(tmp_path)
 
 
 def test_shared_records_fixture_is_a_readable_records_folder(synthetic_records):
     manifest = load_manifest(synthetic_records)
-    assert manifest["image_size"] == 64 and sum(manifest["counts"].values()) == 32
-    assert len(_read_split(synthetic_records, "test", 64)) == manifest["counts"]["test"] == 8
+    assert manifest.image_size == 64 and sum(manifest.counts.values()) == 32
+    assert len(_read_split(synthetic_records, "test", 64)) == manifest.counts["test"] == 8

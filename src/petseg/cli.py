@@ -22,9 +22,14 @@ if TYPE_CHECKING:
     from petseg.components.push import VersionInfo
 
 from petseg.components.errors import PetsegError
+from petseg.components.layout import BLESSING_FILE, savedmodel_dir
 from petseg.components.params import DEFAULT_PARAMS_FILE, Params, load_params
 
 Handler = Callable[[argparse.Namespace, Params], int | None]
+
+
+DEFAULT_MODELS = Path("models")  # train's output folder, as dvc.yaml runs it
+DEFAULT_SAVEDMODEL = savedmodel_dir(DEFAULT_MODELS)
 
 
 def _quiet_libraries() -> None:
@@ -116,7 +121,7 @@ def _run_train(args: argparse.Namespace, params: Params) -> None:
 # ------------------------------------------------------------------------ evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score the SavedModel (and the served one) on the test shards; bless it or not")
-    p.add_argument("--model", type=Path, default=Path("models/savedmodel"), help="SavedModel folder (default: models/savedmodel)")
+    p.add_argument("--model", type=Path, default=DEFAULT_SAVEDMODEL, help=f"SavedModel folder (default: {DEFAULT_SAVEDMODEL})")
     p.add_argument("--records", type=Path, default=Path("data/records"), help="TFRecords folder (default: data/records)")
     p.add_argument("--out", type=Path, default=Path("reports/evaluate"),
                    help="metrics, blessing and plots folder (default: reports/evaluate)")
@@ -137,9 +142,9 @@ def _run_evaluate(args: argparse.Namespace, params: Params) -> None:
 # ---------------------------------------------------------------------------- push
 def _add_push(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="publish a blessed SavedModel as the next TF Serving version (declines unblessed)")
-    p.add_argument("--model", type=Path, default=Path("models/savedmodel"), help="SavedModel folder (default: models/savedmodel)")
+    p.add_argument("--model", type=Path, default=DEFAULT_SAVEDMODEL, help=f"SavedModel folder (default: {DEFAULT_SAVEDMODEL})")
     p.add_argument("--evaluation", type=Path, default=Path("reports/evaluate"),
-                   help="evaluate's output folder holding blessing.json (default: reports/evaluate)")
+                   help=f"evaluate's output folder holding {BLESSING_FILE} (default: reports/evaluate)")
     p.add_argument("--records", type=Path, default=Path("data/records"),
                    help="TFRecords folder whose manifest hash goes into the lineage (default: data/records)")
     p.add_argument("--out", type=Path, default=Path("reports/push.json"),

@@ -1,0 +1,30 @@
+"""Where each step puts the files a later step (or a runner) reads: one place for every output name.
+
+The DVC stages (dvc.yaml), the CLI defaults and the Kubeflow components all
+take these names from here; tests/test_layout.py checks dvc.yaml against them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# train: <out>/savedmodel is the exported SavedModel (what evaluate and push read);
+# <out>/checkpoints is only for resuming an interrupted run.
+SAVEDMODEL_DIR = "savedmodel"
+CHECKPOINT_DIR = "checkpoints"
+
+# evaluate: <out>/metrics.json, <out>/blessing.json (components/blessing.py), and two plots.
+METRICS_FILE = "metrics.json"
+BLESSING_FILE = "blessing.json"
+CONFUSION_PLOT = "confusion_matrix.png"
+SAMPLES_PLOT = "sample_predictions.png"
+EVALUATE_PLOTS = (CONFUSION_PLOT, SAMPLES_PLOT)
+
+
+def savedmodel_dir(train_out: str | Path) -> Path:
+    """The SavedModel train exported under its output folder."""
+    return Path(train_out) / SAVEDMODEL_DIR
+
+
+def checkpoint_dir(train_out: str | Path) -> Path:
+    """The checkpoints train keeps under its output folder to resume an interrupted run."""
+    return Path(train_out) / CHECKPOINT_DIR
