@@ -22,6 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "serving" / "deploy"
 MIB = 2**20
 CONTAINER_MODEL_BASE = "/models"
+# Servers close older connections so round-robin clients re-resolve and find new replicas.
+MAX_CONNECTION_AGE_MS = 300_000
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,19 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def k8s() -> dict:
-    """The Kubernetes objects by kind, as kustomization.yaml lists them."""
+    """The Kubernetes objects by kind, as kustomization.yaml lists them.
+
+    "Service" is the ClusterIP one; the headless gRPC Service is "HeadlessService".
+    """
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     objects = {}
     for resource in kustomization["resources"]:
         for doc in yaml.safe_load_all((DEPLOY / resource).read_text()):
-            objects[doc["kind"]] = doc
+            kind = doc["kind"]
+            if kind == "Service" and doc["spec"].get("clusterIP") == "None":
+                kind = "HeadlessService"
+            assert kind not in objects, f"two {kind}s in the kustomization"
+            objects[kind] = doc
     objects["Kustomization"] = kustomization
     return objects
 
@@ -65,11 +74,14 @@ def _container(k8s: dict) -> dict:
     return container
 
 
-def test_every_deploy_file_parses():
+def test_every_deploy_file_parses_and_every_manifest_is_deployed():
     files = sorted(DEPLOY.rglob("*.yaml"))
-    assert len(files) == 5
     for path in files:
         assert list(yaml.safe_load_all(path.read_text())), path
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    manifests = {str(path.relative_to(DEPLOY)) for path in (DEPLOY / "k8s").glob("*.yaml")}
+    assert set(kustomization["resources"]) == manifests       # none forgotten, none missing
+    assert DEPLOY / "docker-compose.yaml" in files
 
 
 def test_compose_serves_push_base_path_on_params_ports(compose, params):
@@ -117,7 +129,7 @@ def test_kubernetes_ports_probes_and_volumes_agree_with_params(k8s, params):
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == k8s["PersistentVolumeClaim"]["metadata"]["name"]
     flags = _flags(container["args"])
     assert flags["batching_parameters_file"] == f"{mounts['batching']}/batching.config"
-    generated = {g["name"]: g["files"] for g in k8s["Kustomization"]["configMapGenerator"]}
+    generated = {g["name"]: g.get("files") for g in k8s["Kustomization"]["configMapGenerator"]}
     assert generated[volumes["batching"]["configMap"]["name"]] == ["batching.config"]
 
 
@@ -133,7 +145,8 @@ def test_message_limits_match_serve_max_message_mb(flags_of, compose, k8s, param
     channel_args = dict(item.split("=") for item in _flags(args)["grpc_channel_arguments"].split(","))
     limit = params.serve.max_message_mb * MIB
     assert channel_args == {"grpc.max_send_message_length": str(limit),
-                            "grpc.max_receive_message_length": str(limit)}
+                            "grpc.max_receive_message_length": str(limit),
+                            "grpc.max_connection_age_ms": str(MAX_CONNECTION_AGE_MS)}
 
 
 def test_message_limit_fits_a_client_batch_of_photos_and_their_answers(params):
