@@ -17,6 +17,17 @@ if [ ! -x .venv/bin/python ]; then
   pip_install --upgrade pip
 fi
 echo "setup: installing petseg and its dependencies into .venv (first time: about 2 minutes)"
-pip_install -e ".[test]" || { echo "setup: pip could not install petseg; see its output above" >&2; exit 1; }
+pip_install -e ".[test,deploy-check]" || { echo "setup: pip could not install petseg; see its output above" >&2; exit 1; }
 .venv/bin/python -c "import petseg.components, petseg.pipeline, petseg.serving" \
   || { echo "setup: petseg did not install; see the pip output above" >&2; exit 1; }
+
+# checkov (the deployment files' security checks, tests/test_deploy_tools.py) pins many packages
+# that clash with petseg's, so it gets a venv of its own: .venv-checkov (first time: about 1.5 minutes).
+CHECKOV_REQUIREMENT="checkov>=3.3.30,<3.4"
+if [ ! -x .venv-checkov/bin/python ]; then
+  echo "setup: installing $CHECKOV_REQUIREMENT into .venv-checkov"
+  "$PYTHON" -m venv .venv-checkov
+fi
+.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check "$CHECKOV_REQUIREMENT" 2>&1 \
+  | { grep -v "is ignored: it is neither a file nor a directory" || true; } \
+  || { echo "setup: pip could not install $CHECKOV_REQUIREMENT into .venv-checkov; see its output above" >&2; exit 1; }

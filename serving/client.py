@@ -67,7 +67,11 @@ class SegmentationClient:
         self.version = version
         self.with_probabilities = with_probabilities
         self._grpc = grpc
-        self._channel = grpc.insecure_channel(target, options=message_options(max_message_mb))
+        # round_robin: a target that resolves to several servers (the headless Service,
+        # dns:///petseg-serving-headless.petseg.svc.cluster.local:8500) gets calls spread over all
+        # of them instead of pinned to the first; a single address behaves as before.
+        options = [*message_options(max_message_mb), ("grpc.lb_policy_name", "round_robin")]
+        self._channel = grpc.insecure_channel(target, options=options)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     def __enter__(self) -> "SegmentationClient":
