@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from petseg.components.errors import PetsegError
+from petseg.components.errors import PetsegError, first_line
 
 
 @contextlib.contextmanager
@@ -74,3 +74,33 @@ def read_step_json(path: str | Path, step: str, missing: str = "missing") -> Any
         return read_json(path)
     except ValueError as exc:
         raise PetsegError(f"{path}: unreadable ({exc}); run `petseg {step}` again") from None
+
+
+@contextlib.contextmanager
+def io_errors_named(target: str | Path, step: str) -> Iterator[None]:
+    """Turn an OSError (disk full, file size limit, permission denied, read-only target) into one line.
+
+    Wrap a step's `atomic_directory` block in this: by the time the error arrives here the
+    staging folder is gone, so the line can say that `target` was left as it was.
+    """
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or target
+        reason = exc.strerror or first_line(exc)
+        raise PetsegError(f"I/O error on {where}: {reason}; {target} left as it was (partial output removed); "
+                          f"free space or fix permissions, then run `petseg {step}` again") from None
+
+
+def check_output_dir(path: str | Path, marker: str, step: str) -> None:
+    """Refuse an --out that is a file, or a non-empty folder this step did not write (no `marker` in it).
+
+    `atomic_directory` replaces its target whole, so this keeps a user's own folder from being
+    deleted by a mistyped --out.
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise PetsegError(f"--out {path}: exists and is not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise PetsegError(f"--out {path}: a non-empty folder that `petseg {step}` did not write (no {marker}); "
+                          "choose another --out or empty it yourself")

@@ -121,7 +121,7 @@ def test_failed_download_keeps_the_previous_output(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(download_module, "synthetic_records", exploding)
-    with pytest.raises(OSError):
+    with pytest.raises(PetsegError, match=r"I/O error on .*raw: disk full; .*raw left as it was"):
         download(params, tmp_path / "raw")
     assert dataset_fingerprint(tmp_path / "raw") == before
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
