@@ -30,7 +30,13 @@ from petseg.components.annotations import ListEntry, decode_text, parse_list_fil
 from petseg.components.errors import PetsegError, stable_text
 from petseg.components.progress import progress_bar
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
-from petseg.components.params import ArchivesParams, DataParams, TfdsParams, params_to_dict
+from petseg.components.params import (
+    ArchivesParams,
+    DataParams,
+    TfdsParams,
+    params_to_dict,
+    require_writable_folder,
+)
 from petseg.components.rawdata import (
     BREEDS,
     DOWNLOAD_FILE,
@@ -161,6 +167,7 @@ def tfds_records(params: TfdsParams, result: DownloadResult) -> tuple[Iterator[R
     import absl.logging
     import tensorflow_datasets as tfds
 
+    require_writable_folder(params.data_dir, "data.tfds.data_dir")
     verbosity = absl.logging.get_verbosity()
     absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS warns about the not-yet-prepared folder it probes
     try:

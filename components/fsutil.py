@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -92,15 +93,20 @@ def io_errors_named(target: str | Path, step: str) -> Iterator[None]:
                           f"free space or fix permissions, then run `petseg {step}` again") from None
 
 
-def check_output_dir(path: str | Path, marker: str, step: str) -> None:
-    """Refuse an --out that is a file, or a non-empty folder this step did not write (no `marker` in it).
+def check_output_dir(path: str | Path, marker: str, step: str, owned: tuple[str, ...] = ()) -> None:
+    """Refuse an --out that is a file, or a non-empty folder this step did not write.
 
-    `atomic_directory` replaces its target whole, so this keeps a user's own folder from being
-    deleted by a mistyped --out.
+    A folder counts as this step's when it holds `marker`, or when every entry in it matches
+    one of the `owned` glob patterns (e.g. a previous run's shards). `atomic_directory`
+    replaces its target whole, so this keeps a user's own folder from being deleted by a
+    mistyped --out.
     """
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise PetsegError(f"--out {path}: exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
-        raise PetsegError(f"--out {path}: a non-empty folder that `petseg {step}` did not write (no {marker}); "
+    if not path.is_dir() or (path / marker).exists():
+        return
+    foreign = [p.name for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, pattern) for pattern in owned)]
+    if foreign:
+        raise PetsegError(f"--out {path}: holds {foreign[0]!r} and no {marker}, so `petseg {step}` did not write it; "
                           "choose another --out or empty it yourself")

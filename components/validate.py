@@ -56,12 +56,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from petseg.components.errors import DataValidationError, ParamsError, first_line
+from petseg.components.errors import DataValidationError, ParamsError, stable_text
 from petseg.components.progress import progress_bar
-from petseg.components.fsutil import atomic_directory, write_json
+from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.params import ValidateParams
 from petseg.components.rawdata import SPLITS, RawExample, dataset_fingerprint, read_index
-from petseg.components.validation_gate import write_summary
+from petseg.components.validation_gate import SUMMARY_FILE, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +128,18 @@ def validate_dataset(raw_dir: str | Path, params: ValidateParams, out_dir: str |
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     check_critical_names(params.critical)
-    examples = read_index(raw_dir)
-    fingerprint = dataset_fingerprint(raw_dir)
-    table = example_table(raw_dir, examples, workers=params.workers)
-    with atomic_directory(out_dir) as staging:
-        table.to_csv(staging / TABLE_FILE, index=False)
-        gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
-        write_json(staging / GX_RESULT_FILE, gx_result)
-        result = summarise(gx_result, params, out_dir, table)
-        write_summary(staging, success=result.success, fingerprint=fingerprint,
-                      failed_critical=result.failed_critical, failed_warnings=result.failed_warnings)
+    check_output_dir(out_dir, SUMMARY_FILE, "validate")
+    with io_errors_named(out_dir, "validate"):
+        examples = read_index(raw_dir)
+        fingerprint = dataset_fingerprint(raw_dir)
+        table = example_table(raw_dir, examples, workers=params.workers)
+        with atomic_directory(out_dir) as staging:
+            table.to_csv(staging / TABLE_FILE, index=False)
+            gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
+            write_json(staging / GX_RESULT_FILE, gx_result)
+            result = summarise(gx_result, params, out_dir, table)
+            write_summary(staging, success=result.success, fingerprint=fingerprint,
+                          failed_critical=result.failed_critical, failed_warnings=result.failed_warnings)
     for name in result.failed_warnings:
         log.warning("validate: warning: %s", _describe_failure(name, result, gx_result, params))
     if not result.success:
@@ -211,16 +213,20 @@ def _image_stats(path: Path) -> dict[str, Any]:
                        image_height=height, image_width=width, image_channels=len(image.getbands()),
                        image_size=f"{height}x{width}")
     except Exception as exc:  # PIL raises many exception types for a broken file
-        out["image_error"] = f"{type(exc).__name__}: {first_line(exc)}"
+        out["image_error"] = f"{type(exc).__name__}: {stable_text(exc)}"
     return out
 
 
 def _mask_stats(path: Path) -> dict[str, Any]:
     try:
-        with Image.open(path) as mask:
+        data = path.read_bytes()
+    except OSError as exc:
+        return {"mask_error": f"cannot read: {exc.strerror or exc}"}
+    try:
+        with Image.open(io.BytesIO(data)) as mask:
             pixels = np.asarray(mask)
-    except Exception as exc:  # missing, unreadable or undecodable
-        return {"mask_error": f"{type(exc).__name__}: {first_line(exc)}"}
+    except Exception as exc:  # PIL raises many exception types for a broken file
+        return {"mask_error": f"{type(exc).__name__}: {stable_text(exc)}"}
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     plane = pixels if pixels.ndim == 2 else pixels[..., 0]
     height, width = plane.shape
