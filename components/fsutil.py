@@ -5,6 +5,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -87,7 +88,9 @@ def io_errors_named(target: str | Path, step: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = exc.filename or target
+        # A file in atomic_directory's (now removed) staging folder is named by its place in `target`.
+        staging = re.compile(rf"{re.escape(str(Path(target).parent))}/\.{re.escape(Path(target).name)}\.partial-[^/]+")
+        where = staging.sub(str(target), str(exc.filename)) if exc.filename else target
         reason = exc.strerror or first_line(exc)
         raise PetsegError(f"I/O error on {where}: {reason}; {target} left as it was (partial output removed); "
                           f"free space or fix permissions, then run `petseg {step}` again") from None

@@ -41,22 +41,24 @@ warning by default) because every decoder downstream reads them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import multiprocessing
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from petseg.components.errors import DataValidationError, ParamsError, stable_text
+from petseg.components.errors import DataValidationError, ParamsError, PetsegError, stable_text
 from petseg.components.progress import progress_bar
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.params import ValidateParams
@@ -329,8 +331,44 @@ def run_suite(table: pd.DataFrame, params: ValidateParams, docs_dir: Path) -> di
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]},
         run_id=gx.RunIdentifier(run_name="petseg-validate"),
     )
-    context.build_data_docs(site_names=["petseg"])
+    with _data_docs_errors_raised(docs_dir):
+        context.build_data_docs(site_names=["petseg"])
     return result.to_json_dict()
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _data_docs_errors_raised(docs_dir: Path) -> Iterator[None]:
+    """Raise, instead of logging a traceback and going on, when GX fails to write a Data Docs page.
+
+    GX's site builder catches every exception (a full disk included), logs it with its traceback
+    and leaves the docs incomplete. Here the log stays quiet and the first failure is raised: an
+    OSError (so the step reports it in one line, like its own I/O errors) or a PetsegError.
+    """
+    logger = logging.getLogger("great_expectations.render.renderer.site_builder")
+    handler, propagate = _ErrorRecords(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if handler.messages:
+        os_error = re.search(r"\[Errno (\d+)\] ([^\"]+)", handler.messages[0])
+        if os_error:
+            raise OSError(int(os_error[1]), os_error[2].strip(), str(docs_dir))
+        detail = next((line.strip() for line in handler.messages[0].splitlines()
+                       if line.strip() and "Detailed information follows" not in line), "unknown error")
+        raise PetsegError(f"{docs_dir}: Great Expectations could not write the Data Docs ({detail[:200]})")
 
 
 # ---------------------------------------------------------------------- summary
