@@ -138,7 +138,7 @@ def validate_dataset(raw_dir: str | Path, params: ValidateParams, out_dir: str |
         with atomic_directory(out_dir) as staging:
             table.to_csv(staging / TABLE_FILE, index=False)
             gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
-            write_json(staging / GX_RESULT_FILE, gx_result)
+            write_json(staging / GX_RESULT_FILE, stable_gx_result(gx_result))
             result = summarise(gx_result, params, out_dir, table)
             write_summary(staging, success=result.success, fingerprint=fingerprint,
                           failed_critical=result.failed_critical, failed_warnings=result.failed_warnings)
@@ -369,6 +369,21 @@ def _data_docs_errors_raised(docs_dir: Path) -> Iterator[None]:
         detail = next((line.strip() for line in handler.messages[0].splitlines()
                        if line.strip() and "Detailed information follows" not in line), "unknown error")
         raise PetsegError(f"{docs_dir}: Great Expectations could not write the Data Docs ({detail[:200]})")
+
+
+GX_TIMESTAMP_FIELDS = ("meta.run_id.run_time", "meta.validation_time", "meta.batch_markers.ge_load_time")
+
+
+def stable_gx_result(gx_result: dict) -> dict:
+    """GX's result without its random ids (result, validation and expectation UUIDs of an ephemeral
+    context, meaningless outside it), so two runs on the same data differ only in GX_TIMESTAMP_FIELDS."""
+    stable = {k: v for k, v in gx_result.items() if k != "id"}
+    stable["meta"] = {k: v for k, v in gx_result.get("meta", {}).items() if k != "validation_id"}
+    stable["results"] = [
+        {**item, "expectation_config": {k: v for k, v in item["expectation_config"].items() if k != "id"}}
+        for item in gx_result.get("results", [])
+    ]
+    return stable
 
 
 # ---------------------------------------------------------------------- summary

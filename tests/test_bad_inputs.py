@@ -409,6 +409,21 @@ def test_two_identical_runs_write_identical_records(archives, tmp_path, capsys):
     assert "cannot identify image file" in table and " at 0x" not in table
     for name in ("examples.csv", "summary.json"):
         assert filecmp.cmp(reports[0] / name, reports[1] / name, shallow=False), name
+    assert _without_timestamps(reports[0] / "gx_result.json") == _without_timestamps(reports[1] / "gx_result.json")
+
+
+def _without_timestamps(path: Path) -> dict:
+    from petseg.components.validate import GX_TIMESTAMP_FIELDS
+
+    data = json.loads(path.read_text())
+    for dotted in GX_TIMESTAMP_FIELDS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        assert leaf in node, dotted
+        del node[leaf]
+    return data
 
 
 # ------------------------------------------------------------- I/O errors
