@@ -14,12 +14,16 @@ an image or trimap that does not decode, or is missing, is dropped and listed as
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import inspect
 import io
+import lzma
 import re
 import socket
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -365,7 +369,7 @@ _SUMS_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<path>\S.*)")
 def _tar_members(tarball: Path, prefix: str) -> dict[str, bytes]:
     """The regular files under `prefix` in a tarball, by name; a link there is refused."""
     members = {}
-    with tarfile.open(tarball) as tar:
+    with _tar_errors_named(tarball), tarfile.open(tarball) as tar:
         for member in tar:
             name = member.name.removeprefix("./")
             if not name.startswith(prefix):
@@ -374,6 +378,16 @@ def _tar_members(tarball: Path, prefix: str) -> dict[str, bytes]:
             if member.isfile():
                 members[name] = tar.extractfile(member).read()
     return members
+
+
+@contextlib.contextmanager
+def _tar_errors_named(tarball: Path) -> Iterator[None]:
+    """A damaged or truncated tarball (only possible with verify_checksums off) as one line."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
+        raise PetsegError(f"{tarball}: not a readable tar archive ({stable_text(exc)}); "
+                          "re-download it or extract it into images/ and annotations/") from None
 
 
 def _refuse_link(member: tarfile.TarInfo, name: str, tarball: Path) -> None:
@@ -412,7 +426,7 @@ def _archive_examples(source: ArchiveSource, index: ArchiveIndex, result: Downlo
     if source._is_inside_file(tarball):
         _verify_archive(tarball, source.params, result)
         seen = set()
-        with tarfile.open(tarball, mode="r|*") as tar:
+        with _tar_errors_named(tarball), tarfile.open(tarball, mode="r|*") as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
                 if not name.startswith("images/"):
@@ -422,7 +436,8 @@ def _archive_examples(source: ArchiveSource, index: ArchiveIndex, result: Downlo
                 if not (member.isfile() and name == f"images/{example_id}.jpg" and example_id in index.splits):
                     continue
                 seen.add(example_id)
-                yield from records(example_id, tar.extractfile(member).read())
+                image_bytes = tar.extractfile(member).read()
+                yield from records(example_id, image_bytes)
         for example_id in sorted(set(index.splits) - seen):
             result.dropped[example_id] = "image missing"
         return

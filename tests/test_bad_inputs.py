@@ -197,6 +197,22 @@ def test_link_member_in_a_tarball_is_refused(archives, tmp_path, capsys):
     _assert_nothing_written(tmp_path / "raw")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not an archive"])
+def test_damaged_tarball_is_one_line(damage, archives, tmp_path, capsys):
+    work = tmp_path / "tarred"
+    work.mkdir()
+    with tarfile.open(work / "images.tar.gz", "w:gz") as tar:
+        tar.add(archives / "images", arcname="images")
+    data = (work / "images.tar.gz").read_bytes()
+    (work / "images.tar.gz").write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello" * 100)
+    shutil.copytree(archives / "annotations", work / "annotations")
+    code, err = _run_cli(capsys, "download", ["--out", str(tmp_path / "raw")],
+                         _archive_params(tmp_path, work, verify_checksums=False))
+    assert code == 1
+    assert "images.tar.gz: not a readable tar archive" in _one_error_line(err, "download")
+    _assert_nothing_written(tmp_path / "raw")
+
+
 def test_pinned_checksums_catch_a_changed_extracted_file(archives, tmp_path, capsys):
     lines = []
     for path in sorted(p for p in archives.rglob("*") if p.is_file()):
@@ -512,3 +528,22 @@ def test_read_only_target_is_one_line(step, synthetic_raw, tmp_path):
         out = disk / "out"
         proc = _cli_subprocess([*args, "--out", str(out)], tmp_path)
         _assert_io_error(proc, step, "Read-only file system", out)
+
+
+@pytest.mark.slow
+def test_permission_denied_is_one_line(tmp_path):
+    """A target folder this user may not write. Root ignores file modes, so as root the command
+    runs without the capabilities that let it (setpriv drops CAP_DAC_OVERRIDE)."""
+    _write_params(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: root can write any folder")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    proc = subprocess.run([*prefix, *PYTHON_CLI, "download", "--out", str(locked / "raw")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    _assert_io_error(proc, "download", "Permission denied", locked / "raw")
+    assert os.listdir(locked) == []
