@@ -29,7 +29,7 @@ def _repro(repo: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def test_a_changed_source_trimap_reruns_download_and_stops_at_validation(dvc_repo, sample_dir):
+def test_a_changed_source_trimap_reruns_download_and_stops_at_validation(dvc_repo, sample_dir):  # noqa: F811
     archives = dvc_repo / "data" / "archives"
     for folder in ("images", "annotations"):
         shutil.copytree(sample_dir / folder, archives / folder)
