@@ -10,7 +10,13 @@ Real images are normalised on the way in, so one policy covers both real sources
 an image that decodes but is not an RGB JPEG (grayscale, CMYK, RGBA, a PNG named .jpg;
 TFDS lists a dozen such files) is re-encoded as an RGB JPEG and listed as `repaired`;
 an image or trimap that does not decode, or is missing, is dropped and listed as
-`dropped`. Both lists are in download.json. Validation then checks that what remains is sound.
+`dropped`. Both lists are in download.json. Nothing else is fixed (README "Repair policy"):
+the list files are parsed strictly (components/annotations.py), an id listed in both
+trainval.txt and test.txt is kept in both splits and recorded as a split conflict for
+validation's leakage check to stop on, and a symlink out of the source folder is refused.
+Extracted files are recorded by sha256 (and checked against an optional SHA256SUMS);
+for TFDS, the dataset version and the download checksums it pins are recorded.
+Validation then checks that what remains is sound.
 """
 from __future__ import annotations
 
