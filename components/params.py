@@ -260,6 +260,8 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
     path = Path(path)
     if path.is_dir():
         raise ParamsError(f"{path}: is a folder, not a params file (pass --params FILE)")
+    if path.exists() and not path.is_file():
+        raise ParamsError(f"{path}: not a regular file (pass --params FILE)")
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file (run from the project root or pass --params FILE)")
     try:
