@@ -3,6 +3,7 @@
 The CLI prints these as one line and exits non-zero; anything else is a bug
 and keeps its traceback.
 """
+import re
 
 
 class PetsegError(Exception):
@@ -25,3 +26,16 @@ def first_line(error: object) -> str:
     """The first non-empty line of an error (or message), for one-line reports; its type name if empty."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[0].strip() if lines else type(error).__name__
+
+
+_MEMORY_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def stable_text(error: object) -> str:
+    """first_line(error) without memory addresses (`<_io.BytesIO object at 0x7f…>`), so records repeat run to run."""
+    return _MEMORY_ADDRESS.sub("", first_line(error))
+
+
+def os_error_text(exc: OSError) -> str:
+    """'No space left on device' or the like: an OSError's reason without its path or errno number."""
+    return exc.strerror or stable_text(exc)

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from petseg.components.errors import PetsegError
+from petseg.components.errors import PetsegError, first_line
 
 
 @contextlib.contextmanager
@@ -74,3 +76,40 @@ def read_step_json(path: str | Path, step: str, missing: str = "missing") -> Any
         return read_json(path)
     except ValueError as exc:
         raise PetsegError(f"{path}: unreadable ({exc}); run `petseg {step}` again") from None
+
+
+@contextlib.contextmanager
+def io_errors_named(target: str | Path, step: str) -> Iterator[None]:
+    """Turn an OSError (disk full, file size limit, permission denied, read-only target) into one line.
+
+    Wrap a step's `atomic_directory` block in this: by the time the error arrives here the
+    staging folder is gone, so the line can say that `target` was left as it was.
+    """
+    try:
+        yield
+    except OSError as exc:
+        # A file in atomic_directory's (now removed) staging folder is named by its place in `target`.
+        staging = re.compile(rf"{re.escape(str(Path(target).parent))}/\.{re.escape(Path(target).name)}\.partial-[^/]+")
+        where = staging.sub(str(target), str(exc.filename)) if exc.filename else target
+        reason = exc.strerror or first_line(exc)
+        raise PetsegError(f"I/O error on {where}: {reason}; {target} left as it was (partial output removed); "
+                          f"free space or fix permissions, then run `petseg {step}` again") from None
+
+
+def check_output_dir(path: str | Path, marker: str, step: str, owned: tuple[str, ...] = ()) -> None:
+    """Refuse an --out that is a file, or a non-empty folder this step did not write.
+
+    A folder counts as this step's when it holds `marker`, or when every entry in it matches
+    one of the `owned` glob patterns (e.g. a previous run's shards). `atomic_directory`
+    replaces its target whole, so this keeps a user's own folder from being deleted by a
+    mistyped --out.
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise PetsegError(f"--out {path}: exists and is not a folder; choose another --out")
+    if not path.is_dir() or (path / marker).exists():
+        return
+    foreign = [p.name for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, pattern) for pattern in owned)]
+    if foreign:
+        raise PetsegError(f"--out {path}: holds {foreign[0]!r} and no {marker}, so `petseg {step}` did not write it; "
+                          "choose another --out or empty it yourself")

@@ -9,6 +9,8 @@ Steps receive only their own section.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import yaml
 from petseg.components.errors import ParamsError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+_MAX_INT = 2**63 - 1  # every integer parameter fits in 64 bits
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
@@ -36,7 +39,7 @@ def _num(default: float, lo: float | None = None, hi: float | None = None, *, lo
 class TfdsParams:
     """Where TFDS keeps its download and prepared copy of oxford_iiit_pet."""
 
-    data_dir: str = "data/tfds"
+    data_dir: str = field(default="data/tfds", metadata={"path": "folder"})
     version: str = "4.*.*"
 
 
@@ -44,7 +47,7 @@ class TfdsParams:
 class ArchivesParams:
     """A folder holding the official images.tar.gz + annotations.tar.gz (or their extracts)."""
 
-    path: str = "data/archives"
+    path: str = field(default="data/archives", metadata={"path": "folder"})
     verify_checksums: bool = True
 
 
@@ -248,16 +251,97 @@ class Params:
 
 # ------------------------------------------------------------------------ parsing
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
-    """Read params.yaml into a validated Params, or raise ParamsError naming the bad key."""
+    """Read params.yaml into a validated Params, or raise ParamsError (one line) naming the bad key.
+
+    Refused: a file that is not UTF-8, not YAML, empty (or only comments: an empty file would
+    silently mean every default, the network `tfds` source included), or that repeats a key.
+    A file that leaves whole sections out gets those sections' defaults.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder, not a params file (pass --params FILE)")
+    if path.exists() and not path.is_file():
+        raise ParamsError(f"{path}: not a regular file (pass --params FILE)")
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file (run from the project root or pass --params FILE)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return params_from_yaml(data, source=str(path))
+
+
+def params_from_yaml(data: bytes, source: str = "params") -> Params:
+    """Params from the bytes of a params file, with load_params' rules (see there)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ParamsError(f"{source} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ParamsError as exc:
+        raise ParamsError(f"{source} {exc}") from None
     except yaml.YAMLError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise ParamsError(f"{path}: not valid YAML ({first_line})") from None
-    return params_from_dict(raw, source=str(path))
+        raise ParamsError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ParamsError(f"{source}: nested too deeply to be a params file") from None
+    if raw is None:
+        raise ParamsError(f"{source}: empty; it must set at least data.source "
+                          "(copy the project's params.yaml and edit it)")
+    return params_from_dict(raw, source=source)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key repeated in one mapping is an error, not 'last one wins'."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first_line
+                except TypeError:  # an unhashable key: the base class says so as a YAML error
+                    continue
+                line = key_node.start_mark.line + 1
+                if seen:
+                    raise ParamsError(f"line {line}: duplicate key {_shown(key)} (first on line "
+                                      f"{first_line[key]}); keep one")
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """YAML's complaint in one line, with the line number when it has one."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr(value), cut short, for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def require_writable_folder(path: str | Path, key: str) -> Path:
+    """ParamsError unless `path` is a folder this process can write, or one it can create."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ParamsError(f"'{key}' {path}: is a file, not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ParamsError(f"'{key}' {path}: {existing} is a file, so the folder cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParamsError(f"'{key}' {path}: {existing} is not writable")
+    return path
 
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
@@ -301,10 +385,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ParamsError(f"'{where}' must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = [key for key in raw if not isinstance(key, str) or key not in fields]
     if unknown:
         key = f"{prefix}{unknown[0]}"
-        raise ParamsError(f"unknown key '{key}' (known under {where}: {', '.join(fields)})")
+        raise ParamsError(f"unknown key {_shown(key)} (known under {where}: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name in raw:
@@ -323,7 +407,7 @@ def _convert(tp: Any, value: Any, key: str, meta: typing.Mapping) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ParamsError(f"'{key}' must be one of {', '.join(map(str, choices))}; got {value!r}")
+            raise ParamsError(f"'{key}' must be one of {', '.join(map(str, choices))}; got {_shown(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -331,23 +415,35 @@ def _convert(tp: Any, value: Any, key: str, meta: typing.Mapping) -> Any:
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"'{key}' must be a list, got {value!r}")
+            raise ParamsError(f"'{key}' must be a list, got {_shown(value)}")
         return tuple(_convert(item_tp, v, f"{key}[{i}]", {}) for i, v in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"'{key}' must be true or false, got {value!r}")
+            raise ParamsError(f"'{key}' must be true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"'{key}' must be an integer, got {value!r}")
+            raise ParamsError(f"'{key}' must be an integer, got {_shown(value)}")
+        if abs(value) > _MAX_INT:
+            raise ParamsError(f"'{key}' is too large ({_shown(value, 24)})")
         return _check_range(value, key, meta)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"'{key}' must be a number, got {value!r}")
-        return _check_range(float(value), key, meta)
+            raise ParamsError(f"'{key}' must be a number, got {_shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ParamsError(f"'{key}' must be a finite number, got {_shown(value, 24)}")
+        return _check_range(number, key, meta)
     if tp is str:
         if not isinstance(value, str):
-            raise ParamsError(f"'{key}' must be a string, got {value!r}")
+            raise ParamsError(f"'{key}' must be a string, got {_shown(value)}")
+        if "\x00" in value:
+            raise ParamsError(f"'{key}' holds a NUL character")
+        if meta.get("path") and not value.strip():
+            raise ParamsError(f"'{key}' must be a {meta['path']} path, got an empty string")
         return value
     raise TypeError(f"params: unsupported type {tp!r} for {key}")  # a bug in this module
 

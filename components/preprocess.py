@@ -27,6 +27,7 @@ or many write byte-identical folders. The output folder appears whole or not at 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import multiprocessing
@@ -44,8 +45,8 @@ from PIL import Image, UnidentifiedImageError
 from petseg.components import records
 from petseg.components.errors import PetsegError
 from petseg.components.progress import progress_bar
-from petseg.components.fsutil import atomic_directory, read_json
-from petseg.components.manifest import Manifest, write_manifest
+from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, read_json
+from petseg.components.manifest import MANIFEST_FILE, Manifest, write_manifest
 from petseg.components.params import PreprocessParams, params_to_dict
 from petseg.components.rawdata import RawExample, read_index, sha256_file
 from petseg.components.validation_gate import SUMMARY_FILE, require_validated
@@ -107,7 +108,8 @@ def preprocess(raw_dir: Path, validation_dir: Path, params: PreprocessParams, ou
     fingerprint = read_json(Path(validation_dir) / SUMMARY_FILE)["fingerprint"]  # == the raw data's, just checked
 
     splits = split_dataset(examples, params.val_fraction, params.seed)
-    with atomic_directory(out_dir) as staging:
+    check_output_dir(out_dir, MANIFEST_FILE, "preprocess", owned=("*.tfrecord",))
+    with io_errors_named(out_dir, "preprocess"), atomic_directory(out_dir) as staging:
         tasks = plan_shards(raw_dir, staging, splits, params.image_size, params.examples_per_shard)
         workers = max(1, min(resolve_workers(params.workers), len(tasks))) if _can_spawn() else 1
         results = write_shards(tasks, workers)
@@ -298,9 +300,12 @@ def write_shard(task: ShardTask, decoded: DecodedShard) -> ShardResult:
     """Serialize a decoded shard into its TFRecord file in the `records` schema, and describe the file."""
     import tensorflow as tf
 
-    with tf.io.TFRecordWriter(task.out_path) as writer:
-        for ex, image, mask in zip(task.examples, decoded.images, decoded.masks):
-            writer.write(records.serialize_example(ex.id, image, mask, ex.class_id, ex.species))
+    try:
+        with tf.io.TFRecordWriter(task.out_path) as writer:
+            for ex, image, mask in zip(task.examples, decoded.images, decoded.masks):
+                writer.write(records.serialize_example(ex.id, image, mask, ex.class_id, ex.species))
+    except tf.errors.OpError as exc:  # TF reports a full disk or a file size limit as its own error type
+        raise OSError(errno.EIO, exc.message.rsplit("; ", 1)[-1], task.out_path) from None
     pixels = np.bincount(decoded.masks.ravel(), minlength=len(records.CLASS_NAMES))
     return ShardResult(
         file=Path(task.out_path).name,

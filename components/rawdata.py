@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from petseg.components.errors import PetsegError
@@ -36,7 +37,8 @@ BREEDS = (
     "staffordshire_bull_terrier", "wheaten_terrier", "yorkshire_terrier",
 )
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # use with fullmatch: an id is a safe file name
+INDEX_COLUMNS = ("id", "split", "image", "trimap", "class_id", "breed", "species")
 
 
 def species_of_breed(breed: str) -> str:
@@ -78,15 +80,20 @@ class RawDatasetWriter:
         (self.root / "images").mkdir(parents=True, exist_ok=True)
         (self.root / "trimaps").mkdir(parents=True, exist_ok=True)
         self.examples: list[RawExample] = []
-        self._ids: set[str] = set()
+        self._ids: set[tuple[str, str]] = set()
 
     def add(self, record: RawRecord) -> RawExample:
-        if not _ID_PATTERN.match(record.id):
+        """Write one record's files and index row.
+
+        An id already written under another split gets a second index row pointing at the
+        same files (the source listed it in both splits; validation's leakage check names it).
+        """
+        if not ID_PATTERN.fullmatch(record.id):
             raise ValueError(f"example id {record.id!r} is not a safe file name")
-        if record.id in self._ids:
-            raise ValueError(f"example id {record.id!r} written twice")
         if record.split not in SPLITS:
             raise ValueError(f"split {record.split!r} is not one of {SPLITS}")
+        if (record.id, record.split) in self._ids:
+            raise ValueError(f"example id {record.id!r} written twice to split {record.split}")
         example = RawExample(
             id=record.id,
             split=record.split,
@@ -96,9 +103,10 @@ class RawDatasetWriter:
             breed=record.breed,
             species=record.species,
         )
-        (self.root / example.image).write_bytes(record.image_bytes)
-        (self.root / example.trimap).write_bytes(record.trimap_bytes)
-        self._ids.add(record.id)
+        if not any(written_id == record.id for written_id, _ in self._ids):
+            (self.root / example.image).write_bytes(record.image_bytes)
+            (self.root / example.trimap).write_bytes(record.trimap_bytes)
+        self._ids.add((record.id, record.split))
         self.examples.append(example)
         return example
 
@@ -108,7 +116,7 @@ class RawDatasetWriter:
 
 def write_index(root: Path, examples: list[RawExample]) -> None:
     """Write examples.csv (used by the writer, and by tests that build bad datasets)."""
-    names = [f.name for f in fields(RawExample)]
+    names = list(INDEX_COLUMNS)
     with open(Path(root) / INDEX_FILE, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
@@ -117,16 +125,65 @@ def write_index(root: Path, examples: list[RawExample]) -> None:
 
 
 def read_index(root: str | Path) -> list[RawExample]:
-    """The examples of a raw dataset folder, or PetsegError if it is not one."""
-    index = Path(root) / INDEX_FILE
+    """The examples of a raw dataset folder, or PetsegError (one line, naming the row) if it is not one.
+
+    The index is user-controlled input to validate and preprocess, so every row is checked:
+    the exact header, one value per column, a safe id, a whole-number class id in 0-37, and
+    image/trimap paths that stay inside `root` (no absolute path, no `..`, no symlink out).
+    Duplicate ids and unknown splits are left for validation to name.
+    """
+    root = Path(root)
+    index = root / INDEX_FILE
     if not index.is_file():
         raise PetsegError(f"{root}: not a raw dataset (no {INDEX_FILE}); run `petseg download` first")
-    with open(index, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    redo = "run `petseg download` again"
     try:
-        return [RawExample(**{**row, "class_id": int(row["class_id"] or 0)}) for row in rows]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise PetsegError(f"{index}: malformed index ({exc}); run `petseg download` again") from None
+        text = index.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PetsegError(f"{index}: not UTF-8 text (byte at offset {exc.start}); {redo}") from None
+    except OSError as exc:
+        raise PetsegError(f"{index}: cannot read ({exc.strerror or exc}); {redo}") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise PetsegError(f"{index}: malformed CSV ({exc}); {redo}") from None
+    if not rows:
+        raise PetsegError(f"{index}: empty (no header row); {redo}")
+    if tuple(rows[0]) != INDEX_COLUMNS:
+        raise PetsegError(f"{index} line 1: header is {_cut(','.join(rows[0]))!r}, expected "
+                          f"{','.join(INDEX_COLUMNS)}; {redo}")
+    resolved_root = root.resolve()
+    return [_index_row(row, f"{index} row {number}", root, resolved_root, redo)
+            for number, row in enumerate(rows[1:], start=2) if row]
+
+
+def _index_row(row: list[str], where: str, root: Path, resolved_root: Path, redo: str) -> RawExample:
+    if len(row) != len(INDEX_COLUMNS):
+        raise PetsegError(f"{where}: {len(row)} values, expected {len(INDEX_COLUMNS)}; {redo}")
+    values = dict(zip(INDEX_COLUMNS, row))
+    if not ID_PATTERN.fullmatch(values["id"]):
+        raise PetsegError(f"{where}: id {_cut(values['id'])!r} is not a safe file name; {redo}")
+    class_text = values["class_id"] or "0"
+    if not (class_text.isascii() and class_text.isdigit() and int(class_text) <= len(BREEDS)):
+        raise PetsegError(f"{where}: class_id {_cut(class_text)!r} is not a whole number in 0-{len(BREEDS)}; {redo}")
+    for column in ("image", "trimap"):
+        _check_inside(values[column], column, where, root, resolved_root, redo)
+    return RawExample(**{**values, "class_id": int(class_text)})
+
+
+def _check_inside(rel: str, column: str, where: str, root: Path, resolved_root: Path, redo: str) -> None:
+    """PetsegError unless `rel` is a relative path that stays inside the raw folder, symlinks resolved."""
+    path = Path(rel)
+    if not rel or path.is_absolute() or ".." in path.parts:
+        raise PetsegError(f"{where}: {column} path {_cut(rel)!r} must be relative, inside the raw folder; {redo}")
+    try:
+        (root / path).resolve().relative_to(resolved_root)
+    except (ValueError, OSError, RuntimeError):
+        raise PetsegError(f"{where}: {column} {_cut(rel)!r} resolves outside {root} (a symlink?); {redo}") from None
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def sha256_file(path: str | Path) -> str:

@@ -41,27 +41,29 @@ warning by default) because every decoder downstream reads them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import multiprocessing
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from petseg.components.errors import DataValidationError, ParamsError, first_line
+from petseg.components.errors import DataValidationError, ParamsError, PetsegError, stable_text
 from petseg.components.progress import progress_bar
-from petseg.components.fsutil import atomic_directory, write_json
+from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.params import ValidateParams
 from petseg.components.rawdata import SPLITS, RawExample, dataset_fingerprint, read_index
-from petseg.components.validation_gate import write_summary
+from petseg.components.validation_gate import SUMMARY_FILE, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +130,18 @@ def validate_dataset(raw_dir: str | Path, params: ValidateParams, out_dir: str |
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     check_critical_names(params.critical)
-    examples = read_index(raw_dir)
-    fingerprint = dataset_fingerprint(raw_dir)
-    table = example_table(raw_dir, examples, workers=params.workers)
-    with atomic_directory(out_dir) as staging:
-        table.to_csv(staging / TABLE_FILE, index=False)
-        gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
-        write_json(staging / GX_RESULT_FILE, gx_result)
-        result = summarise(gx_result, params, out_dir, table)
-        write_summary(staging, success=result.success, fingerprint=fingerprint,
-                      failed_critical=result.failed_critical, failed_warnings=result.failed_warnings)
+    check_output_dir(out_dir, SUMMARY_FILE, "validate")
+    with io_errors_named(out_dir, "validate"):
+        examples = read_index(raw_dir)
+        fingerprint = dataset_fingerprint(raw_dir)
+        table = example_table(raw_dir, examples, workers=params.workers)
+        with atomic_directory(out_dir) as staging:
+            table.to_csv(staging / TABLE_FILE, index=False)
+            gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
+            write_json(staging / GX_RESULT_FILE, stable_gx_result(gx_result))
+            result = summarise(gx_result, params, out_dir, table)
+            write_summary(staging, success=result.success, fingerprint=fingerprint,
+                          failed_critical=result.failed_critical, failed_warnings=result.failed_warnings)
     for name in result.failed_warnings:
         log.warning("validate: warning: %s", _describe_failure(name, result, gx_result, params))
     if not result.success:
@@ -211,16 +215,20 @@ def _image_stats(path: Path) -> dict[str, Any]:
                        image_height=height, image_width=width, image_channels=len(image.getbands()),
                        image_size=f"{height}x{width}")
     except Exception as exc:  # PIL raises many exception types for a broken file
-        out["image_error"] = f"{type(exc).__name__}: {first_line(exc)}"
+        out["image_error"] = f"{type(exc).__name__}: {stable_text(exc)}"
     return out
 
 
 def _mask_stats(path: Path) -> dict[str, Any]:
     try:
-        with Image.open(path) as mask:
+        data = path.read_bytes()
+    except OSError as exc:
+        return {"mask_error": f"cannot read: {exc.strerror or exc}"}
+    try:
+        with Image.open(io.BytesIO(data)) as mask:
             pixels = np.asarray(mask)
-    except Exception as exc:  # missing, unreadable or undecodable
-        return {"mask_error": f"{type(exc).__name__}: {first_line(exc)}"}
+    except Exception as exc:  # PIL raises many exception types for a broken file
+        return {"mask_error": f"{type(exc).__name__}: {stable_text(exc)}"}
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     plane = pixels if pixels.ndim == 2 else pixels[..., 0]
     height, width = plane.shape
@@ -323,8 +331,59 @@ def run_suite(table: pd.DataFrame, params: ValidateParams, docs_dir: Path) -> di
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]},
         run_id=gx.RunIdentifier(run_name="petseg-validate"),
     )
-    context.build_data_docs(site_names=["petseg"])
+    with _data_docs_errors_raised(docs_dir):
+        context.build_data_docs(site_names=["petseg"])
     return result.to_json_dict()
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _data_docs_errors_raised(docs_dir: Path) -> Iterator[None]:
+    """Raise, instead of logging a traceback and going on, when GX fails to write a Data Docs page.
+
+    GX's site builder catches every exception (a full disk included), logs it with its traceback
+    and leaves the docs incomplete. Here the log stays quiet and the first failure is raised: an
+    OSError (so the step reports it in one line, like its own I/O errors) or a PetsegError.
+    """
+    logger = logging.getLogger("great_expectations.render.renderer.site_builder")
+    handler, propagate = _ErrorRecords(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if handler.messages:
+        os_error = re.search(r"\[Errno (\d+)\] ([^\"]+)", handler.messages[0])
+        if os_error:
+            raise OSError(int(os_error[1]), os_error[2].strip(), str(docs_dir))
+        detail = next((line.strip() for line in handler.messages[0].splitlines()
+                       if line.strip() and "Detailed information follows" not in line), "unknown error")
+        raise PetsegError(f"{docs_dir}: Great Expectations could not write the Data Docs ({detail[:200]})")
+
+
+GX_TIMESTAMP_FIELDS = ("meta.run_id.run_time", "meta.validation_time", "meta.batch_markers.ge_load_time")
+
+
+def stable_gx_result(gx_result: dict) -> dict:
+    """GX's result without its random ids (result, validation and expectation UUIDs of an ephemeral
+    context, meaningless outside it), so two runs on the same data differ only in GX_TIMESTAMP_FIELDS."""
+    stable = {k: v for k, v in gx_result.items() if k != "id"}
+    stable["meta"] = {k: v for k, v in gx_result.get("meta", {}).items() if k != "validation_id"}
+    stable["results"] = [
+        {**item, "expectation_config": {k: v for k, v in item["expectation_config"].items() if k != "id"}}
+        for item in gx_result.get("results", [])
+    ]
+    return stable
 
 
 # ---------------------------------------------------------------------- summary

@@ -1,4 +1,6 @@
+import hashlib
 import io
+import json
 import shutil
 import tarfile
 import time
@@ -121,7 +123,27 @@ def test_failed_download_keeps_the_previous_output(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(download_module, "synthetic_records", exploding)
-    with pytest.raises(OSError):
+    with pytest.raises(PetsegError, match=r"I/O error on .*raw: disk full; .*raw left as it was"):
         download(params, tmp_path / "raw")
     assert dataset_fingerprint(tmp_path / "raw") == before
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+def test_tfds_record_names_the_version_and_pinned_download_checksums(tmp_path):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("oxford_iiit_pet", data_dir=str(tmp_path / "tfds"))  # offline: nothing is downloaded
+    record = download_module.tfds_record(builder)
+    assert record["name"] == "oxford_iiit_pet" and record["version"].startswith("4.")
+    sums = {url.rsplit("/", 1)[1]: entry for url, entry in record["download_checksums"].items()}
+    for name, (size, sha256) in download_module.OFFICIAL_ARCHIVES.items():
+        assert sums[name] == {"size": size, "sha256": sha256}
+
+
+def test_extracted_sources_are_recorded_file_by_file(sample_dir, tmp_path):
+    download(_data_params(source="archives", archives={"path": str(sample_dir)}), tmp_path / "raw")
+    record = json.loads((tmp_path / "raw" / "download.json").read_text())
+    image = "images/Abyssinian_1.jpg"
+    assert record["source_files"][image] == hashlib.sha256((sample_dir / image).read_bytes()).hexdigest()
+    assert {"annotations/trainval.txt", "annotations/test.txt", "annotations/list.txt"} <= set(record["source_files"])
+    assert record["split_conflicts"] == {} and record["repair_policy"] == download_module.REPAIR_POLICY

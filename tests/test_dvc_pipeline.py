@@ -33,6 +33,8 @@ def dvc_repo(tmp_path) -> Path:
         shutil.copy(REPO_ROOT / name, repo / name)
     for folder in ("components", "src", "pipeline", "serving"):
         shutil.copytree(REPO_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "models"))
+    (repo / "data/archives").mkdir(parents=True)  # the download stage's source dependency
+    shutil.copy(REPO_ROOT / "data/archives/README.md", repo / "data/archives/README.md")
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
     _run(["git", "init", "-q"], repo)
     _run([sys.executable, "-m", "dvc", "init", "-q"], repo)

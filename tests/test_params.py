@@ -71,3 +71,24 @@ def test_overrides_are_validated():
         with_overrides(Params(), {"train.epoch": 2})
     with pytest.raises(ParamsError, match="must be at least 1"):
         with_overrides(Params(), {"train.epochs": 0})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_overrides_refuse_non_finite_numbers(value):
+    with pytest.raises(ParamsError, match="'serve.poll_seconds' must be a finite number"):
+        with_overrides(Params(), {"serve.poll_seconds": value})
+
+
+def test_partial_file_takes_defaults_for_missing_sections(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  source: synthetic\n")
+    params = load_params(path)
+    assert params.data.source == "synthetic" and params.train == Params().train
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  source: synthetic\nvalidate: &v\n  min_train_examples: 3\n"
+                    "preprocess:\n  seed: 1\n  <<: {image_size: 64}\n")
+    params = load_params(path)
+    assert params.validate.min_train_examples == 3 and params.preprocess.image_size == 64

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -345,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
+    if hasattr(signal, "SIGXFSZ"):  # past a file size limit (ulimit -f): an EFBIG error, one line, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         params = load_params(args.params)
         return args.handler(args, params) or 0
