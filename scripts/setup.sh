@@ -20,3 +20,4 @@ echo "setup: installing petseg and its dependencies into .venv (first time: abou
 pip_install -e ".[test]" || { echo "setup: pip could not install petseg; see its output above" >&2; exit 1; }
 .venv/bin/python -c "import petseg.components, petseg.pipeline, petseg.serving" \
   || { echo "setup: petseg did not install; see the pip output above" >&2; exit 1; }
+bash scripts/setup-kserve-check.sh
