@@ -12,7 +12,7 @@ if [ ! -x .venv-kserve/bin/python ]; then
   echo "setup: creating .venv-kserve (the kserve SDK, for the manifest schema tests)"
   "$PYTHON" -m venv .venv-kserve
 fi
-.venv-kserve/bin/python -m pip install --quiet --disable-pip-version-check "$KSERVE_SPEC" "pyyaml>=6,<7" 2>&1 \
+.venv-kserve/bin/python -m pip install --quiet --disable-pip-version-check "$KSERVE_SPEC" "kubernetes>=37,<38" "pyyaml>=6,<7" 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .venv-kserve/bin/python -c "import kserve.models" \
   || { echo "setup: the kserve SDK did not install into .venv-kserve; see the pip output above" >&2; exit 1; }

@@ -78,8 +78,8 @@ def build(data, type_name: str, where: str):
               for key, value in data.items()}
     try:
         return klass(**kwargs)
-    except ValueError as exc:
-        raise SchemaError(f"{where}: {exc}") from None
+    except ValueError as exc:  # the models' own validation (pydantic's ValidationError is a ValueError)
+        raise SchemaError(f"{where}: {' '.join(str(exc).split())}") from None
 
 
 def check(document: dict) -> str:

@@ -66,7 +66,7 @@ def _container(k8s: dict) -> dict:
 
 
 def test_every_deploy_file_parses():
-    files = sorted(DEPLOY.rglob("*.yaml"))
+    files = sorted(p for p in DEPLOY.rglob("*.yaml") if "kserve" not in p.parts)  # kserve: test_kserve_deploy.py
     assert len(files) == 5
     for path in files:
         assert list(yaml.safe_load_all(path.read_text())), path
