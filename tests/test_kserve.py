@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes.client import ApiClient, Configuration, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTClientObject, RESTResponse
@@ -281,3 +283,42 @@ def test_cli_rollback_kserve_prints_the_revisions(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"InferenceService {NS}/{NAME} sends all traffic to revision rev-1 (was rev-2)" in out
     assert wire.sent[-1].body == canary_patch(0)
+
+
+# ------------------------------------------------------------ property-based
+
+SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", ".."))
+K8S_NAME = st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scheme=st.sampled_from(["gs", "s3", "pvc"]), parts=st.lists(SEGMENT, min_size=1, max_size=4), name=K8S_NAME,
+       slash=st.booleans())
+def test_object_store_storage_uri_is_base_then_model_name(scheme, parts, name, slash):
+    base = f"{scheme}://" + "/".join(parts) + ("/" if slash else "")
+    params = with_overrides(PARAMS, {"push.model_base_path": base, "push.model_name": name})
+    uri = storage_uri(params.push, params.pipeline)
+    assert uri == f"{scheme}://{'/'.join(parts)}/{name}"
+    assert "//" not in uri.split("://", 1)[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(inside=st.lists(SEGMENT, max_size=3), name=K8S_NAME, claim=K8S_NAME)
+def test_pvc_storage_uri_is_the_path_inside_the_claim(inside, name, claim):
+    mount = "/serving/models"
+    params = with_overrides(PARAMS, {"pipeline.serving_pvc": claim, "push.model_name": name,
+                                     "push.model_base_path": "/".join([mount, *inside])})
+    assert storage_uri(params.push, params.pipeline) == "/".join([f"pvc://{claim}", *inside, name])
+
+
+@settings(max_examples=60, deadline=None)
+@given(version=st.integers(1, 10**9), percent=st.integers(1, 100), protocol=st.sampled_from(["grpc", "rest"]))
+def test_every_rollout_body_stamps_its_version_and_keeps_the_model(version, percent, protocol):
+    params = with_overrides(PARAMS, {"pipeline.kserve.protocol": protocol})
+    body = inference_service(params.push, params.serve, params.pipeline, version)
+    staged = kserve.with_canary(body, percent)
+    assert staged["spec"]["predictor"]["canaryTrafficPercent"] == percent
+    assert "canaryTrafficPercent" not in body["spec"]["predictor"]          # the original is not changed
+    assert kserve.deployed_version(staged) == version
+    assert staged["spec"]["predictor"]["model"] == body["spec"]["predictor"]["model"]
