@@ -182,14 +182,19 @@ def new_revision_ready(isvc: dict, generation: int, old_revision: str | None) ->
 
 
 def rollback_target(isvc: dict) -> str | None:
-    """The revision `canaryTrafficPercent: 0` sends all traffic to, as KServe's controller chooses it.
+    """The revision `canaryTrafficPercent: 0` leaves all traffic on, following KServe's status rules.
 
-    While a new revision is on canary it is the last rolled-out one; once the
-    newest ready revision is itself rolled out, the one rolled out before it.
+    KServe splits traffic between the newest ready revision (the canary share)
+    and `latestRolledoutRevision` (the rest). While a canary is on, or a new
+    revision never became Ready, that is the revision rolled out last. Once the
+    newest revision is itself rolled out (promoted, and no newer one created),
+    a canary share below 100 makes KServe step `latestRolledoutRevision` back to
+    `previousRolledoutRevision`, so that one gets the traffic.
     """
     predictor = _predictor_status(isvc)
     rolled_out = predictor.get("latestRolledoutRevision")
-    if rolled_out and rolled_out == predictor.get("latestReadyRevision"):
+    ready, created = predictor.get("latestReadyRevision"), predictor.get("latestCreatedRevision")
+    if rolled_out and rolled_out == ready and ready == created:
         return predictor.get("previousRolledoutRevision") or None
     return rolled_out or None
 
@@ -287,9 +292,15 @@ def deploy(api: Any, body: dict, settings: KServeParams, version: int, *,
         return DeployResult("created", name, namespace, version, _predictor_status(outcome).get("latestReadyRevision"))
 
     if deployed_version(existing) == version:
+        predictor = _predictor_status(existing)
+        if _ready_condition(existing).get("status") != "True" or \
+                predictor.get("latestReadyRevision") != predictor.get("latestCreatedRevision"):
+            condition = _ready_condition(existing)
+            raise KServeError(f"version {version} is already on InferenceService {namespace}/{name} but its "
+                              f"revision is not Ready ({condition.get('message') or 'no Ready condition'}); "
+                              "fix that, or push a new version to roll out")
         log(f"deploy: {namespace}/{name} already rolls out version {version}; nothing to do")
-        return DeployResult("unchanged", name, namespace, version,
-                            _predictor_status(existing).get("latestReadyRevision"))
+        return DeployResult("unchanged", name, namespace, version, predictor.get("latestReadyRevision"))
     old_revision = _predictor_status(existing).get("latestReadyRevision")
     percent = settings.canary_traffic_percent
     log(f"deploy: rolling out version {version} on {namespace}/{name} with {percent}% of the traffic")
@@ -297,8 +308,13 @@ def deploy(api: Any, body: dict, settings: KServeParams, version: int, *,
     outcome = wait_until_ready(api, namespace, name, int(patched["metadata"].get("generation", 0)), old_revision,
                                **wait)
     if isinstance(outcome, str):
-        rolled_back = _patch(api, namespace, name, canary_patch(0))
-        target = rollback_target(rolled_back) or old_revision or "the previous revision"
+        late = get_inference_service(api, namespace, name) or existing
+        target = rollback_target(late)
+        if target is None:
+            raise KServeError(f"version {version} on InferenceService {namespace}/{name} was not Ready within "
+                              f"{settings.ready_timeout_seconds:g}s ({outcome}); it has no earlier rolled-out "
+                              "revision to send traffic back to")
+        _patch(api, namespace, name, canary_patch(0))
         raise KServeError(f"version {version} on InferenceService {namespace}/{name} was not Ready within "
                           f"{settings.ready_timeout_seconds:g}s ({outcome}); all traffic rolled back to {target}")
     revision = _predictor_status(outcome).get("latestReadyRevision")

@@ -207,7 +207,7 @@ def test_canary_not_ready_in_time_rolls_traffic_back_and_fails_in_one_line():
     failing = _isvc(7, 4, 4, False, "petseg-predictor-00001", "petseg-predictor-00002",
                     rolled_out="petseg-predictor-00001", message="Revision failed: model did not load")
     polls = int(SETTINGS.ready_timeout_seconds / SETTINGS.poll_seconds) + 1
-    api, wire = _api([(200, old), (200, failing)] + [(200, failing)] * polls + [(200, failing)])
+    api, wire = _api([(200, old), (200, failing)] + [(200, failing)] * polls + [(200, failing), (200, failing)])
     with pytest.raises(KServeError) as error:
         _deploy(api)
     message = str(error.value)
@@ -217,7 +217,27 @@ def test_canary_not_ready_in_time_rolls_traffic_back_and_fails_in_one_line():
     assert wire.sent[-1].method == "PATCH" and wire.sent[-1].content_type == MERGE_PATCH
     assert wire.sent[-1].body == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
     assert not any(s.body == canary_patch(100) for s in wire.sent)     # never promoted
-    assert sum(s.method == "GET" for s in wire.sent) == 1 + polls
+    assert sum(s.method == "GET" for s in wire.sent) == 1 + polls + 1     # + the status the rollback reads
+
+
+def test_failed_version_with_nothing_rolled_out_before_sends_no_rollback():
+    never = _isvc(None, 1, 1, False, None, "rev-1")
+    failing = _isvc(7, 2, 2, False, None, "rev-2", message="model did not load")
+    api, wire = _api([(200, never), (200, failing)] + [(200, failing)] * 200)
+    with pytest.raises(KServeError, match="no earlier rolled-out revision to send traffic back to"):
+        _deploy(api, ready_timeout_seconds=10)
+    assert [s.method for s in wire.sent].count("PATCH") == 1            # the canary only
+
+
+@pytest.mark.parametrize("ready, created, rolled_out, previous, target", [
+    ("rev-2", "rev-2", "rev-1", "rev-0", "rev-1"),   # canary Ready, not promoted: back to the rolled-out one
+    ("rev-1", "rev-2", "rev-1", "rev-0", "rev-1"),   # new revision never Ready: traffic stays where it was
+    ("rev-2", "rev-2", "rev-2", "rev-1", "rev-1"),   # promoted: KServe steps back to the previous rollout
+    ("rev-2", "rev-2", "rev-2", None, None),         # promoted, nothing before it
+    ("rev-1", "rev-1", None, None, None),            # never rolled out
+])
+def test_rollback_target_follows_kserve_status_rules(ready, created, rolled_out, previous, target):
+    assert rollback_target(_isvc(7, 4, 4, True, ready, created, rolled_out, previous)) == target
 
 
 def test_full_canary_share_needs_no_separate_promotion():
@@ -231,6 +251,13 @@ def test_full_canary_share_needs_no_separate_promotion():
 def test_the_version_already_deployed_sends_nothing_but_the_read():
     api, wire = _api([(200, _isvc(7, 4, 4, True, "rev-2"))])
     assert _deploy(api).status == "unchanged"
+    assert [s.method for s in wire.sent] == ["GET"]
+
+
+def test_the_version_deployed_but_never_ready_fails_instead_of_claiming_success():
+    api, wire = _api([(200, _isvc(7, 4, 4, False, "rev-1", "rev-2", "rev-1", message="model did not load"))])
+    with pytest.raises(KServeError, match=r"version 7 is already on .* not Ready \(model did not load\)"):
+        _deploy(api)
     assert [s.method for s in wire.sent] == ["GET"]
 
 
@@ -254,11 +281,6 @@ def test_rollback_after_promotion_pins_traffic_to_the_previous_rollout():
     assert [(s.method, s.path, s.content_type, s.body) for s in wire.sent] == [
         ("GET", ISVC_PATH, None, None), ("PATCH", ISVC_PATH, MERGE_PATCH, canary_patch(0))]
     assert (result.to_revision, result.from_revision) == ("rev-1", "rev-2")
-
-
-def test_rollback_during_a_canary_returns_to_the_rolled_out_revision():
-    canary = _isvc(7, 4, 4, True, "rev-2", rolled_out="rev-1")
-    assert rollback_target(canary) == "rev-1"
 
 
 def test_rollback_with_nothing_earlier_sends_no_patch():
