@@ -232,3 +232,33 @@ def test_deploy_component_skips_a_declined_push(capsys):
     assert outcome == {"status": "skipped", "reason": "not blessed"}
     assert "nothing to roll out" in capsys.readouterr().out
 
+
+
+def _as_struct(value):
+    """A dict as a KFP dict parameter arrives in the pod: through a protobuf Struct, every number a float."""
+    if isinstance(value, dict):
+        return {k: _as_struct(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_struct(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def test_deploy_component_creates_the_service_from_its_parameters(monkeypatch, capsys):
+    from petseg.components.params import params_to_dict
+    from petseg.pipeline.components import deploy_kserve
+
+    params = with_overrides(PARAMS, {"pipeline.deploy": "kserve", "push.model_base_path": "s3://bucket/models",
+                                     "pipeline.kserve.ready_timeout_seconds": 1, "pipeline.kserve.poll_seconds": 0.1})
+    api, wire = _api([(404, {"kind": "Status", "reason": "NotFound", "code": 404}),
+                      (201, _isvc(3, 1, 0, False, None)), (200, _isvc(3, 1, 1, True, "petseg-predictor-00001"))])
+    monkeypatch.setattr(kserve, "custom_objects_api", lambda: api)
+    pushed = {"status": "pushed", "reason": "blessed", "version": 3, "path": "s3://bucket/models/petseg/3"}
+    outcome = json.loads(deploy_kserve(json.dumps(pushed), _as_struct(params_to_dict(params.push)),
+                                       _as_struct(params_to_dict(params.serve)),
+                                       _as_struct(params_to_dict(params.pipeline))))
+    assert outcome["status"] == "created" and outcome["version"] == 3
+    assert outcome["revision"] == "petseg-predictor-00001"
+    (post,) = [s for s in wire.sent if s.method == "POST"]
+    assert post.body == kserve.inference_service(params.push, params.serve, params.pipeline, 3)
+    assert post.body["spec"]["predictor"]["model"]["storageUri"] == "s3://bucket/models/petseg"
+    assert "deploy: created" in capsys.readouterr().out
