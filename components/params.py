@@ -216,6 +216,27 @@ class PipelineResources:
     train: StepResources = StepResources("4", "8", "16Gi", "32Gi")
     evaluate: StepResources = StepResources("2", "4", "4Gi", "16Gi")
     push: StepResources = StepResources("1", "2", "2Gi", "4Gi")
+    deploy: StepResources = StepResources("100m", "500m", "256Mi", "512Mi")
+
+
+@dataclass(frozen=True)
+class KServeParams:
+    """The KServe InferenceService the pipeline's deploy step creates or updates (pipeline.deploy: kserve)."""
+
+    namespace: str = "kubeflow-user-example-com"  # where the InferenceService lives (a Kubeflow profile)
+    protocol: Literal["grpc", "rest"] = "grpc"  # what the ingress routes to TF Serving (Knative: one port)
+    canary_traffic_percent: int = _num(10, 1, 100)  # share of traffic a new version gets before promotion
+    ready_timeout_seconds: float = _num(600.0, 1.0, 86400.0)  # how long a new revision may take to be Ready
+    poll_seconds: float = _num(5.0, 0.1, 600.0)  # how often the deploy step reads the InferenceService status
+    min_replicas: int = _num(1, 0, 100)  # 0 = scale to zero when idle
+    max_replicas: int = _num(3, 1, 100)
+    service_account: str = "petseg-kserve"  # predictor pods' account, holding the object-store credentials
+    runner_service_account: str = "default-editor"  # the account pipeline pods run as (bound to the deploy Role)
+    resources: StepResources = StepResources("1", "2", "2Gi", "4Gi")  # each predictor pod
+
+    def check(self) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise ParamsError("pipeline.kserve.min_replicas must not exceed pipeline.kserve.max_replicas")
 
 
 @dataclass(frozen=True)
@@ -234,6 +255,8 @@ class PipelineParams:
     serving_pvc: str = ""  # PVC holding push.model_base_path for evaluate and push; "" = none
     serving_mount_path: str = "/serving/models"
     resources: PipelineResources = PipelineResources()
+    deploy: Literal["none", "kserve"] = "none"  # after push: nothing, or roll the model out on KServe
+    kserve: KServeParams = KServeParams()
 
 
 @dataclass(frozen=True)

@@ -129,9 +129,35 @@ def push(trained_model: Input[Model], evaluation: Input[Artifact], push: dict, c
     return json.dumps(result.to_dict())
 
 
+def deploy_kserve(push_result: str, push: dict, serve: dict, pipeline: dict) -> str:
+    """Step 7, with pipeline.deploy: kserve, after a push: roll the pushed version out on KServe.
+
+    Creates or patches the InferenceService (petseg.serving.kserve): canary,
+    Ready within the timeout, promotion to 100%; otherwise traffic goes back to
+    the last rolled-out revision and the step fails. Returns the outcome as JSON.
+    """
+    import json
+
+    from petseg.pipeline.component_io import section_params
+    from petseg.serving.kserve import custom_objects_api, deploy, inference_service
+
+    pushed = json.loads(push_result)
+    version = pushed.get("version") or pushed.get("served_version")
+    if pushed.get("status") not in ("pushed", "unchanged") or version is None:
+        print(f"deploy: nothing to roll out (push {pushed.get('status')}: {pushed.get('reason')})")
+        return json.dumps({"status": "skipped", "reason": pushed.get("reason")})
+    push_params = section_params("push", push)
+    pipeline_params = section_params("pipeline", pipeline)
+    body = inference_service(push_params, section_params("serve", serve), pipeline_params, int(version))
+    result = deploy(custom_objects_api(), body, pipeline_params.kserve, int(version))
+    print(f"deploy: {result.status}: {result.namespace}/{result.name} version {result.version} "
+          f"on revision {result.revision}")
+    return json.dumps(result.__dict__)
+
+
 @dataclass(frozen=True)
 class Components:
-    """The six KFP components, built for one pair of images."""
+    """The KFP components, built for one pair of images."""
 
     download: Callable[..., Any]
     validate: Callable[..., Any]
@@ -139,6 +165,7 @@ class Components:
     train: Callable[..., Any]
     evaluate: Callable[..., Any]
     push: Callable[..., Any]
+    deploy_kserve: Callable[..., Any]
 
 
 def make_components(settings: PipelineParams) -> Components:
@@ -153,4 +180,5 @@ def make_components(settings: PipelineParams) -> Components:
         train=component(train, settings.gpu_image),
         evaluate=component(evaluate, settings.image),
         push=component(push, settings.image),
+        deploy_kserve=component(deploy_kserve, settings.image),
     )

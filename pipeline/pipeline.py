@@ -80,9 +80,11 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     from kfp import dsl
 
     from petseg.pipeline.components import make_components
+    from petseg.serving.kserve import check_deploy_settings
 
     settings = params.pipeline
     check_settings(params)
+    check_deploy_settings(params)
     ops = make_components(settings)
     defaults = pipeline_arguments(params)
 
@@ -113,6 +115,10 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
                                      code_images={"components": settings.image, "train": settings.gpu_image},
                                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+            if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.serving.kserve)
+                tasks["deploy"] = ops.deploy_kserve(push_result=tasks["push"].output, push=push,
+                                                    serve=params_to_dict(params.serve),
+                                                    pipeline=params_to_dict(settings))
         for step, task in tasks.items():
             configure_task(step, task, settings)
         return PipelineOutputs(

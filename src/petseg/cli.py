@@ -171,18 +171,40 @@ def _add_rollback(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", type=int, default=None, metavar="VERSION",
                    help="version to serve (default: the newest one older than the served one)")
     p.add_argument("--list", action="store_true", help="list the kept versions with their lineage; change nothing")
+    _add_rollback_target(p)
     p.set_defaults(handler=_run_rollback)
 
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.push import list_versions, rollback
 
+    if args.target == "kserve":
+        return _run_kserve_rollback(args, params)
     if args.list:
         print(format_versions(list_versions(params.push)))
         return
     result = rollback(params.push, args.to)
     print(f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
           f"{result.config_file} updated")
+
+
+def _add_rollback_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", choices=("store", "kserve"), default="store",
+                   help="store: serve an earlier version by models.config (TF Serving, petseg serve; default); "
+                        "kserve: send the KServe InferenceService's traffic back to its previously rolled-out "
+                        "revision (pipeline.kserve.namespace, name push.model_name)")
+
+
+def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
+    """`petseg rollback --target kserve`: canaryTrafficPercent 0 on the InferenceService (petseg.serving.kserve)."""
+    from petseg.serving.kserve import custom_objects_api, rollback_traffic
+
+    if args.to is not None or args.list:
+        raise PetsegError("--to and --list pick model versions in the store; with --target kserve, rollback "
+                          "moves traffic to the previously rolled-out revision (drop --to/--list)")
+    result = rollback_traffic(custom_objects_api(), params.pipeline.kserve.namespace, params.push.model_name)
+    print(f"rollback: InferenceService {result.namespace}/{result.name} sends all traffic to revision "
+          f"{result.to_revision} (was {result.from_revision}); canaryTrafficPercent is 0 until the next deploy")
 
 
 def format_versions(infos: list[VersionInfo]) -> str:
