@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from petseg.components.push import VersionInfo
+    from petseg.components.model_store import VersionInfo
 
 from petseg.components.errors import PetsegError
 from petseg.components.params import DEFAULT_PARAMS_FILE, Params, load_params
@@ -161,7 +161,8 @@ def _run_push(args: argparse.Namespace, params: Params) -> None:
 
 # ------------------------------------------------------------------------ rollback
 def _add_rollback(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rollback", help="serve an earlier pushed version again (models.config), or --list them")
+    p = sub.add_parser("rollback", help="serve an earlier pushed version again after infra-validating it "
+                                        "(models.config), or --list them")
     p.add_argument("--to", type=int, default=None, metavar="VERSION",
                    help="version to serve (default: the newest one older than the served one)")
     p.add_argument("--list", action="store_true", help="list the kept versions with their lineage; change nothing")
@@ -169,7 +170,7 @@ def _add_rollback(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.push import list_versions, rollback
+    from petseg.components.model_store import list_versions, rollback
 
     if args.list:
         print(format_versions(list_versions(params.push)))
