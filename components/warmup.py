@@ -156,7 +156,10 @@ def validate_served_copy(model_dir: str, model_name: str) -> dict:
     """
     if not storage.exists(storage.join(model_dir, "saved_model.pb")):
         raise InfraValidationError(f"{model_dir} is not a SavedModel (no saved_model.pb)")
-    signatures = model_signatures(model_dir)
+    try:
+        signatures = model_signatures(model_dir)
+    except Exception as exc:  # noqa: BLE001 - an unparsable saved_model.pb is not servable
+        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
     missing = {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES} - signatures
     if missing:
         raise InfraValidationError(f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
