@@ -192,9 +192,7 @@ class PushParams:
 
     def check(self) -> None:
         """Refuse names and paths that would leave the model base path or break TF Serving's layout."""
-        if not _SAFE_NAME.fullmatch(self.model_name):
-            raise ParamsError(f"'push.model_name' must be letters, digits, '.', '_' or '-' and start with a "
-                              f"letter or digit (it names a folder and a URL path); got {self.model_name!r}")
+        check_model_name(self.model_name, "push.model_name")
         for key in ("model_base_path", "server_model_base_path"):
             problem = _unsafe_path(getattr(self, key), required=key == "model_base_path")
             if problem:
@@ -209,6 +207,13 @@ class PushParams:
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SAFE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def check_model_name(name: str, key: str) -> None:
+    """ParamsError unless `name` is safe as a folder name and URL path segment (no '/', '..', spaces)."""
+    if not _SAFE_NAME.fullmatch(name):
+        raise ParamsError(f"'{key}' must be letters, digits, '.', '_' or '-' and start with a "
+                          f"letter or digit (it names a folder and a URL path); got {name!r}")
 
 
 def _unsafe_path(path: str, required: bool) -> str | None:

@@ -211,7 +211,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace, params: Params) -> None:
+    from petseg.components.params import check_model_name
     from petseg.serving.server import serve
+
+    if args.model_name is not None:
+        check_model_name(args.model_name, "--model-name")
 
     serve(args.model_base_path or Path(params.push.model_base_path), args.model_name or params.push.model_name,
           params.serve, host=args.host, port=args.port, log=lambda line: print(line, flush=True))
