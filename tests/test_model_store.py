@@ -23,6 +23,7 @@ and which version answers, from its source (tensorflow/serving):
 The sequence first push -> second push -> rollback -> roll forward runs the
 real push and rollback against it (its GetModelStatus answers over real gRPC).
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,8 @@ class TfServingSim:
         self.config_file, self.model_name = config_file, model_name
         self.allow = flags.get("allow_version_labels_for_unavailable_models", "false") == "true"
         self.force = flags.get("force_allow_any_version_labels_for_unavailable_models", "false") == "true"
-        self.states: dict[int, int] = {}     # ServableStateMonitor: version -> LOADING/AVAILABLE/END
-        self.aspired: set[int] = set()       # what the storage path source last emitted as aspired
+        self.states: dict[int, int] = {}  # ServableStateMonitor: version -> LOADING/AVAILABLE/END
+        self.aspired: set[int] = set()  # what the storage path source last emitted as aspired
         self.label_map: dict[str, int] = {}  # model_labels_to_versions_
         self.refusals: list[str] = []
         self.violations: list[str] = []
@@ -85,8 +86,11 @@ class TfServingSim:
         entry = next(e for e in config.model_config_list.config if e.name == self.model_name)
         self._update_model_version_label_map(dict(entry.version_labels))
         # AddModelsViaModelConfigList: the source emits the specific versions found under base_path
-        self.aspired = {v for v in entry.model_version_policy.specific.versions
-                        if os.path.isfile(os.path.join(entry.base_path, str(v), "saved_model.pb"))}
+        self.aspired = {
+            v
+            for v in entry.model_version_policy.specific.versions
+            if os.path.isfile(os.path.join(entry.base_path, str(v), "saved_model.pb"))
+        }
 
     # server_core.cc ServerCore::UpdateModelVersionLabelMap
     def _update_model_version_label_map(self, labels: dict[str, int]) -> None:
@@ -96,8 +100,10 @@ class TfServingSim:
                 existing = self.label_map.get(label)
                 allow_any = not (existing is not None and existing != version)
             if not allow_any and self.states.get(version) != AVAILABLE:
-                raise Refused(f"Request to assign label to version {version} of model {self.model_name}, "
-                              "which is not currently available for inference")
+                raise Refused(
+                    f"Request to assign label to version {version} of model {self.model_name}, "
+                    "which is not currently available for inference"
+                )
         self.label_map = dict(labels)
 
     # availability_preserving_policy.cc AvailabilityPreservingPolicy::GetNextAction, one manager pass
@@ -186,8 +192,12 @@ def sim_server():
 
 
 def store_params(tmp_path, **kw) -> PushParams:
-    defaults = {"model_base_path": str(tmp_path / "serving"), "model_name": "petseg", "keep_versions": 3,
-                "warmup_requests": 0}
+    defaults = {
+        "model_base_path": str(tmp_path / "serving"),
+        "model_name": "petseg",
+        "keep_versions": 3,
+        "warmup_requests": 0,
+    }
     return PushParams(**{**defaults, **kw})
 
 
@@ -198,7 +208,8 @@ def config_text(params) -> str:
 # --------------------------------------------------------- the label rule replayed
 @pytest.mark.parametrize("label", ["stable", ""])
 def test_push_push_rollback_rollforward_is_accepted_by_tf_servings_rules(
-        label, rule_savedmodels, tmp_path, sim_server, push_version, monkeypatch):
+    label, rule_savedmodels, tmp_path, sim_server, push_version, monkeypatch
+):
     service, target = sim_server
     params = store_params(tmp_path, version_label=label, serving_target=target if label else "")
     written: list[str] = []
@@ -254,8 +265,9 @@ def test_the_simulator_refuses_what_tf_serving_refuses(rule_savedmodels, tmp_pat
     sim.start()
     model_store.write_serving_config(params, (2,), {"stable": 2})  # what push used to write
     sim.settle()
-    assert sim.refusals[0] == ("Request to assign label to version 2 of model petseg, "
-                               "which is not currently available for inference")
+    assert sim.refusals[0] == (
+        "Request to assign label to version 2 of model petseg, which is not currently available for inference"
+    )
     assert sim.answer("stable") == 1 and sim.available() == {1}  # the policy change never applied
 
     no_flag = TfServingSim(model_store.config_path(params), "petseg", {})
@@ -268,8 +280,9 @@ def test_moving_a_label_without_a_serving_target_is_refused_at_params_validation
         params_from_dict({"push": {"version_label": "stable"}})
 
 
-def test_a_server_that_never_loads_the_new_version_leaves_the_old_config(rule_savedmodels, tmp_path, sim_server,
-                                                                          push_version):
+def test_a_server_that_never_loads_the_new_version_leaves_the_old_config(
+    rule_savedmodels, tmp_path, sim_server, push_version
+):
     service, target = sim_server
     params = store_params(tmp_path, version_label="stable", serving_target=target, promote_timeout_seconds=1.0)
     push_version(rule_savedmodels["perfect"], params)
@@ -277,8 +290,11 @@ def test_a_server_that_never_loads_the_new_version_leaves_the_old_config(rule_sa
     service.sim = TfServingSim(model_store.config_path(params), "petseg", deploy_flags())
     service.sim.start()
     service.sim.tick = lambda: None  # loads hang forever
-    with pytest.raises(PetsegError, match=r"version 2 was published but is not served: .* did not report version 2 "
-                                          r"AVAILABLE within 1s.*models.config serves version 1 again"):
+    with pytest.raises(
+        PetsegError,
+        match=r"version 2 was published but is not served: .* did not report version 2 "
+        r"AVAILABLE within 1s.*models.config serves version 1 again",
+    ):
         _push_second(rule_savedmodels["wrong_10"], params, tmp_path)
     assert config_text(params) == before
     assert model_store.served_version(params) == 1
@@ -286,34 +302,51 @@ def test_a_server_that_never_loads_the_new_version_leaves_the_old_config(rule_sa
 
 def _push_second(model_dir, params, tmp_path):
     blessing = tmp_path / "b2.json"
-    write_json(blessing, {"blessed": True, "reason": "t", "baseline": {"version": 1},
-                          "model": {"fingerprint": model_store.model_fingerprint(model_dir)},
-                          "push_target": model_store.model_root(params)})
+    write_json(
+        blessing,
+        {
+            "blessed": True,
+            "reason": "t",
+            "baseline": {"version": 1},
+            "model": {"fingerprint": model_store.model_fingerprint(model_dir)},
+            "push_target": model_store.model_root(params),
+        },
+    )
     return push(Path(model_dir), blessing, params, {})
 
 
 # ------------------------------------------------------------------- params
-@pytest.mark.parametrize("key,value,message", [
-    ("model_name", "../x", "'push.model_name' must be letters"),
-    ("model_name", "a/b", "'push.model_name' must be letters"),
-    ("model_name", "", "'push.model_name' must be letters"),
-    ("model_name", ".hidden", "'push.model_name' must be letters"),
-    ("model_base_path", "serving/../../etc", "'push.model_base_path' must not contain '..'"),
-    ("model_base_path", "/", "'push.model_base_path' must name a folder"),
-    ("model_base_path", "", "'push.model_base_path' must not be empty"),
-    ("model_base_path", "gs://bucket/../x", "'push.model_base_path' must not contain '..'"),
-    ("model_base_path", "models\nx", "control characters"),
-    ("server_model_base_path", "/models/..", "'push.server_model_base_path' must not contain '..'"),
-    ("version_label", "1abc", "'push.version_label' must be a letter"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("model_name", "../x", "'push.model_name' must be letters"),
+        ("model_name", "a/b", "'push.model_name' must be letters"),
+        ("model_name", "", "'push.model_name' must be letters"),
+        ("model_name", ".hidden", "'push.model_name' must be letters"),
+        ("model_base_path", "serving/../../etc", "'push.model_base_path' must not contain '..'"),
+        ("model_base_path", "/", "'push.model_base_path' must name a folder"),
+        ("model_base_path", "", "'push.model_base_path' must not be empty"),
+        ("model_base_path", "gs://bucket/../x", "'push.model_base_path' must not contain '..'"),
+        ("model_base_path", "models\nx", "control characters"),
+        ("server_model_base_path", "/models/..", "'push.server_model_base_path' must not contain '..'"),
+        ("version_label", "1abc", "'push.version_label' must be a letter"),
+    ],
+)
 def test_unsafe_names_and_paths_are_refused_when_params_are_validated(key, value, message):
     with pytest.raises(ParamsError, match=message):
         params_from_dict({"push": {key: value}})
 
 
 def test_safe_names_and_paths_pass():
-    params = params_from_dict({"push": {"model_name": "pet-seg_2.1", "model_base_path": "gs://bucket/models",
-                                        "server_model_base_path": "/models"}})
+    params = params_from_dict(
+        {
+            "push": {
+                "model_name": "pet-seg_2.1",
+                "model_base_path": "gs://bucket/models",
+                "server_model_base_path": "/models",
+            }
+        }
+    )
     assert params.push.model_name == "pet-seg_2.1"
 
 
@@ -322,8 +355,8 @@ def test_retention_deletes_only_what_push_published(rule_savedmodels, tmp_path, 
     params = store_params(tmp_path, keep_versions=1)
     root = Path(model_store.model_root(params))
     root.mkdir(parents=True)
-    shutil.copytree(rule_savedmodels["perfect"], root / "7")   # a version someone placed by hand
-    (root / "0099").mkdir()                                      # an all-digit folder that is no version
+    shutil.copytree(rule_savedmodels["perfect"], root / "7")  # a version someone placed by hand
+    (root / "0099").mkdir()  # an all-digit folder that is no version
     (root / "0099" / "notes.txt").write_text("mine")
     versions = [push_version(rule_savedmodels[name], params) for name in ("perfect", "wrong_10", "wrong_30")]
     assert versions == [100, 101, 102]  # TF Serving reads "0099" as version 99: numbers go past it
@@ -339,12 +372,13 @@ def test_retention_keeps_the_version_rolled_back_to(rule_savedmodels, tmp_path, 
     assert model_store.rollback(params, 1).served == 1
     assert push_version(rule_savedmodels["wrong_30"], params) == 3
     assert model_store.list_version_numbers(params) == [1, 2, 3]  # 1 outlives keep_versions: rolled back to
-    assert model_store.rollback(params, 1).served == 1             # and can be rolled back to again
+    assert model_store.rollback(params, 1).served == 1  # and can be rolled back to again
 
 
 # ----------------------------------------------------------------- rollback
-def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(rule_savedmodels, tmp_path,
-                                                                           push_version, capsys):
+def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(
+    rule_savedmodels, tmp_path, push_version, capsys
+):
     import tensorflow as tf
 
     params = store_params(tmp_path)
@@ -372,15 +406,19 @@ def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(rule_
 
 
 # --------------------------------------------------------------------- lock
-def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule_savedmodels, tmp_path,
-                                                                            push_version):
+def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule_savedmodels, tmp_path, push_version):
     params = store_params(tmp_path, lock_timeout_seconds=0.5)
     push_version(rule_savedmodels["perfect"], params)
     record = tmp_path / "push.json"
     with model_store.store_lock(params):
         with pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(pid \d+"):
-            push(rule_savedmodels["wrong_10"], _blessing(rule_savedmodels["wrong_10"], params, tmp_path),
-                 params, {}, record_file=record)
+            push(
+                rule_savedmodels["wrong_10"],
+                _blessing(rule_savedmodels["wrong_10"], params, tmp_path),
+                params,
+                {},
+                record_file=record,
+            )
     assert read_json(record)["status"] == "busy"
     assert model_store.list_version_numbers(params) == [1]
 
@@ -389,8 +427,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     holder.start()
     time.sleep(0.2)
     started = time.monotonic()
-    result = push(rule_savedmodels["wrong_10"], _blessing(rule_savedmodels["wrong_10"], params, tmp_path),
-                  patient, {})
+    result = push(rule_savedmodels["wrong_10"], _blessing(rule_savedmodels["wrong_10"], params, tmp_path), patient, {})
     holder.join()
     assert result.status == "pushed" and result.version == 2 and time.monotonic() - started >= 1.0
 
@@ -403,8 +440,9 @@ def test_two_pushes_started_together_one_wins_the_other_is_told_why(rule_savedmo
 
     def run(name):
         try:
-            outcomes[name] = push(rule_savedmodels[name], blessings[name], params, {},
-                                  record_file=tmp_path / f"{name}.json")
+            outcomes[name] = push(
+                rule_savedmodels[name], blessings[name], params, {}, record_file=tmp_path / f"{name}.json"
+            )
         except PetsegError as exc:
             outcomes[name] = exc
 
@@ -429,9 +467,17 @@ def _hold_lock(params, seconds):
 def _blessing(model_dir, params, folder) -> Path:
     path = folder / f"blessing-{Path(model_dir).name}-{time.monotonic_ns()}.json"
     served = model_store.served_version(params)
-    write_json(path, {"blessed": True, "reason": "t", "baseline": {"version": served} if served else None,
-                      "model": {"fingerprint": model_store.model_fingerprint(model_dir)},
-                      "push_target": model_store.model_root(params), "data": {"image_size": 32}})
+    write_json(
+        path,
+        {
+            "blessed": True,
+            "reason": "t",
+            "baseline": {"version": served} if served else None,
+            "model": {"fingerprint": model_store.model_fingerprint(model_dir)},
+            "push_target": model_store.model_root(params),
+            "data": {"image_size": 32},
+        },
+    )
     return path
 
 
@@ -446,20 +492,35 @@ push(Path(sys.argv[1]), Path(sys.argv[2]), PushParams(model_base_path=sys.argv[3
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after,delay", [
-    ("push: staging", 0.0),                     # copying
-    ("push: staging", 0.4),                     # validating
-    ("push: infra validation passed", 0.0),     # recording, renaming
-    ("push: published", 0.0),                   # pointing models.config (after the commit point)
-])
+@pytest.mark.parametrize(
+    "kill_after,delay",
+    [
+        ("push: staging", 0.0),  # copying
+        ("push: staging", 0.4),  # validating
+        ("push: infra validation passed", 0.0),  # recording, renaming
+        ("push: published", 0.0),  # pointing models.config (after the commit point)
+    ],
+)
 def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
-        kill_after, delay, rule_savedmodels, tmp_path, push_version):
+    kill_after, delay, rule_savedmodels, tmp_path, push_version
+):
     params = store_params(tmp_path, warmup_requests=2)
     push_version(rule_savedmodels["perfect"], params)
     config_before = config_text(params)
     model = rule_savedmodels["wrong_10"]
-    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(model), str(_blessing(model, params, tmp_path)),
-                                params.model_base_path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILL_SCRIPT,
+            str(model),
+            str(_blessing(model, params, tmp_path)),
+            params.model_base_path,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     for line in process.stdout:
         seen.append(line)
@@ -480,8 +541,18 @@ def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
     # the next push cleans up after the killed one and gets a fresh number
     nxt = push(rule_savedmodels["wrong_30"], _blessing(rule_savedmodels["wrong_30"], params, tmp_path), params, {})
     assert nxt.status == "pushed"
-    leftovers = [n for n in os.listdir(model_store.model_root(params))
-                 if n.startswith((model_store.STAGING_PREFIX, model_store.DELETING_PREFIX))]
+    leftovers = [
+        n
+        for n in os.listdir(model_store.model_root(params))
+        if n.startswith((model_store.STAGING_PREFIX, model_store.DELETING_PREFIX))
+    ]
     assert leftovers == [] and model_store.read_record(params)["publishing"] == []
-    assert sorted(json.loads(Path(model_store.model_root(params), model_store.RECORD_FILE).read_text())
-                  ["published"]) == [str(v) for v in model_store.list_version_numbers(params)]
+    assert sorted(
+        json.loads(Path(model_store.model_root(params), model_store.RECORD_FILE).read_text())["published"]
+    ) == [str(v) for v in model_store.list_version_numbers(params)]
+
+
+def test_serve_refuses_an_unsafe_model_name_in_one_line(capsys):
+    code = main(["serve", "--model-name", "../x", "--params", str(REPO_ROOT / "params.yaml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "'--model-name' must be letters" in err[0]
