@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent import futures
@@ -41,6 +42,8 @@ import grpc
 import pytest
 import yaml
 from google.protobuf import text_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -48,7 +51,7 @@ from petseg.cli import main
 from petseg.components import model_store, storage
 from petseg.components.errors import ParamsError, PetsegError
 from petseg.components.fsutil import read_json, write_json
-from petseg.components.params import PushParams, params_from_dict
+from petseg.components.params import PushParams, check_model_name, params_from_dict
 from petseg.components.push import push
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -556,3 +559,48 @@ def test_serve_refuses_an_unsafe_model_name_in_one_line(capsys):
     code = main(["serve", "--model-name", "../x", "--params", str(REPO_ROOT / "params.yaml")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "'--model-name' must be letters" in err[0]
+
+
+# ----------------------------------------------------------- property-based
+@given(st.text(max_size=40))
+def test_any_accepted_model_name_stays_one_folder_inside_the_base_path(name):
+    try:
+        check_model_name(name, "push.model_name")
+    except ParamsError:
+        return
+    joined = os.path.normpath(os.path.join("/base", name))
+    assert os.path.dirname(joined) == "/base" and os.path.basename(joined) == name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(label=st.sampled_from(["stable", ""]), data=st.data())
+def test_any_sequence_of_switches_is_accepted_and_serves_what_was_reported(label, data, sim_server):
+    """Random switch sequences, with the server polling after some writes and not others."""
+    service, target = sim_server
+    sequence = data.draw(st.lists(st.integers(1, 4), min_size=2, max_size=6), label="versions")
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        params = store_params(
+            Path(tmp), version_label=label, serving_target=target if label else "", promote_timeout_seconds=5.0
+        )
+        for version in range(1, 5):  # the sim only looks for saved_model.pb; the store is not asked to load
+            Path(model_store.version_path(params, version)).mkdir(parents=True)
+            Path(model_store.version_path(params, version), "saved_model.pb").write_bytes(b"")
+        real_write = storage.write_text_atomically
+
+        def maybe_poll(path, text):
+            real_write(path, text)
+            if service.sim is not None and data.draw(st.booleans(), label="server polls now"):
+                service.sim.poll()
+
+        patch.setattr(storage, "write_text_atomically", maybe_poll)
+        service.sim = None
+        model_store.serve_version(params, sequence[0], log=lambda _: None)
+        service.sim = TfServingSim(model_store.config_path(params), "petseg", deploy_flags())
+        service.sim.start()
+        for version in sequence[1:]:
+            model_store.serve_version(params, version, log=lambda _: None)
+            service.sim.settle()
+            assert service.sim.answer() == version and model_store.served_version(params) == version
+            if label:
+                assert service.sim.answer(label) == version
+        assert service.sim.refusals == [] and service.sim.violations == []
