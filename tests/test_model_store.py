@@ -604,3 +604,14 @@ def test_any_sequence_of_switches_is_accepted_and_serves_what_was_reported(label
             if label:
                 assert service.sim.answer(label) == version
         assert service.sim.refusals == [] and service.sim.violations == []
+
+
+def test_only_the_model_store_parses_models_config_or_lists_version_folders():
+    """One owner of the model base path: nothing else reads ModelServerConfig or picks all-digit folder names."""
+    owners = set()
+    for folder in ("components", "serving", "pipeline", "src", "bench", "scripts"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            if any(marker in text for marker in ("model_server_config_pb2", "isdigit()", "MODELS_CONFIG_FILE")):
+                owners.add(path.relative_to(REPO_ROOT).as_posix())
+    assert owners == {"components/model_store.py"}
