@@ -145,8 +145,6 @@ def _check_answer(outputs: dict, expected: list[int]) -> None:
         raise ValueError(f"mask shape {shape}, expected {expected}")
 
 
-
-
 def validate_served_copy(model_dir: str, model_name: str) -> dict:
     """Infra-validate a version already in the store (rollback's check before re-pointing).
 
