@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -183,6 +184,53 @@ class PushParams:
     # model_base_path as the model server sees it (e.g. /models in the tensorflow/serving
     # container); written into models.config. Empty: model_base_path itself, made absolute.
     server_model_base_path: str = ""
+    # Version label kept on the served version ("" = none). Moving it needs serving_target:
+    # TF Serving refuses a label on a version it has not loaded (components/model_store.py).
+    version_label: str = ""
+    # HOST:PORT[,HOST:PORT...] of the model servers following this base path; push and
+    # rollback wait there until the new version is AVAILABLE before moving the label.
+    serving_target: str = ""
+    promote_timeout_seconds: float = _num(300.0, 1.0, 3600.0)
+    lock_timeout_seconds: float = _num(600.0, 0.0, 86400.0)  # how long a push waits for another one
+
+    def check(self) -> None:
+        """Refuse names and paths that would leave the model base path or break TF Serving's layout."""
+        check_model_name(self.model_name, "push.model_name")
+        for key in ("model_base_path", "server_model_base_path"):
+            problem = _unsafe_path(getattr(self, key), required=key == "model_base_path")
+            if problem:
+                raise ParamsError(f"'push.{key}' {problem}; got {getattr(self, key)!r}")
+        if self.version_label and not _SAFE_LABEL.fullmatch(self.version_label):
+            raise ParamsError(f"'push.version_label' must be a letter followed by letters, digits, '_' or '-'; "
+                              f"got {self.version_label!r}")
+        if self.version_label and not self.serving_target.strip():
+            raise ParamsError("'push.version_label' needs 'push.serving_target' (HOST:PORT of the model servers): "
+                              "a label may only move to a version the server reports AVAILABLE")
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SAFE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def check_model_name(name: str, key: str) -> None:
+    """ParamsError unless `name` is safe as a folder name and URL path segment (no '/', '..', spaces)."""
+    if not _SAFE_NAME.fullmatch(name):
+        raise ParamsError(f"'{key}' must be letters, digits, '.', '_' or '-' and start with a "
+                          f"letter or digit (it names a folder and a URL path); got {name!r}")
+
+
+def _unsafe_path(path: str, required: bool) -> str | None:
+    """Why a base path is unsafe ('..' parts, control characters, the root), or None."""
+    if not path:
+        return "must not be empty" if required else None
+    if any(ord(c) < 32 for c in path):
+        return "must not contain control characters"
+    body = path.split("://", 1)[1] if "://" in path else path
+    if ".." in body.replace("\\", "/").split("/"):
+        return "must not contain '..' (it would leave the folder it names)"
+    if body.strip("/") == "":
+        return "must name a folder, not the root"
+    return None
 
 
 # -------------------------------------------------------------------------- serve

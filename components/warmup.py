@@ -145,3 +145,28 @@ def _check_answer(outputs: dict, expected: list[int]) -> None:
         raise ValueError(f"mask shape {shape}, expected {expected}")
 
 
+def validate_served_copy(model_dir: str, model_name: str) -> dict:
+    """Infra-validate a version already in the store (rollback's check before re-pointing).
+
+    It must have the contract's signatures, load with the `serve` tag and answer
+    its own warm-up requests (or two generated ones when push wrote none).
+    InfraValidationError otherwise.
+    """
+    if not storage.exists(storage.join(model_dir, "saved_model.pb")):
+        raise InfraValidationError(f"{model_dir} is not a SavedModel (no saved_model.pb)")
+    try:
+        signatures = model_signatures(model_dir)
+    except Exception as exc:  # noqa: BLE001 - an unparsable saved_model.pb is not servable
+        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
+    missing = {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES} - signatures
+    if missing:
+        raise InfraValidationError(f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
+                                   f"(has {', '.join(sorted(signatures)) or 'none'})")
+    with storage.local_copy(model_dir) as local:
+        warmup = storage.join(local, WARMUP_FILE)
+        try:
+            logs = read_warmup_file(warmup) if storage.exists(warmup) else []
+        except Exception as exc:  # noqa: BLE001 - an unreadable warm-up file would fail the server's load too
+            raise InfraValidationError(f"{model_dir}: unreadable warm-up file ({first_line(exc)})") from None
+        logs = logs or warmup_requests(local, model_name, 2, DEFAULT_WARMUP_IMAGE_SIZE)
+        return infra_validate(local, logs)

@@ -6,6 +6,13 @@ available before the versions it replaces are unloaded, so there is always
 a version to answer with. Requests take a reference to the version they run
 on; unloading only drops the manager's reference, so a request in flight
 finishes on the version it started with.
+
+models.config is applied by TF Serving's rules, so what passes here passes in
+production: a config whose version labels TF Serving would refuse
+(model_store.label_refusal, after server_core.cc UpdateModelVersionLabelMap,
+with --allow_version_labels_for_unavailable_models as serving/deploy sets it)
+is refused whole, logged, and retried on the next poll while the previous
+config stays in force; a label therefore only ever names a loaded version.
 """
 from __future__ import annotations
 
@@ -22,6 +29,10 @@ from petseg.components.warmup import WARMUP_FILE, answer_request, read_warmup_fi
 from petseg.serving.errors import ServingError
 
 INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+# The deploy files start TF Serving with --allow_version_labels_for_unavailable_models=true
+# (tests/test_deploy.py checks it): a new label may name a version still loading, a moved one may not.
+ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS = True
 
 # ModelVersionStatus.State values (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, UNLOADING, END = 20, 30, 40, 50
@@ -112,6 +123,7 @@ class ModelManager:
         self._states: dict[int, VersionState] = {}
         self._failed: dict[int, float] = {}  # version -> mtime of the folder that failed to load
         self._policy = model_store.read_version_policy(self.model_base_path, model_name)
+        self._refusal: str | None = None  # why the current models.config is refused (logged once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -177,11 +189,24 @@ class ModelManager:
                 self._log(f"petseg serve: polling {self.model_base_path} failed: {exc}")
 
     def _current_policy(self) -> model_store.VersionPolicy:
+        """The policy of models.config if TF Serving would accept it now, else the one in force."""
         try:
-            return model_store.read_version_policy(self.model_base_path, self.model_name)
+            policy = model_store.read_version_policy(self.model_base_path, self.model_name)
         except Exception as exc:  # TF Serving keeps its last good config too
             self._log(f"petseg serve: keeping the previous version policy: {exc}")
             return self._policy
+        with self._lock:
+            loaded = set(self._loaded)
+        refusal = model_store.label_refusal(self.model_name, policy.labels, self._policy.labels, loaded,
+                                            ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS)
+        if refusal is not None:
+            if refusal != self._refusal:
+                self._log(f"petseg serve: refused models.config, keeping the previous one: "
+                          f"FAILED_PRECONDITION: {refusal}")
+            self._refusal = refusal
+            return self._policy
+        self._refusal = None
+        return policy
 
     def _failed_before(self, version: int, path: Path) -> bool:
         return self._failed.get(version) == _mtime(path)

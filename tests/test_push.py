@@ -23,11 +23,8 @@ from petseg.components.fsutil import read_json, write_json
 from petseg.components.params import EvaluateParams, Params, PushParams
 from petseg.components.lineage import collect_lineage
 from petseg.components.warmup import WARMUP_FILE, InfraValidationError
-from petseg.components.push import (
-    list_versions,
-    push,
-    rollback,
-)
+from petseg.components.model_store import list_versions, rollback
+from petseg.components.push import push
 from petseg.components.rawdata import sha256_file
 
 
@@ -56,7 +53,9 @@ def push_blessed(model_dir, params, folder, **kw):
 
 
 def versions_on_disk(params) -> list[str]:
-    return sorted(os.listdir(model_store.model_root(params)))
+    """Every folder under the model root (staging and deleting ones included), not the store's own files."""
+    root = model_store.model_root(params)
+    return sorted(n for n in os.listdir(root) if n not in (model_store.RECORD_FILE, model_store.LOCK_FILE))
 
 
 def served_config(params) -> model_server_config_pb2.ModelConfig:
@@ -146,7 +145,7 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
 
     entry = served_config(push_params)
     assert entry.base_path == os.path.abspath(model_store.model_root(push_params))
-    assert list(entry.model_version_policy.specific.versions) == [1] and entry.version_labels["stable"] == 1
+    assert list(entry.model_version_policy.specific.versions) == [1] and dict(entry.version_labels) == {}
 
     assert main(["rollback", "--list", "--params", params_file]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -177,7 +176,7 @@ def test_versions_are_numbered_and_only_the_newest_are_kept(rule_savedmodels, tm
     assert versions_on_disk(params) == ["2", "3"]
     assert not os.path.exists(os.path.join(model_store.model_root(params), "3", WARMUP_FILE))
     entry = served_config(params)
-    assert list(entry.model_version_policy.specific.versions) == [3] and dict(entry.version_labels) == {"stable": 3}
+    assert list(entry.model_version_policy.specific.versions) == [3] and dict(entry.version_labels) == {}
     config = open(os.path.join(params.model_base_path, "models.config")).read()
     assert 'name: "other"' in config  # other models' entries are kept
 
@@ -285,7 +284,7 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
         rollback(push_params)
     with pytest.raises(PetsegError, match=r"version 9 is not under .*\(kept: 1, 2, 3\)"):
         rollback(push_params, 9)
-    assert dict(served_config(push_params).version_labels) == {"stable": 1}
+    assert dict(served_config(push_params).version_labels) == {}
     assert list(served_config(push_params).model_version_policy.specific.versions) == [1]
 
     params_file = write_params(tmp_path, push_params)
@@ -323,7 +322,7 @@ def test_a_uri_base_path_works_through_gfile(rule_savedmodels, coded_records, tm
                       params, tmp_path / "ev")
     assert result.blessed and result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
     assert push(models["wrong_10"], tmp_path / "ev", params, {}).version == 2
-    assert tf.io.gfile.listdir(model_store.model_root(params)) == ["2"]
+    assert sorted(tf.io.gfile.listdir(model_store.model_root(params))) == [model_store.RECORD_FILE, "2"]
     with tf.io.gfile.GFile(f"{params.model_base_path}/models.config") as fh:
         assert f'base_path: "{params.model_base_path}/petseg"' in fh.read()
     assert [(i.version, i.served, i.lineage["version"]) for i in list_versions(params)] == [(2, True, 2)]

@@ -6,6 +6,7 @@ through TF Serving's generated gRPC stubs or the project's client.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -145,10 +146,14 @@ def test_pushed_model_answers_like_in_process_inference(tiny_savedmodel, push_pa
 
 
 @pytest.mark.slow
-def test_push_while_8_clients_query_swaps_versions_without_a_failed_request(
-        tiny_savedmodel, second_savedmodel, push_params, push_version):
-    push_version(tiny_savedmodel, push_params)
-    images = [photo(64, 64 + 8 * i) for i in range(8)]
+@pytest.mark.parametrize("label", [None, "stable"])
+def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
+        label, tiny_savedmodel, second_savedmodel, push_params, push_version):
+    """With a label, push stages v2 beside v1, waits for the server to report it AVAILABLE, then moves the label."""
+    if label:
+        push_params = dataclasses.replace(push_params, version_label=label, serving_target="unused-for-v1:1")
+    push_version(tiny_savedmodel, push_params)  # the first label is new: written at once, no server asked
+    images = [photo(64, 64 + 8 * i) for i in range(12)]
     expected = {1: [in_process_masks(tiny_savedmodel, im[None])[0] for im in images],
                 2: [in_process_masks(second_savedmodel, im[None])[0] for im in images]}
     answers: list[list[tuple[int, np.ndarray]]] = [[] for _ in images]
@@ -157,9 +162,12 @@ def test_push_while_8_clients_query_swaps_versions_without_a_failed_request(
 
     def query(i: int, target: str) -> None:
         stubs = Stubs(target)  # each client has its own connection
+        request = images_request(images[i][None])
+        if label:
+            request.model_spec.version_label = label
         while not stop.is_set():
             try:
-                response = stubs.predict(images_request(images[i][None]), timeout=20)
+                response = stubs.predict(request, timeout=20)
             except grpc.RpcError as exc:
                 failures.append(f"client {i}: {exc.code().name}: {exc.details()}")
                 return
@@ -167,6 +175,8 @@ def test_push_while_8_clients_query_swaps_versions_without_a_failed_request(
                                tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])[0]))
 
     with running(push_params.model_base_path) as (server, lines):
+        if label:
+            push_params = dataclasses.replace(push_params, serving_target=server.target)
         threads = [threading.Thread(target=query, args=(i, server.target)) for i in range(len(images))]
         for thread in threads:
             thread.start()
@@ -182,7 +192,7 @@ def test_push_while_8_clients_query_swaps_versions_without_a_failed_request(
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
-        states = version_states(Stubs(server.target))
+        wait_until(lambda: version_states(Stubs(server.target)) == {1: END, 2: AVAILABLE}, 15, "v1 unloaded")
 
     assert failures == []
     for i, client_answers in enumerate(answers):
@@ -191,33 +201,68 @@ def test_push_while_8_clients_query_swaps_versions_without_a_failed_request(
         assert versions[0] == 1 and versions[-1] == 2
         for version, mask in client_answers:
             np.testing.assert_array_equal(mask, expected[version][i])
-    assert states == {1: END, 2: AVAILABLE}
     assert any(line.startswith("petseg serve: loaded petseg version 2 ") for line in lines)
     assert "petseg serve: unloaded petseg version 1" in lines
+    assert not [line for line in lines if "refused models.config" in line]
 
 
 @pytest.mark.slow
 def test_models_config_pins_the_served_version_and_rollback_follows(
         tiny_savedmodel, second_savedmodel, push_params, push_version):
-    from petseg.components.push import rollback
+    from petseg.components.model_store import rollback
 
-    push_version(tiny_savedmodel, push_params)
-    push_version(second_savedmodel, push_params)
+    labelled_params = dataclasses.replace(push_params, version_label="stable", serving_target="not-asked:1")
+    push_version(tiny_savedmodel, labelled_params)
     image = photo(64, 64)[None]
+    labelled = images_request(image)
+    labelled.model_spec.version_label = "stable"
     with running(push_params.model_base_path) as (server, _):
         stubs = Stubs(server.target)
+        params = dataclasses.replace(labelled_params, serving_target=server.target)
+        push_version(second_savedmodel, params)
+        wait_until(lambda: version_states(stubs) == {1: END, 2: AVAILABLE}, 15, "v2 alone")
         assert stubs.predict(images_request(image), timeout=10).model_spec.version.value == 2
-        assert version_states(stubs) == {2: AVAILABLE}  # models.config names one version: v1 stays unloaded
+        assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
 
-        rollback(push_params, 1)
+        assert rollback(params, 1).served == 1  # returns once the server has v1 AVAILABLE and the label is written
+        wait_until(lambda: stubs.predict(labelled, timeout=10).model_spec.version.value == 1, 10,
+                   "the label to follow at the next poll")
         wait_until(lambda: version_states(stubs) == {1: AVAILABLE, 2: END}, 15, "the rollback to v1")
         assert stubs.predict(images_request(image), timeout=10).model_spec.version.value == 1
-        labelled = images_request(image)
-        labelled.model_spec.version_label = "stable"
-        assert stubs.predict(labelled, timeout=10).model_spec.version.value == 1
         with pytest.raises(grpc.RpcError) as refused:
             stubs.predict(images_request(image, version=2), timeout=10)
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.slow
+def test_a_config_tf_serving_would_refuse_is_refused_and_the_previous_one_kept(
+        tiny_savedmodel, second_savedmodel, push_params, push_version):
+    from petseg.components import model_store
+
+    push_version(tiny_savedmodel, push_params)
+    push_version(second_savedmodel, push_params)
+    model_store.write_serving_config(push_params, (1,), {"stable": 1})
+    labelled = images_request(photo(64, 64)[None])
+    labelled.model_spec.version_label = "stable"
+    with running(push_params.model_base_path) as (server, lines):
+        stubs = Stubs(server.target)
+        model_store.write_serving_config(push_params, (2,), {"stable": 2})  # label and version moved at once
+        wait_until(lambda: any("refused models.config" in line for line in lines), 10, "the refusal")
+        time.sleep(5 * SERVE.poll_seconds)  # refused on every poll, logged once, nothing of it applied
+        assert version_states(stubs) == {1: AVAILABLE}
+        assert stubs.predict(labelled, timeout=10).model_spec.version.value == 1
+
+        model_store.write_serving_config(push_params, (1, 2), {"stable": 1})  # the store's way: stage ...
+        wait_until(lambda: version_states(stubs) == {1: AVAILABLE, 2: AVAILABLE}, 15, "v2 loaded beside v1")
+        assert stubs.predict(labelled, timeout=10).model_spec.version.value == 1
+        model_store.write_serving_config(push_params, (2,), {"stable": 2})  # ... then promote
+        wait_until(lambda: version_states(stubs) == {1: END, 2: AVAILABLE}, 15, "v1 unloaded")
+        assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
+
+    refusals = [line for line in lines if "refused models.config" in line]
+    assert refusals == ["petseg serve: refused models.config, keeping the previous one: FAILED_PRECONDITION: "
+                        "Request to assign label to version 2 of model petseg, which is not currently available "
+                        "for inference"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from petseg.components.push import VersionInfo
+    from petseg.components.model_store import VersionInfo
 
 from petseg.components.errors import PetsegError
 from petseg.components.layout import BLESSING_FILE, savedmodel_dir
@@ -167,7 +167,8 @@ def _run_push(args: argparse.Namespace, params: Params) -> None:
 
 # ------------------------------------------------------------------------ rollback
 def _add_rollback(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rollback", help="serve an earlier pushed version again (models.config), or --list them")
+    p = sub.add_parser("rollback", help="serve an earlier pushed version again after infra-validating it "
+                                        "(models.config), or --list them")
     p.add_argument("--to", type=int, default=None, metavar="VERSION",
                    help="version to serve (default: the newest one older than the served one)")
     p.add_argument("--list", action="store_true", help="list the kept versions with their lineage; change nothing")
@@ -176,7 +177,7 @@ def _add_rollback(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.push import list_versions, rollback
+    from petseg.components.model_store import list_versions, rollback
 
     if args.target == "kserve":
         return _run_kserve_rollback(args, params)
@@ -238,7 +239,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace, params: Params) -> None:
+    from petseg.components.params import check_model_name
     from petseg.serving.server import serve
+
+    if args.model_name is not None:
+        check_model_name(args.model_name, "--model-name")
 
     serve(args.model_base_path or Path(params.push.model_base_path), args.model_name or params.push.model_name,
           params.serve, host=args.host, port=args.port, log=lambda line: print(line, flush=True))
