@@ -164,7 +164,7 @@ def _index_row(row: list[str], where: str, root: Path, resolved_root: Path, redo
     if not ID_PATTERN.fullmatch(values["id"]):
         raise PetsegError(f"{where}: id {_cut(values['id'])!r} is not a safe file name; {redo}")
     class_text = values["class_id"] or "0"
-    if not (class_text.isascii() and class_text.isdigit() and int(class_text) <= len(BREEDS)):
+    if not (class_text.isascii() and class_text.isdecimal() and int(class_text) <= len(BREEDS)):
         raise PetsegError(f"{where}: class_id {_cut(class_text)!r} is not a whole number in 0-{len(BREEDS)}; {redo}")
     for column in ("image", "trimap"):
         _check_inside(values[column], column, where, root, resolved_root, redo)

@@ -167,7 +167,7 @@ def _ready_condition(isvc: dict) -> dict:
 def deployed_version(isvc: dict) -> int | None:
     """The model version last stamped on the InferenceService's predictor, if any."""
     value = ((isvc.get("spec") or {}).get("predictor") or {}).get("annotations", {}).get(VERSION_ANNOTATION)
-    return int(value) if value is not None and str(value).isdigit() else None
+    return int(value) if value is not None and str(value).isdecimal() else None
 
 
 def new_revision_ready(isvc: dict, generation: int, old_revision: str | None) -> bool:
