@@ -47,7 +47,7 @@ from typing import Iterator
 
 import numpy as np
 
-from petseg.components import contract, model_store, records
+from petseg.components import contract, model_store, records, storage
 from petseg.components.errors import PetsegError, first_line
 from petseg.components.progress import progress_bar
 from petseg.components.fsutil import atomic_directory, read_step_json, write_json
@@ -339,15 +339,32 @@ def _load_baseline(push: PushParams, class_names: tuple[str, ...]) -> dict | Non
     path = model_store.version_path(push, version)
     info: dict = {"version": version, "path": path}
     try:
-        model = ServingModel(path, "served model")
+        model = _load_served_model(path)
     except PetsegError as exc:
         print(f"evaluate: warning: served version {version} not compared: {exc}", file=sys.stderr)
         return {**info, "error": str(exc)}
+    except OSError as exc:
+        raise PetsegError(f"cannot read the served model at {path} ({first_line(exc)}); "
+                          "check the store's credentials and endpoint") from None
     if model.class_names != class_names:
         error = f"served model predicts classes {list(model.class_names)}, the candidate {list(class_names)}"
         print(f"evaluate: warning: served version {version} not compared: {error}", file=sys.stderr)
         return {**info, "error": error}
     return {**info, "model": model}
+
+
+def _load_served_model(path: str) -> ServingModel:
+    """The served SavedModel at `path`, a local folder or a store URI.
+
+    TensorFlow cannot read s3:// (nor any fsspec store), so a URI is first
+    copied to a temporary local folder (storage.local_copy); loading restores
+    the variables into memory, so the copy is not needed once loaded.
+    """
+    with storage.local_copy(path) as local:
+        try:
+            return ServingModel(local, "served model")
+        except PetsegError as exc:
+            raise PetsegError(str(exc).replace(local, path)) from None
 
 
 # ------------------------------------------------------------------------ plots
