@@ -227,7 +227,13 @@ def isfile(path: str) -> bool:
 
 
 def listdir(path: str) -> list[str]:
-    """Entry names in a folder (no trailing '/'), sorted; FileNotFoundError when there is no such folder."""
+    """Entry names in a folder (no trailing '/'), sorted.
+
+    FileNotFoundError when there is no such folder; on an object store, where
+    an empty folder and no folder are the same thing, an empty list.
+    """
+    if scheme(path) in OBJECT_STORE_SCHEMES and not exists(path):
+        return []
     return sorted(_backend(path).listdir(_plain(path)))
 
 
