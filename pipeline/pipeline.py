@@ -91,7 +91,9 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     """The KFP pipeline function for `params` (its parameter defaults are `params`' sections).
 
     `for_cluster` (compile, submit) also requires a push target that outlives
-    the pod; run-local passes False and may push to a local folder.
+    the pod and makes the GPU step require its GPU; run-local passes False: it
+    may push to a local folder and trains on whatever this machine has (unless
+    params.yaml sets train.require_gpu).
     """
     from kfp import dsl
 
@@ -123,7 +125,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
         preprocess_task = ops.preprocess(raw=download_task.outputs["raw"],
                                          validation=validate_task.outputs["validation"], preprocess=preprocess)
         train_task = ops.train(records=preprocess_task.outputs["records"], model=model, train=train,
-                               require_gpu=settings.accelerator_limit > 0)
+                               require_gpu=for_cluster and settings.accelerator_limit > 0)
         evaluate_task = ops.evaluate(trained_model=train_task.outputs["trained_model"],
                                      records=preprocess_task.outputs["records"], evaluate=evaluate, push=push)
         tasks = {"download": download_task, "validate": validate_task, "preprocess": preprocess_task,

@@ -1,5 +1,7 @@
 """The Kubeflow pipeline: compiled IR, parameters, submit, and local runs end to end."""
+import hashlib
 import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -7,8 +9,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from petseg.cli import main
 from petseg.components.errors import ParamsError, PetsegError
@@ -448,13 +452,14 @@ def local_workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("kfp-local")
 
 
-def _run_local(workdir: Path, tmp_path: Path, extra: dict, capsys) -> tuple[int, str, str, Path]:
+def _run_local(workdir: Path, tmp_path: Path, extra: dict, capsys, args: tuple[str, ...] = ()
+               ) -> tuple[int, str, str, Path]:
     """Run `petseg pipeline run-local` on the tiny set: exit code, stdout (from the summary on), stderr, models."""
     models = tmp_path / "models"
     params_file = tmp_path / "params.yaml"
     params = tiny_params_dict({**LOCAL_RUN, **extra, "push": {**LOCAL_RUN["push"], "model_base_path": str(models)}})
     params_file.write_text(yaml.safe_dump(params))
-    code = main(["pipeline", "run-local", "--workdir", str(workdir), "--cache", "--params", str(params_file)])
+    code = main(["pipeline", "run-local", "--workdir", str(workdir), "--cache", "--params", str(params_file), *args])
     captured = capsys.readouterr()
     out = captured.out[captured.out.index("pipeline run-local: finished"):] if code == 0 else captured.out
     return code, out, captured.err, models
@@ -477,15 +482,31 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
     assert (Path(listed[("download", "raw")]) / "examples.csv").is_file()
     assert "<html" in Path(listed[("validate", "validation_report")]).read_text().lower()
     assert (Path(listed[("preprocess", "records")]) / "manifest.json").is_file()
-    assert (Path(listed[("train", "trained_model")]) / "savedmodel" / "saved_model.pb").is_file()
+    # The Model artifact is the SavedModel alone; the checkpoints are their own artifact.
+    model_dir = Path(listed[("train", "trained_model")])
+    assert (model_dir / "saved_model.pb").is_file()
+    assert sorted(p.name for p in model_dir.iterdir()) <= ["assets", "assets.extra", "fingerprint.pb",
+                                                          "saved_model.pb", "variables"]
+    assert not list(model_dir.rglob("*.weights.h5")) and not list(model_dir.rglob("*.keras"))
+    assert (Path(listed[("train", "checkpoints")]) / "checkpoints").is_dir()
     assert "mean_iou" in json.loads(Path(listed[("evaluate", "metrics")]).read_text())
     matrix = json.loads(Path(listed[("evaluate", "confusion_matrix")]).read_text())["confusionMatrix"]
     assert [s["displayName"] for s in matrix["annotationSpecs"]] == ["pet", "background", "border"]
     assert "data:image/png;base64," in Path(listed[("evaluate", "predictions")]).read_text()
     assert (models / "petseg" / "1" / "saved_model.pb").is_file()
     lineage = json.loads((models / "petseg" / "1" / "lineage.json").read_text())
-    assert lineage["runner"] == "kubeflow" and lineage["pipeline_run"].startswith("petseg-")
+    assert lineage["runner"] == "kubeflow" and lineage["run_name"].startswith("petseg-") and lineage["run_id"]
     assert listed[("push", "pushed")].startswith(str(models / "petseg" / "1"))
+    # The same lineage as the CLI writes: code, every params section, data, metrics.
+    records_manifest = Path(listed[("preprocess", "records")]) / "manifest.json"
+    assert lineage["git_commit"] == TAG.commit and len(lineage["git_commit"]) == 40
+    assert lineage["data_manifest_sha256"] == hashlib.sha256(records_manifest.read_bytes()).hexdigest()
+    assert lineage["params"]["train"]["epochs"] == 1 and lineage["params"]["data"]["source"] == "synthetic"
+    assert lineage["code_images"] == {"components": IMAGE, "train": GPU_IMAGE}
+    assert set(lineage["metrics"]) >= {"mean_iou", "pixel_accuracy"}
+    assert main(["rollback", "--list", "--params", str(tmp_path / "params.yaml")]) == 0
+    [row] = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert row[0] == "1" and TAG.commit[:8] in row[3] and row[-1] == lineage["data_manifest_sha256"][:12]
 
 
 @pytest.mark.slow
@@ -497,6 +518,29 @@ def test_local_run_below_threshold_ends_green_and_skips_push(local_workdir, tmp_
     assert not models.exists()
     blessing = json.loads((Path(_listed(summary)[("evaluate", "evaluation")]) / "blessing.json").read_text())
     assert blessing["blessed"] is False
+
+
+@pytest.mark.slow
+def test_a_failed_validation_keeps_its_html_report(tmp_path, capsys):
+    """A real trimap with a value outside {1, 2, 3}: validate fails the run, and its report stays."""
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
+    archives = shutil.copytree(SAMPLE_DIR, tmp_path / "archives")
+    trimap_path = sorted((archives / "annotations" / "trimaps").glob("*.png"))[0]
+    trimap = np.array(Image.open(trimap_path))
+    trimap[3, 3] = 7
+    Image.fromarray(trimap).save(trimap_path)
+    workdir = tmp_path / "kfp"
+    code, out, err, models = _run_local(workdir, tmp_path, {
+        "data": {"source": "archives", "archives": {"path": str(archives), "verify_checksums": False}},
+        "validate": {"min_train_examples": 1, "min_test_examples": 1}}, capsys,
+        args=("--param", "data.source=archives"))  # run-local defaults to the synthetic set
+    assert code == 1 and err.startswith("petseg pipeline: error: local pipeline run failed: step validate failed")
+    [report] = list((workdir / "runs").rglob("validate/report"))
+    page = report.read_text()
+    assert "<html" in page.lower() and "mask_values_in_trimap_set" in page
+    assert f"validate: the report is at {report}" in out
+    assert not models.exists()
 
 
 @pytest.mark.slow
