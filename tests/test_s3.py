@@ -239,3 +239,22 @@ def test_a_dvc_s3_remote_round_trips_into_a_fresh_clone(bucket, s3_endpoint, tmp
     run(*dvc, "pull", cwd=clone)
     for rel, data in payload.items():
         assert (clone / rel).read_bytes() == data
+
+
+# ------------------------------------------------------- failed validation evidence
+def test_a_failed_validation_uploads_its_report_to_an_s3_artifact_uri(bucket, tmp_path, capsys):
+    from petseg.pipeline.component_io import keep_validation_report
+
+    page = tmp_path / "validation" / "data_docs" / "validations" / "suite" / "run" / "page.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>mask_values_in_trimap_set failed</html>")
+    uri = f"{bucket}/pipeline-root/run/validate/report"
+    assert keep_validation_report(tmp_path / "validation", tmp_path / "out" / "report", uri, failed=True)
+    assert storage.read_text(uri) == page.read_text() == (tmp_path / "out" / "report").read_text()
+    assert f"the report was uploaded to {uri}" in capsys.readouterr().out
+
+    # An unreachable store is reported in the log, never raised over the validation's own error.
+    unreachable = "s3://no-such-bucket-petseg/report"
+    assert keep_validation_report(tmp_path / "validation", tmp_path / "out2" / "report", unreachable, failed=True)
+    assert f"could not upload the report to {unreachable}" in capsys.readouterr().out
+    assert not keep_validation_report(tmp_path / "empty", tmp_path / "out3" / "report", uri, failed=True)
