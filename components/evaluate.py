@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petseg.components import contract, inputs, model_store
+from petseg.components import contract, inputs, model_store, storage
 from petseg.components.blessing import Blessing, write_blessing
 from petseg.components.errors import PetsegError, first_line
 from petseg.components.export import read_class_names
@@ -42,12 +42,6 @@ from petseg.components.plots import plot_confusion_matrix, plot_samples
 from petseg.components.progress import progress_bar
 from petseg.components.rawdata import sha256_file
 
-TEST_SPLIT = "test"
-
-METRICS_FILE = "metrics.json"
-BLESSING_FILE = "blessing.json"
-CONFUSION_PLOT = "confusion_matrix.png"
-SAMPLES_PLOT = "sample_predictions.png"
 TEST_SPLIT = "test"
 
 
@@ -276,9 +270,12 @@ def load_baseline(push: PushParams, class_names: tuple[str, ...]) -> Baseline | 
         return None
     path = model_store.version_path(push, version)
     try:
-        model = ServingModel(path, "served model")
+        model = _load_served_model(path)
     except PetsegError as exc:
         return _not_compared(version, path, str(exc))
+    except OSError as exc:
+        raise PetsegError(f"cannot read the served model at {path} ({first_line(exc)}); "
+                          "check the store's credentials and endpoint") from None
     if model.class_names != class_names:
         return _not_compared(version, path, f"served model predicts classes {list(model.class_names)}, "
                                             f"the candidate {list(class_names)}")
@@ -288,3 +285,17 @@ def load_baseline(push: PushParams, class_names: tuple[str, ...]) -> Baseline | 
 def _not_compared(version: int, path: str, error: str) -> Baseline:
     print(f"evaluate: warning: served version {version} not compared: {error}", file=sys.stderr)
     return Baseline(version, path, error=error)
+
+
+def _load_served_model(path: str) -> ServingModel:
+    """The served SavedModel at `path`, a local folder or a store URI.
+
+    TensorFlow cannot read s3:// (nor any fsspec store), so a URI is first
+    copied to a temporary local folder (storage.local_copy); loading restores
+    the variables into memory, so the copy is not needed once loaded.
+    """
+    with storage.local_copy(path) as local:
+        try:
+            return ServingModel(local, "served model")
+        except PetsegError as exc:
+            raise PetsegError(str(exc).replace(local, path)) from None

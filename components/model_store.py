@@ -371,8 +371,10 @@ def next_version(params: PushParams) -> int:
     return max(taken, default=0) + 1
 
 
-def staging_path(params: PushParams, version: int) -> str:
-    return join(model_root(params), f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+def staging_path(params: PushParams, version: int, folder: str | None = None) -> str:
+    """A fresh staging folder name for `version`: hidden from TF Serving (not all digits), in `folder`
+    (default: the model's own folder, so publishing is a rename)."""
+    return join(folder or model_root(params), f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
 
 
 def remove_leftovers(params: PushParams) -> None:

@@ -162,6 +162,7 @@ class TrainParams:
     seed: int = _num(42, 0)
     deterministic: bool = False  # TF op determinism: bitwise repeatable runs, slower
     augment: AugmentParams = AugmentParams()
+    require_gpu: bool = False  # stop (one line) instead of training on the CPU when no GPU is visible
 
 
 # ----------------------------------------------------------------------- evaluate
@@ -291,13 +292,14 @@ class KServeParams:
 class PipelineParams:
     """How the Kubeflow pipeline is built (compile-time settings, not run parameters)."""
 
-    image: str = "ghcr.io/petseg/petseg:0.1.0"
-    gpu_image: str = "ghcr.io/petseg/petseg-gpu:0.1.0"
+    # Image repositories; without a tag, the tag is derived: <package version>-<git commit> (pipeline/images.py).
+    image: str = "ghcr.io/petseg/petseg"
+    gpu_image: str = "ghcr.io/petseg/petseg-gpu"
     pipeline_root: str = ""  # "" = the cluster's default artifact store
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = _num(1, 0, 16)  # 0 = train on CPU, no GPU node
-    gpu_node_selector_key: str = "cloud.google.com/gke-accelerator"
-    gpu_node_selector_value: str = "nvidia-tesla-t4"
+    gpu_node_selector_key: str = ""  # "" = no node selector (the GPU request alone places the pod)
+    gpu_node_selector_value: str = ""
     gpu_toleration_key: str = "nvidia.com/gpu"  # "" = no toleration
     gpu_toleration_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
     serving_pvc: str = ""  # PVC holding push.model_base_path for evaluate and push; "" = none

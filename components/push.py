@@ -133,22 +133,29 @@ def _push(model_dir: str, blessing: Blessing, params: PushParams, lineage: dict)
 
 def _stage_and_publish(model_dir: str, params: PushParams, version: int, served: int | None,
                        lineage: dict) -> str:
-    """Stage, validate and publish one version; on failure nothing is left and the cause is one line."""
-    staging = model_store.staging_path(params, version)
-    print(f"push: staging version {version} in {staging}", flush=True)
-    try:
-        validation = stage_version(model_dir, staging, params, lineage)
-        print(f"push: infra validation passed ({validation['requests']} requests); publishing version {version}",
-              flush=True)
-        final = model_store.publish(params, staging, version, {
-            "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model_fingerprint": lineage["model_fingerprint"]})
-    except BaseException as exc:
-        storage.remove_tree(staging)
-        if isinstance(exc, PetsegError) or not _is_io_error(exc):
-            raise
-        raise PetsegError(f"push of version {version} failed ({first_line(exc)}); nothing was published and "
-                          f"version {served} is still served") from None
+    """Stage, validate and publish one version; on failure nothing is left and the cause is one line.
+
+    TensorFlow writes the warm-up file and loads the staged copy, and it cannot
+    reach s3:// (or any fsspec store): for a store the version is staged in a
+    local folder and publish uploads it; locally it is staged beside its final
+    place, so publishing is one rename.
+    """
+    with storage.local_workdir(model_store.version_path(params, version)) as work:
+        staging = model_store.staging_path(params, version, folder=work)
+        print(f"push: staging version {version} in {staging}", flush=True)
+        try:
+            validation = stage_version(model_dir, staging, params, lineage)
+            print(f"push: infra validation passed ({validation['requests']} requests); publishing version {version}",
+                  flush=True)
+            final = model_store.publish(params, staging, version, {
+                "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "model_fingerprint": lineage["model_fingerprint"]})
+        except BaseException as exc:
+            storage.remove_tree(staging)
+            if isinstance(exc, PetsegError) or not _is_io_error(exc):
+                raise
+            raise PetsegError(f"push of version {version} failed ({first_line(exc)}); nothing was published and "
+                              f"version {served} is still served") from None
     print(f"push: published {final}; pointing models.config at it", flush=True)
     return final
 

@@ -115,7 +115,7 @@ def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out
     for split in ("train", "val"):
         inputs.split_files(records_dir, split)  # fail early, with a message saying how to fix it
 
-    strategy, mixed = distribution()
+    strategy, mixed = distribution(params.require_gpu)
     checkpoints = checkpoint_dir(out_dir)
     signature = run_signature(model_params, params, manifest.to_dict(), mixed)
     state = load_state(checkpoints, signature)
@@ -309,12 +309,25 @@ def segmentation_metrics() -> list:
     ]
 
 
-def distribution():
-    """(strategy, mixed precision?): MirroredStrategy + mixed_float16 on GPUs, the default strategy on CPU."""
+def distribution(require_gpu: bool = False):
+    """(strategy, mixed precision?): MirroredStrategy + mixed_float16 on GPUs, the default strategy on CPU.
+
+    Logs the devices it trains on. With `require_gpu`, no visible GPU is an
+    error: a GPU image whose CUDA/cuDNN do not match TensorFlow shows no GPU,
+    and training would otherwise run on the CPU, many times slower, unnoticed.
+    """
     import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        _say(f"training on {len(gpus)} GPU(s): {', '.join(names)} (mixed_float16, MirroredStrategy)")
         return tf.distribute.MirroredStrategy(), True
+    if require_gpu:
+        raise PetsegError("train.require_gpu is true but TensorFlow sees no GPU (CUDA build: "
+                          f"{tf.test.is_built_with_cuda()}); check the node's NVIDIA driver and the image's "
+                          "CUDA/cuDNN, or set train.require_gpu=false to train on the CPU")
+    _say(f"training on the CPU ({len(tf.config.list_physical_devices('CPU'))} device(s), float32): no GPU visible")
     return tf.distribute.get_strategy(), False
 
 

@@ -98,6 +98,61 @@ def copy_validation_report(validation_dir: str | Path, html_path: str | Path) ->
     shutil.copyfile(data_docs_page(validation_dir), html_path)
 
 
+def keep_validation_report(validation_dir: str | Path, html_path: str | Path, html_uri: str, *,
+                           failed: bool) -> bool:
+    """Write the Data Docs page to the HTML artifact; after a failure also upload it to `html_uri` if a store.
+
+    Kubeflow uploads a step's outputs only when it succeeds, so a failed
+    validation would lose the page that says why. When the artifact URI is an
+    object store this process can reach (s3://, gs://), the page is uploaded
+    there directly; the log names where it is. Returns whether a page was written.
+    Errors while keeping the evidence are reported, never raised over the validation's own error.
+    """
+    from petseg.components import storage
+    from petseg.components.validate import data_docs_page
+
+    if not data_docs_page(validation_dir).is_file():
+        return False  # the validation stopped before GX ran (e.g. no index): nothing to keep
+    copy_validation_report(validation_dir, html_path)
+    if failed:
+        print(f"validate: the report is at {html_path}", flush=True)
+        if storage.scheme(html_uri) in ("s3", "gs"):
+            try:
+                storage.copy_file(str(html_path), html_uri)
+                print(f"validate: the report was uploaded to {html_uri}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - evidence is best effort; the validation error is the news
+                print(f"validate: could not upload the report to {html_uri} ({exc})", flush=True)
+    return True
+
+
+def split_savedmodel(train_dir: str | Path, model_path: str | Path) -> Path:
+    """Move the SavedModel out of train's output folder into the Model artifact's path (it alone).
+
+    train writes `<train_dir>/savedmodel/` next to its checkpoints; the Model
+    artifact that evaluate and push download must be the SavedModel only.
+    """
+    from petseg.components.layout import savedmodel_dir
+
+    source, target = savedmodel_dir(train_dir), Path(model_path)
+    if not (source / "saved_model.pb").is_file():
+        raise PetsegError(f"{source}: train wrote no SavedModel")
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(target))
+    return target
+
+
+def run_params(sections: Mapping[str, Mapping[str, Any]]) -> Params:
+    """A whole Params from the run's section parameters (each validated as section_params does).
+
+    Sections that are not run parameters (serve, pipeline) keep their defaults.
+    """
+    raw = {name: restore_integers(typing.get_type_hints(Params)[name], dict(value))
+           for name, value in sections.items()}
+    return params_from_dict(raw, source="pipeline parameters")
+
+
 def write_image_sheet(title: str, images: Iterable[str | Path], html_path: str | Path) -> int:
     """Write one HTML page embedding `images` (PNG files) inline, for KFP's HTML viewer; the count shown."""
     figures = []

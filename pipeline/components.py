@@ -8,7 +8,7 @@ container, so every import happens inside the body, from the `petseg` package
 that the image has installed.
 
 They are lightweight components whose `base_image` is the project's own image
-(params.yaml `pipeline.image`, `pipeline.gpu_image` for train): on a cluster they
+(params.yaml `pipeline.image`, `pipeline.gpu_image` for train, tagged by pipeline/images.py): on a cluster they
 run in that image, and KFP's local SubprocessRunner, which runs only lightweight
 components, runs the very same functions in the current environment.
 `install_kfp_package=False` because the image already has kfp (a petseg
@@ -25,7 +25,6 @@ from typing import Any, Callable
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from petseg.components.params import PipelineParams
 
 
 # Component bodies. Their parameter names are the names the pipeline and the KFP UI show.
@@ -40,12 +39,21 @@ def download(data: dict, raw: Output[Dataset]):
 
 
 def validate(raw: Input[Dataset], validate: dict, validation: Output[Artifact], report: Output[HTML]):
-    """Step 2: Great Expectations on the raw dataset; a failed critical expectation fails the run."""
-    from petseg.components.validate import validate_dataset
-    from petseg.pipeline.component_io import copy_validation_report, section_params
+    """Step 2: Great Expectations on the raw dataset; a failed critical expectation fails the run.
 
-    result = validate_dataset(raw.path, section_params("validate", validate), validation.path)
-    copy_validation_report(validation.path, report.path)
+    The HTML report is written before the step fails, and on a failure also
+    uploaded to its artifact URI when that is an object store: Kubeflow uploads
+    no outputs of a failed step.
+    """
+    from petseg.components.validate import validate_dataset
+    from petseg.pipeline.component_io import keep_validation_report, section_params
+
+    try:
+        result = validate_dataset(raw.path, section_params("validate", validate), validation.path)
+    except Exception:
+        keep_validation_report(validation.path, report.path, report.uri, failed=True)
+        raise
+    keep_validation_report(validation.path, report.path, report.uri, failed=False)
     validation.metadata.update({"success": result.success, "examples": result.examples,
                                 "failed_warnings": list(result.failed_warnings)})
 
@@ -59,21 +67,24 @@ def preprocess(raw: Input[Dataset], validation: Input[Artifact], preprocess: dic
     records.metadata.update({"image_size": result.image_size, "examples": dict(result.counts)})
 
 
-def train(records: Input[Dataset], model: dict, train: dict, trained_model: Output[Model],
-          training_metrics: Output[Metrics], training_log: Output[Artifact]):
-    """Step 4: train the U-Net. The Model artifact is train's output folder: the SavedModel is
-    its SavedModel at petseg.components.layout.savedmodel_dir, next to the checkpoints."""
+def train(records: Input[Dataset], model: dict, train: dict, require_gpu: bool, trained_model: Output[Model],
+          checkpoints: Output[Artifact], training_metrics: Output[Metrics], training_log: Output[Artifact]):
+    """Step 4: train the U-Net. The Model artifact is the SavedModel alone; the checkpoints (and the
+    rest of train's output folder) are their own artifact, used only to resume a run."""
     import dataclasses
 
-    from petseg.components.layout import SAVEDMODEL_DIR
     from petseg.components.train import train as train_step
-    from petseg.pipeline.component_io import log_metrics, section_params
+    from petseg.pipeline.component_io import log_metrics, section_params, split_savedmodel
 
-    result = train_step(records.path, section_params("model", model), section_params("train", train),
-                        trained_model.path, training_log.path)
+    train_params = section_params("train", train)
+    if require_gpu:  # the step was scheduled onto a GPU: training on the CPU would be a silent failure
+        train_params = dataclasses.replace(train_params, require_gpu=True)
+    result = train_step(records.path, section_params("model", model), train_params, checkpoints.path,
+                        training_log.path)
+    split_savedmodel(checkpoints.path, trained_model.path)
     log_metrics(training_metrics, dataclasses.asdict(result))
-    trained_model.metadata.update({"savedmodel": SAVEDMODEL_DIR, "image_size": result.image_size,
-                                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
+    trained_model.metadata.update({"image_size": result.image_size, "best_epoch": result.best_epoch,
+                                   "epochs_run": result.epochs_run})
 
 
 def evaluate(trained_model: Input[Model], records: Input[Dataset], evaluate: dict, push: dict,
@@ -86,11 +97,11 @@ def evaluate(trained_model: Input[Model], records: Input[Dataset], evaluate: dic
     from pathlib import Path
 
     from petseg.components.evaluate import evaluate as evaluate_step
-    from petseg.components.layout import CONFUSION_PLOT, SAMPLES_PLOT, savedmodel_dir
+    from petseg.components.layout import CONFUSION_PLOT, SAMPLES_PLOT
     from petseg.pipeline.component_io import (log_metrics, section_params, write_image_sheet,
                                                write_metadata_file)
 
-    result = evaluate_step(savedmodel_dir(trained_model.path), records.path,
+    result = evaluate_step(Path(trained_model.path), records.path,
                            section_params("evaluate", evaluate), section_params("push", push), evaluation.path)
     scores = result.metrics_record()
     log_metrics(metrics, scores)
@@ -104,27 +115,30 @@ def evaluate(trained_model: Input[Model], records: Input[Dataset], evaluate: dic
     return bool(result.blessed)
 
 
-def push(trained_model: Input[Model], evaluation: Input[Artifact], push: dict, code_images: dict,
-         run_name: str, run_id: str) -> str:
+def push(trained_model: Input[Model], evaluation: Input[Artifact], data: dict, validate: dict, preprocess: dict,
+         model: dict, train: dict, evaluate: dict, push: dict, code: dict, run_name: str, run_id: str) -> str:
     """Step 6, only when blessed: publish the SavedModel as the next TF Serving version.
 
-    Returns push's outcome as JSON (status, version, path). Lineage names the
-    pipeline run and the images (the code) that made the model; the blessing adds
-    the data manifest and metrics.
+    Returns push's outcome as JSON (status, version, path). The lineage record is
+    the CLI's (components/lineage.py): the code commit and images, every params
+    section of this run, the data manifest hash and metrics from the blessing,
+    and the pipeline run.
     """
     import json
     from pathlib import Path
 
     from petseg.components.blessing import blessing_path
-    from petseg.components.layout import savedmodel_dir
+    from petseg.components.lineage import collect_lineage
     from petseg.components.push import push as push_step
-    from petseg.pipeline.component_io import section_params
+    from petseg.pipeline.component_io import run_params
 
-    lineage = {"runner": "kubeflow", "pipeline_run": run_name, "pipeline_run_id": run_id,
-               "code_images": dict(code_images), "model_artifact": trained_model.uri,
-               "evaluation_artifact": evaluation.uri}
-    result = push_step(savedmodel_dir(trained_model.path), blessing_path(evaluation.path),
-                       section_params("push", push), lineage)
+    params = run_params({"data": data, "validate": validate, "preprocess": preprocess, "model": model,
+                         "train": train, "evaluate": evaluate, "push": push})
+    blessing_file = blessing_path(evaluation.path)
+    lineage = collect_lineage(None, params, blessing_file=blessing_file, runner="kubeflow", run_id=run_id,
+                              run_name=run_name, code_commit=code.get("commit"), code_images=code.get("images"))
+    lineage.update({"model_artifact": trained_model.uri, "evaluation_artifact": evaluation.uri})
+    result = push_step(Path(trained_model.path), blessing_file, params.push, lineage)
     print(f"push: {result.status}: {result.reason}")
     return json.dumps(result.to_dict())
 
@@ -168,17 +182,17 @@ class Components:
     deploy_kserve: Callable[..., Any]
 
 
-def make_components(settings: PipelineParams) -> Components:
-    """The components with their images taken from params.yaml `pipeline` (the one place they are named)."""
-    def component(func: Callable, image: str) -> Any:
-        return dsl.component(func, base_image=image, install_kfp_package=False)
+def make_components(image: str, gpu_image: str) -> Components:
+    """The components run in `image`, train in `gpu_image` (pipeline/images.py resolves both from params.yaml)."""
+    def component(func: Callable, base_image: str) -> Any:
+        return dsl.component(func, base_image=base_image, install_kfp_package=False)
 
     return Components(
-        download=component(download, settings.image),
-        validate=component(validate, settings.image),
-        preprocess=component(preprocess, settings.image),
-        train=component(train, settings.gpu_image),
-        evaluate=component(evaluate, settings.image),
-        push=component(push, settings.image),
-        deploy_kserve=component(deploy_kserve, settings.image),
+        download=component(download, image),
+        validate=component(validate, image),
+        preprocess=component(preprocess, image),
+        train=component(train, gpu_image),
+        evaluate=component(evaluate, image),
+        push=component(push, image),
+        deploy_kserve=component(deploy_kserve, image),
     )

@@ -11,26 +11,35 @@ again). `serve` is not used by the pipeline.
 
 Where the data goes. Every output is a KFP artifact in the pipeline root (the
 cluster's object store, or `pipeline.pipeline_root`): raw dataset and records
-are folders, the model is train's output folder. KFP copies an input artifact
+are folders, the Model artifact is the SavedModel alone (evaluate and push
+download it), train's checkpoints are a separate artifact kept only to resume. KFP copies an input artifact
 into the pod that reads it and uploads outputs when a step ends. A PVC is not
 used for data because the largest payloads (the raw Oxford-IIIT Pet, ~800 MB; the
 TFRecords, a few hundred MB at 128 px) move in seconds to a minute, artifacts keep
 every run's data for lineage and caching, and nothing ties the steps to one node
 or zone. The one shared place is where TF Serving reads models: push writes to
-`push.model_base_path`, which can be an object store URI (gs://, s3://) or,
-with `pipeline.serving_pvc`, a PVC mounted in evaluate (which reads the served
-model as a baseline) and push.
+`push.model_base_path`, which must outlive the pod: an object store URI (gs://,
+s3://, reached through fsspec, components/storage.py) or, with
+`pipeline.serving_pvc`, a PVC mounted in evaluate (which reads the served model
+as a baseline) and push. Compiling for a cluster with anything else is refused;
+run-local may push to a local folder.
 
-Caching. On for download, validate, preprocess and train: same code image and
+Caching. On for download, validate, preprocess and train when the images' tags
+name fixed code (pipeline/images.py: `<version>-g<commit>` of a clean checkout,
+or tags pinned by hand; off for every step otherwise): same code image and
 same inputs give the same outputs, so a re-run with only evaluate's or push's
 parameters changed skips them. Off for evaluate (its baseline is whatever model is
 being served now, which caching cannot see) and push (it writes a new version
 every time it runs).
 
 GPU. Train runs on `pipeline.gpu_image` and asks for `pipeline.accelerator_limit`
-accelerators of `pipeline.accelerator_type`, on nodes labelled
-`gpu_node_selector_key=gpu_node_selector_value`, tolerating the
-`gpu_toleration_key` taint; accelerator_limit 0 trains on an ordinary node.
+accelerators of `pipeline.accelerator_type` (the NVIDIA device plugin's
+`nvidia.com/gpu` by default, which places the pod on a GPU node on any
+cluster), tolerating the `gpu_toleration_key` taint, and, when set, only on
+nodes labelled `gpu_node_selector_key=gpu_node_selector_value` (README: GKE,
+EKS, AKS). With a GPU asked for, train runs with `train.require_gpu` on, so
+it stops instead of training on the CPU. accelerator_limit 0 trains on an
+ordinary node.
 
 (No `from __future__ import annotations` here: KFP reads the pipeline's annotations as types.)
 """
@@ -51,6 +60,8 @@ RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", 
 STEPS = ("download", "validate", "preprocess", "train", "evaluate", "push")
 CACHED_STEPS = frozenset({"download", "validate", "preprocess", "train"})
 BLESSED_CONDITION = "blessed"
+# push.model_base_path schemes that outlive a pod (TF Serving reads both itself).
+DURABLE_SCHEMES = frozenset({"s3", "gs"})
 
 
 class PipelineOutputs(NamedTuple):
@@ -61,6 +72,7 @@ class PipelineOutputs(NamedTuple):
     validation_report: HTML
     records: Dataset
     trained_model: Model
+    checkpoints: Artifact
     training_metrics: Metrics
     training_log: Artifact
     evaluation: Artifact
@@ -75,17 +87,28 @@ def pipeline_arguments(params: Params) -> dict[str, dict]:
     return {section: params_to_dict(getattr(params, section)) for section in RUN_SECTIONS}
 
 
-def build_pipeline(params: Params) -> Callable[..., Any]:
-    """The KFP pipeline function for `params` (its parameter defaults are `params`' sections)."""
+def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[..., Any]:
+    """The KFP pipeline function for `params` (its parameter defaults are `params`' sections).
+
+    `for_cluster` (compile, submit) also requires a push target that outlives
+    the pod and makes the GPU step require its GPU; run-local passes False: it
+    may push to a local folder and trains on whatever this machine has (unless
+    params.yaml sets train.require_gpu).
+    """
     from kfp import dsl
 
     from petseg.pipeline.components import make_components
     from petseg.serving.kserve import check_deploy_settings
+    from petseg.pipeline.images import code_tag, has_tag, resolve_image
 
     settings = params.pipeline
-    check_settings(params)
+    check_settings(params, for_cluster=for_cluster)
     check_deploy_settings(params)
-    ops = make_components(settings)
+    tag = code_tag()
+    images = {"components": resolve_image(settings.image, tag), "train": resolve_image(settings.gpu_image, tag)}
+    # Caching is keyed on the images: safe when their tags name fixed code (a clean commit, or pinned by hand).
+    cacheable = tag.cacheable or (has_tag(settings.image) and has_tag(settings.gpu_image))
+    ops = make_components(images["components"], images["train"])
     defaults = pipeline_arguments(params)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION,
@@ -103,7 +126,8 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         validate_task = ops.validate(raw=download_task.outputs["raw"], validate=validate)
         preprocess_task = ops.preprocess(raw=download_task.outputs["raw"],
                                          validation=validate_task.outputs["validation"], preprocess=preprocess)
-        train_task = ops.train(records=preprocess_task.outputs["records"], model=model, train=train)
+        train_task = ops.train(records=preprocess_task.outputs["records"], model=model, train=train,
+                               require_gpu=for_cluster and settings.accelerator_limit > 0)
         evaluate_task = ops.evaluate(trained_model=train_task.outputs["trained_model"],
                                      records=preprocess_task.outputs["records"], evaluate=evaluate, push=push)
         tasks = {"download": download_task, "validate": validate_task, "preprocess": preprocess_task,
@@ -111,8 +135,9 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         # A single bool return is the component's "Output"; KFP's local runner resolves conditions on it.
         with dsl.If(evaluate_task.outputs["Output"] == True, name=BLESSED_CONDITION):  # noqa: E712 (a KFP expression)
             tasks["push"] = ops.push(trained_model=train_task.outputs["trained_model"],
-                                     evaluation=evaluate_task.outputs["evaluation"], push=push,
-                                     code_images={"components": settings.image, "train": settings.gpu_image},
+                                     evaluation=evaluate_task.outputs["evaluation"], data=data,
+                                     validate=validate, preprocess=preprocess, model=model, train=train,
+                                     evaluate=evaluate, push=push, code={"commit": tag.commit or "", "images": images},
                                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.serving.kserve)
@@ -120,13 +145,14 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
                                                     serve=params_to_dict(params.serve),
                                                     pipeline=params_to_dict(settings))
         for step, task in tasks.items():
-            configure_task(step, task, settings)
+            configure_task(step, task, settings, cache=cacheable)
         return PipelineOutputs(
             raw=download_task.outputs["raw"],
             validation=validate_task.outputs["validation"],
             validation_report=validate_task.outputs["report"],
             records=preprocess_task.outputs["records"],
             trained_model=train_task.outputs["trained_model"],
+            checkpoints=train_task.outputs["checkpoints"],
             training_metrics=train_task.outputs["training_metrics"],
             training_log=train_task.outputs["training_log"],
             evaluation=evaluate_task.outputs["evaluation"],
@@ -139,17 +165,17 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     return petseg_pipeline
 
 
-def configure_task(step: str, task: Any, settings: PipelineParams) -> None:
+def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool = True) -> None:
     """Resources, caching, and (train) the GPU, node selector and toleration; (evaluate, push) the serving PVC."""
     from kfp import kubernetes
 
     task.set_display_name(step)
-    task.set_caching_options(step in CACHED_STEPS)
+    task.set_caching_options(cache and step in CACHED_STEPS)
     set_resources(task, getattr(settings.resources, step), f"pipeline.resources.{step}")
     if step == "train" and settings.accelerator_limit > 0:
         task.set_accelerator_type(settings.accelerator_type)
         task.set_accelerator_limit(settings.accelerator_limit)
-        if settings.gpu_node_selector_key:
+        if settings.gpu_node_selector_key and settings.gpu_node_selector_value:
             kubernetes.add_node_selector(task, label_key=settings.gpu_node_selector_key,
                                          label_value=settings.gpu_node_selector_value)
         if settings.gpu_toleration_key:
@@ -171,18 +197,39 @@ def set_resources(task: Any, resources: StepResources, key: str) -> None:
                               "(e.g. \"500m\" or \"2\" CPUs, \"512Mi\" or \"4Gi\" memory)") from None
 
 
-def check_settings(params: Params) -> None:
+def check_settings(params: Params, *, for_cluster: bool = True) -> None:
     """Raise ParamsError for `pipeline` settings that would compile into a pipeline that cannot work."""
     settings = params.pipeline
     for key in ("image", "gpu_image"):
         if not getattr(settings, key).strip():
             raise ParamsError(f"'pipeline.{key}' must name a container image")
+    if bool(settings.gpu_node_selector_key) != bool(settings.gpu_node_selector_value):
+        raise ParamsError("set both pipeline.gpu_node_selector_key and pipeline.gpu_node_selector_value, "
+                          "or neither")
+    if for_cluster:
+        check_durable_push_target(params)
     if settings.serving_pvc:
         mount = settings.serving_mount_path.rstrip("/")
         base = params.push.model_base_path
         if not mount.startswith("/") or not (base == mount or base.startswith(mount + "/")):
             raise ParamsError(f"with pipeline.serving_pvc set, push.model_base_path ({base}) must lie under "
                               f"pipeline.serving_mount_path ({settings.serving_mount_path}, an absolute path)")
+
+
+def check_durable_push_target(params: Params) -> None:
+    """On a cluster, push must write where the model server (and the next run's evaluate) can read it.
+
+    A local `push.model_base_path` without `pipeline.serving_pvc` is the pod's
+    own disk, gone when the pod ends: refused, in one line saying what to set.
+    """
+    from petseg.components.storage import scheme
+
+    base = params.push.model_base_path
+    if scheme(base) in DURABLE_SCHEMES or params.pipeline.serving_pvc:
+        return
+    raise ParamsError(f"push.model_base_path '{base}' is inside the push pod and lost when it ends; set it to "
+                      "an object store (s3://bucket/models, gs://bucket/models) or set pipeline.serving_pvc "
+                      "with push.model_base_path under pipeline.serving_mount_path")
 
 
 def compile_pipeline(params: Params, out_file: str | Path) -> Path:

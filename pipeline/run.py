@@ -64,7 +64,10 @@ class SubmittedRun:
 def submit(params: Params, host: str, *, namespace: str | None = None, experiment: str | None = None,
            run_name: str | None = None, token: str | None = None) -> SubmittedRun:
     """Compile the pipeline for `params` and start a run of it on the KFP API at `host`."""
+    from petseg.pipeline.pipeline import check_settings
+
     host = normalise_host(host)
+    check_settings(params)  # a pipeline that cannot work is refused before the cluster is contacted
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     check_api_reachable(host, token)
 
@@ -132,7 +135,7 @@ def _auth_hint(status: int | None) -> str:
 # The pipeline outputs run_local reports, in step order: (step, output name).
 LOCAL_OUTPUTS = (
     ("download", "raw"), ("validate", "validation"), ("validate", "validation_report"),
-    ("preprocess", "records"), ("train", "trained_model"), ("train", "training_metrics"),
+    ("preprocess", "records"), ("train", "trained_model"), ("train", "checkpoints"), ("train", "training_metrics"),
     ("train", "training_log"), ("evaluate", "evaluation"), ("evaluate", "metrics"),
     ("evaluate", "confusion_matrix"), ("evaluate", "predictions"),
 )
@@ -161,7 +164,7 @@ def run_local(params: Params, workdir: str | Path, *, cache: bool = False) -> Lo
     from petseg.pipeline.pipeline import build_pipeline, pipeline_arguments
 
     workdir = Path(workdir).resolve()
-    pipeline = build_pipeline(params)
+    pipeline = build_pipeline(params, for_cluster=False)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "runs"),
                workspace_root=str(_ensure_dir(workdir / "workspace")), raise_on_error=True,
                enable_caching=cache, cache_root=str(workdir / "cache"))

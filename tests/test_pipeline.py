@@ -1,23 +1,35 @@
 """The Kubeflow pipeline: compiled IR, parameters, submit, and local runs end to end."""
+import hashlib
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from petseg.cli import main
 from petseg.components.errors import ParamsError, PetsegError
 from petseg.components.params import load_params, params_to_dict, with_overrides
 from petseg.pipeline.component_io import restore_integers, scalar_metrics, section_params, write_image_sheet
+from petseg.pipeline.images import Tag, code_tag, resolve_image
 from petseg.pipeline.pipeline import RUN_SECTIONS, STEPS, PipelineOutputs, compile_pipeline, pipeline_arguments
 from petseg.pipeline.run import LOCAL_OUTPUTS, TOKEN_ENV, failed_step, parse_overrides, submit
-from conftest import REPO_ROOT, tiny_params_dict
+from conftest import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
 
-PROJECT_PARAMS = load_params(REPO_ROOT / "params.yaml")
+# params.yaml as a cluster would get it: the push target must outlive the pod (an object store here).
+PROJECT_PARAMS = with_overrides(load_params(REPO_ROOT / "params.yaml"),
+                                {"push.model_base_path": "s3://petseg-models/serving",
+                                 "push.server_model_base_path": ""})
+TAG = code_tag()
+IMAGE = resolve_image(PROJECT_PARAMS.pipeline.image, TAG)
+GPU_IMAGE = resolve_image(PROJECT_PARAMS.pipeline.gpu_image, TAG)
 
 
 def _compile(tmp_path, params=PROJECT_PARAMS):
@@ -70,14 +82,17 @@ def test_train_asks_for_a_gpu_node_and_runs_the_gpu_image(ir):
     spec, platform = ir
     settings = PROJECT_PARAMS.pipeline
     container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
-    assert container["image"] == settings.gpu_image
+    assert container["image"] == GPU_IMAGE
     accelerator = container["resources"]["accelerator"]
     assert accelerator["resourceType"] == settings.accelerator_type == "nvidia.com/gpu"
     assert accelerator["resourceCount"] == str(settings.accelerator_limit)
-    assert platform["exec-train"]["nodeSelector"]["labels"] == {
-        settings.gpu_node_selector_key: settings.gpu_node_selector_value}
+    # Portable default: the device plugin's resource alone places the pod; no cloud-specific node label.
+    assert "nodeSelector" not in platform["exec-train"]
     assert platform["exec-train"]["tolerations"] == [
         {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": settings.gpu_toleration_effect}]
+    # The GPU step must not fall back to the CPU silently.
+    assert spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["require_gpu"] == {
+        "runtimeValue": {"constant": True}}
     assert set(platform) == {"exec-train"}  # no other step lands on (or reserves) a GPU node
     others = [e for n, e in spec["deploymentSpec"]["executors"].items() if n != "exec-train"]
     assert all("accelerator" not in e["container"]["resources"] for e in others)
@@ -95,24 +110,73 @@ def test_every_step_has_requests_limits_and_the_project_image(ir):
             "resourceCpuRequest": wanted.cpu_request, "resourceCpuLimit": wanted.cpu_limit,
             "resourceMemoryRequest": wanted.memory_request, "resourceMemoryLimit": wanted.memory_limit}, step
         if step != "train":
-            assert container["image"] == PROJECT_PARAMS.pipeline.image
+            assert container["image"] == IMAGE
         # Lightweight components that need nothing from PyPI at run time: the image has petseg and kfp.
         assert "pip install" not in " ".join(container["command"])
 
 
-def test_caching_is_on_for_data_and_train_off_for_evaluate_and_push(ir):
-    spec, _ = ir
+def _cached_steps(spec) -> set[str]:
     tasks = dict(spec["root"]["dag"]["tasks"])
     _, condition = _condition(spec)
     tasks.update(spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"])
-    cached = {step for step in STEPS if tasks[step]["cachingOptions"].get("enableCache")}
-    assert cached == {"download", "validate", "preprocess", "train"}
+    return {step for step in STEPS if tasks[step]["cachingOptions"].get("enableCache")}
+
+
+def test_caching_is_on_for_data_and_train_off_for_evaluate_and_push(tmp_path):
+    pinned = with_overrides(PROJECT_PARAMS, {"pipeline.image": "registry.example/seg:1.2.3",
+                                             "pipeline.gpu_image": "registry.example/seg-gpu@sha256:" + "a" * 64})
+    spec, _ = _compile(tmp_path, pinned)
+    assert _cached_steps(spec) == {"download", "validate", "preprocess", "train"}
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert images["exec-train"] == "registry.example/seg-gpu@sha256:" + "a" * 64  # pinned: used as is
+    assert images["exec-push"] == "registry.example/seg:1.2.3"
+
+
+@pytest.mark.parametrize("tag,cached", [(Tag("0.1.0-g0123456789ab", "0123456789ab" + "0" * 28, True), True),
+                                        (Tag("0.1.0-g0123456789ab-dirty", "0123456789ab" + "0" * 28, False), False),
+                                        (Tag("0.1.0-nogit", None, False), False)])
+def test_derived_tags_name_the_code_and_caching_follows_them(tmp_path, monkeypatch, tag, cached):
+    monkeypatch.setattr("petseg.pipeline.images.code_tag", lambda repo_dir=None: tag)
+    spec, _ = _compile(tmp_path)
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    assert images.pop("exec-train") == f"ghcr.io/petseg/petseg-gpu:{tag.value}"
+    assert set(images.values()) == {f"ghcr.io/petseg/petseg:{tag.value}"}
+    assert _cached_steps(spec) == ({"download", "validate", "preprocess", "train"} if cached else set())
+    push_task = spec["components"][_condition(spec)[1]["componentRef"]["name"]]["dag"]["tasks"]["push"]
+    assert push_task["inputs"]["parameters"]["code"]["runtimeValue"]["constant"]["commit"] == (tag.commit or "")
+
+
+def test_code_tag_is_version_and_commit_and_marks_dirty_and_untracked_checkouts(tmp_path):
+    env = "git -c user.email=t@t -c user.name=t"
+    assert code_tag(tmp_path).value == "0.1.0-nogit" and not code_tag(tmp_path).cacheable
+    (tmp_path / "f.txt").write_text("1")
+    subprocess.run(f"cd {tmp_path} && git init -q && git add f.txt && {env} commit -qm x", shell=True, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    clean = code_tag(tmp_path)
+    assert clean == Tag(f"0.1.0-g{commit[:12]}", commit, True)
+    (tmp_path / "f.txt").write_text("2")
+    assert code_tag(tmp_path) == Tag(f"0.1.0-g{commit[:12]}-dirty", commit, False)
+    assert resolve_image("reg.example:5000/seg", clean) == f"reg.example:5000/seg:0.1.0-g{commit[:12]}"
+    assert resolve_image("reg.example:5000/seg:7", clean) == "reg.example:5000/seg:7"
+
+
+def test_constraints_file_pins_the_tested_environment_and_the_images_use_it():
+    from petseg.pipeline.images import CONSTRAINTS_FILE, requirement_closure
+
+    pins = dict(line.split("==") for line in CONSTRAINTS_FILE.read_text().splitlines() if not line.startswith("#"))
+    assert pins == requirement_closure(), "pipeline/constraints.txt is stale: python -m petseg.pipeline.images constraints"
+    assert {"tensorflow", "kfp", "s3fs", "gcsfs", "fsspec", "dvc-s3"} <= set(pins)
+    assert not {"pytest", "moto", "hypothesis"} & set(pins)  # test tools stay out of the images
+    for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
+        text = (REPO_ROOT / "pipeline" / dockerfile).read_text()
+        assert "-c pipeline/constraints.txt" in text and ".[s3,gcs]" in text, dockerfile
 
 
 def test_parameters_mirror_params_yaml_with_its_values_as_defaults(ir):
     spec, _ = ir
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     raw_yaml = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw_yaml["push"].update(model_base_path="s3://petseg-models/serving", server_model_base_path="")
     assert list(parameters) == sorted(RUN_SECTIONS)
     for section in RUN_SECTIONS:
         assert parameters[section]["parameterType"] == "STRUCT"
@@ -130,6 +194,53 @@ def test_images_and_gpu_settings_come_from_params(tmp_path):
     # accelerator_limit 0: train on an ordinary node, no GPU request, selector or toleration.
     assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert platform == {}
+
+
+@pytest.mark.parametrize("selector", [("cloud.google.com/gke-accelerator", "nvidia-l4"),
+                                      ("node.kubernetes.io/instance-type", "g5.xlarge"),
+                                      ("kubernetes.azure.com/accelerator", "nvidia")])
+def test_a_cloud_node_selector_is_applied_to_train_only(tmp_path, selector):
+    key, value = selector
+    params = with_overrides(PROJECT_PARAMS, {"pipeline.gpu_node_selector_key": key,
+                                             "pipeline.gpu_node_selector_value": value})
+    _, platform = _compile(tmp_path, params)
+    assert platform["exec-train"]["nodeSelector"]["labels"] == {key: value}
+    with pytest.raises(ParamsError, match="set both pipeline.gpu_node_selector_key and"):
+        compile_pipeline(with_overrides(params, {"pipeline.gpu_node_selector_value": ""}), tmp_path / "x.yaml")
+
+
+def test_train_outputs_a_savedmodel_only_model_and_a_separate_checkpoints_artifact(ir):
+    spec, _ = ir
+    outputs = spec["components"]["comp-train"]["outputDefinitions"]["artifacts"]
+    assert outputs["trained_model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert outputs["checkpoints"]["artifactType"]["schemaTitle"] == "system.Artifact"
+    push_inputs = spec["components"]["comp-push"]["inputDefinitions"]["artifacts"]
+    assert set(push_inputs) == {"trained_model", "evaluation"}  # no checkpoints downloaded to push
+
+
+@pytest.mark.parametrize("base", ["serving/models", "/abs/models", "memory://models", "ram://models"])
+def test_compile_refuses_a_push_target_inside_the_pod_in_one_line(tmp_path, capsys, base):
+    out = tmp_path / "p.yaml"
+    code = main(["pipeline", "compile", "-o", str(out), "--params", str(REPO_ROOT / "params.yaml"),
+                 "--param", f"push.model_base_path={base}"])
+    err = capsys.readouterr().err
+    assert code != 0 and not out.exists()
+    assert err.count("\n") == 1 and f"push.model_base_path '{base}' is inside the push pod" in err
+    assert "s3://" in err and "gs://" in err and "pipeline.serving_pvc" in err
+
+
+@pytest.mark.parametrize("overrides", [{"push.model_base_path": "gs://bucket/models"},
+                                       {"push.model_base_path": "s3://bucket/models"},
+                                       {"push.model_base_path": "/serving/models/prod",
+                                        "pipeline.serving_pvc": "models"}])
+def test_compile_accepts_an_object_store_or_a_serving_pvc(tmp_path, overrides):
+    assert compile_pipeline(with_overrides(PROJECT_PARAMS, overrides), tmp_path / "p.yaml").is_file()
+
+
+def test_submit_refuses_a_pod_local_push_target_before_contacting_the_cluster():
+    local = with_overrides(PROJECT_PARAMS, {"push.model_base_path": "serving/models"})
+    with pytest.raises(ParamsError, match="is inside the push pod"):  # not "cannot reach": checked first
+        submit(local, "http://127.0.0.1:9")
 
 
 def test_serving_pvc_is_mounted_where_evaluate_and_push_read_the_model_base_path(tmp_path):
@@ -161,7 +272,8 @@ def test_pipeline_outputs_are_listed_by_run_local(ir):
 def test_compile_cli_writes_the_package_with_overrides(tmp_path, capsys):
     out = tmp_path / "out" / "petseg.yaml"
     code = main(["pipeline", "compile", "-o", str(out), "--params", str(REPO_ROOT / "params.yaml"),
-                 "--param", "train.epochs=3", "--param", "data.source=synthetic"])
+                 "--param", "train.epochs=3", "--param", "data.source=synthetic",
+                 "--param", "push.model_base_path=gs://bucket/models"])
     assert code == 0
     assert f"wrote {out}" in capsys.readouterr().out
     defaults = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
@@ -172,7 +284,8 @@ def test_compile_cli_writes_the_package_with_overrides(tmp_path, capsys):
 def test_image_cli_prints_the_one_image_setting(capsys):
     assert main(["pipeline", "image", "--params", str(REPO_ROOT / "params.yaml")]) == 0
     assert main(["pipeline", "image", "--gpu", "--params", str(REPO_ROOT / "params.yaml")]) == 0
-    assert capsys.readouterr().out.split() == [PROJECT_PARAMS.pipeline.image, PROJECT_PARAMS.pipeline.gpu_image]
+    assert capsys.readouterr().out.split() == [IMAGE, GPU_IMAGE]
+    assert IMAGE.startswith("ghcr.io/petseg/petseg:0.1.0-")
 
 
 # ------------------------------------------------------------- parameter passing
@@ -232,7 +345,7 @@ def _free_port() -> int:
 def test_submit_to_an_unreachable_host_ends_with_one_line_quickly(capsys):
     started = time.monotonic()
     code = main(["pipeline", "submit", "--host", f"http://127.0.0.1:{_free_port()}",
-                 "--params", str(REPO_ROOT / "params.yaml")])
+                 "--params", str(REPO_ROOT / "params.yaml"), "--param", "push.model_base_path=gs://b/m"])
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 1 and elapsed < 10
@@ -242,7 +355,8 @@ def test_submit_to_an_unreachable_host_ends_with_one_line_quickly(capsys):
 
 def test_submit_to_something_that_is_not_kfp(capsys):
     with _fake_api(healthz_status=404) as (url, _):
-        code = main(["pipeline", "submit", "--host", url, "--params", str(REPO_ROOT / "params.yaml")])
+        code = main(["pipeline", "submit", "--host", url, "--params", str(REPO_ROOT / "params.yaml"),
+                     "--param", "push.model_base_path=gs://b/m"])
     err = capsys.readouterr().err
     assert code == 1 and "is not a Kubeflow Pipelines API: HTTP 404" in err and err.count("\n") == 1
 
@@ -252,7 +366,8 @@ def test_submit_creates_a_run_with_params_and_token_and_prints_its_url(capsys, m
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
     with _fake_api() as (url, requests):
         code = main(["pipeline", "submit", "--host", url + "/", "--experiment", "nightly", "--run-name", "r1",
-                     "--params", str(REPO_ROOT / "params.yaml"), "--param", "train.epochs=7"])
+                     "--params", str(REPO_ROOT / "params.yaml"), "--param", "train.epochs=7",
+                     "--param", "push.model_base_path=s3://petseg-models/serving"])
     out = capsys.readouterr().out
     assert code == 0
     assert f"run run-42 in experiment nightly: {url}/#/runs/details/run-42" in out
@@ -337,13 +452,14 @@ def local_workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("kfp-local")
 
 
-def _run_local(workdir: Path, tmp_path: Path, extra: dict, capsys) -> tuple[int, str, str, Path]:
+def _run_local(workdir: Path, tmp_path: Path, extra: dict, capsys, args: tuple[str, ...] = ()
+               ) -> tuple[int, str, str, Path]:
     """Run `petseg pipeline run-local` on the tiny set: exit code, stdout (from the summary on), stderr, models."""
     models = tmp_path / "models"
     params_file = tmp_path / "params.yaml"
     params = tiny_params_dict({**LOCAL_RUN, **extra, "push": {**LOCAL_RUN["push"], "model_base_path": str(models)}})
     params_file.write_text(yaml.safe_dump(params))
-    code = main(["pipeline", "run-local", "--workdir", str(workdir), "--cache", "--params", str(params_file)])
+    code = main(["pipeline", "run-local", "--workdir", str(workdir), "--cache", "--params", str(params_file), *args])
     captured = capsys.readouterr()
     out = captured.out[captured.out.index("pipeline run-local: finished"):] if code == 0 else captured.out
     return code, out, captured.err, models
@@ -366,15 +482,31 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
     assert (Path(listed[("download", "raw")]) / "examples.csv").is_file()
     assert "<html" in Path(listed[("validate", "validation_report")]).read_text().lower()
     assert (Path(listed[("preprocess", "records")]) / "manifest.json").is_file()
-    assert (Path(listed[("train", "trained_model")]) / "savedmodel" / "saved_model.pb").is_file()
+    # The Model artifact is the SavedModel alone; the checkpoints are their own artifact.
+    model_dir = Path(listed[("train", "trained_model")])
+    assert (model_dir / "saved_model.pb").is_file()
+    assert sorted(p.name for p in model_dir.iterdir()) <= ["assets", "assets.extra", "fingerprint.pb",
+                                                          "saved_model.pb", "variables"]
+    assert not list(model_dir.rglob("*.weights.h5")) and not list(model_dir.rglob("*.keras"))
+    assert (Path(listed[("train", "checkpoints")]) / "checkpoints").is_dir()
     assert "mean_iou" in json.loads(Path(listed[("evaluate", "metrics")]).read_text())
     matrix = json.loads(Path(listed[("evaluate", "confusion_matrix")]).read_text())["confusionMatrix"]
     assert [s["displayName"] for s in matrix["annotationSpecs"]] == ["pet", "background", "border"]
     assert "data:image/png;base64," in Path(listed[("evaluate", "predictions")]).read_text()
     assert (models / "petseg" / "1" / "saved_model.pb").is_file()
     lineage = json.loads((models / "petseg" / "1" / "lineage.json").read_text())
-    assert lineage["runner"] == "kubeflow" and lineage["pipeline_run"].startswith("petseg-")
+    assert lineage["runner"] == "kubeflow" and lineage["run_name"].startswith("petseg-") and lineage["run_id"]
     assert listed[("push", "pushed")].startswith(str(models / "petseg" / "1"))
+    # The same lineage as the CLI writes: code, every params section, data, metrics.
+    records_manifest = Path(listed[("preprocess", "records")]) / "manifest.json"
+    assert lineage["git_commit"] == TAG.commit and len(lineage["git_commit"]) == 40
+    assert lineage["data_manifest_sha256"] == hashlib.sha256(records_manifest.read_bytes()).hexdigest()
+    assert lineage["params"]["train"]["epochs"] == 1 and lineage["params"]["data"]["source"] == "synthetic"
+    assert lineage["code_images"] == {"components": IMAGE, "train": GPU_IMAGE}
+    assert set(lineage["metrics"]) >= {"mean_iou", "pixel_accuracy"}
+    assert main(["rollback", "--list", "--params", str(tmp_path / "params.yaml")]) == 0
+    [row] = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert row[0] == "1" and TAG.commit[:8] in row[3] and row[-1] == lineage["data_manifest_sha256"][:12]
 
 
 @pytest.mark.slow
@@ -386,6 +518,29 @@ def test_local_run_below_threshold_ends_green_and_skips_push(local_workdir, tmp_
     assert not models.exists()
     blessing = json.loads((Path(_listed(summary)[("evaluate", "evaluation")]) / "blessing.json").read_text())
     assert blessing["blessed"] is False
+
+
+@pytest.mark.slow
+def test_a_failed_validation_keeps_its_html_report(tmp_path, capsys):
+    """A real trimap with a value outside {1, 2, 3}: validate fails the run, and its report stays."""
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
+    archives = shutil.copytree(SAMPLE_DIR, tmp_path / "archives")
+    trimap_path = sorted((archives / "annotations" / "trimaps").glob("*.png"))[0]
+    trimap = np.array(Image.open(trimap_path))
+    trimap[3, 3] = 7
+    Image.fromarray(trimap).save(trimap_path)
+    workdir = tmp_path / "kfp"
+    code, out, err, models = _run_local(workdir, tmp_path, {
+        "data": {"source": "archives", "archives": {"path": str(archives), "verify_checksums": False}},
+        "validate": {"min_train_examples": 1, "min_test_examples": 1}}, capsys,
+        args=("--param", "data.source=archives"))  # run-local defaults to the synthetic set
+    assert code == 1 and err.startswith("petseg pipeline: error: local pipeline run failed: step validate failed")
+    [report] = list((workdir / "runs").rglob("validate/report"))
+    page = report.read_text()
+    assert "<html" in page.lower() and "mask_values_in_trimap_set" in page
+    assert f"validate: the report is at {report}" in out
+    assert not models.exists()
 
 
 @pytest.mark.slow

@@ -163,3 +163,26 @@ def test_fine_tuning_unfreezes_the_encoder_but_not_its_batch_norm(tmp_path):
     bn_start = encoder_of(start).get_layer("bn_Conv1").get_weights()
     for after, before in zip(bn_trained, bn_start):
         np.testing.assert_array_equal(after, before)  # its batch norm kept the pretrained statistics
+
+
+# ------------------------------------------------------------ require_gpu (issue 13)
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU")
+def test_require_gpu_without_a_gpu_stops_in_one_line_and_writes_nothing(tiny_records, tmp_path, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params_dict({"train": {"require_gpu": True}})))
+    out = tmp_path / "models"
+    code = cli.main(["train", "--records", str(tiny_records), "--out", str(out), "--live", str(tmp_path / "live"),
+                     "--params", str(params_file)])
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    [line] = [l for l in err.splitlines() if l.startswith("petseg train: error:")]
+    assert "train.require_gpu is true but TensorFlow sees no GPU" in line and "train.require_gpu=false" in line
+
+
+def test_training_logs_the_devices_it_uses(capsys):
+    strategy, mixed = train_module.distribution()
+    err = capsys.readouterr().err
+    if tf.config.list_physical_devices("GPU"):
+        assert mixed and "train: training on " in err and "GPU(s)" in err
+    else:
+        assert not mixed and "train: training on the CPU" in err and "no GPU visible" in err

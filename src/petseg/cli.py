@@ -341,7 +341,9 @@ def _run_pipeline_run_local(args: argparse.Namespace, params: Params) -> None:
 
 
 def _run_pipeline_image(args: argparse.Namespace, params: Params) -> None:
-    print(params.pipeline.gpu_image if args.gpu else params.pipeline.image)
+    from petseg.pipeline.images import code_tag, resolve_image
+
+    print(resolve_image(params.pipeline.gpu_image if args.gpu else params.pipeline.image, code_tag()))
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

@@ -1,0 +1,135 @@
+"""The pipeline's container images: names with reproducible tags, and the constraints they install from.
+
+Tags. params.yaml `pipeline.image` / `pipeline.gpu_image` name image
+repositories. Without a tag, the tag is derived from the code:
+`<package version>-g<12 hex of the git commit>` (with `-dirty` when the checkout
+has uncommitted changes to tracked files). `petseg pipeline image` prints it for
+`docker build -t`, and compile writes it into every step, so the compiled
+pipeline names the exact image its code was built into. KFP's cache key
+includes the image, so a new commit means new tags and no stale cache hits. A
+tag given explicitly (or a digest, `@sha256:...`) is used as is.
+
+A derived tag is reproducible only for a clean commit: with `-dirty`, or
+outside a git checkout (tag `<version>-nogit`), the same tag can name different
+code, so compile turns caching off for every step (Tag.cacheable).
+
+Constraints. `pipeline/constraints.txt` pins every package the images install
+(petseg's dependencies with the s3 and gcs extras, transitively) to the version
+in the environment the tests ran in; the Dockerfiles install with
+`pip install -c pipeline/constraints.txt`. Regenerate it after changing
+dependencies with `python -m petseg.pipeline.images constraints`.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = "petseg"
+IMAGE_EXTRAS = ("s3", "gcs")
+CONSTRAINTS_FILE = Path(__file__).resolve().parent / "constraints.txt"
+# Where the source checkout is when petseg is installed editable (pipeline/ is one of its folders).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A derived image tag and whether it names one fixed piece of code."""
+
+    value: str
+    commit: str | None
+    cacheable: bool
+
+
+def package_version() -> str:
+    return importlib.metadata.version(PACKAGE)
+
+
+def code_tag(repo_dir: Path = SOURCE_ROOT) -> Tag:
+    """`<version>-g<commit12>[-dirty]`, or `<version>-nogit` outside a git checkout."""
+    version = package_version()
+    commit, dirty = _git_state(repo_dir)
+    if commit is None:
+        return Tag(f"{version}-nogit", None, cacheable=False)
+    return Tag(f"{version}-g{commit[:12]}{'-dirty' if dirty else ''}", commit, cacheable=not dirty)
+
+
+def has_tag(image: str) -> bool:
+    """Whether an image reference already names a tag or a digest (`repo:tag`, `repo@sha256:...`)."""
+    last = image.rsplit("/", 1)[-1]
+    return ":" in last or "@" in image
+
+
+def resolve_image(image: str, tag: Tag) -> str:
+    """`image` with the derived tag appended unless it has a tag or digest of its own."""
+    return image if has_tag(image) else f"{image}:{tag.value}"
+
+
+def _git_state(repo_dir: Path) -> tuple[str | None, bool]:
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None, False
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+# ------------------------------------------------------------------ constraints
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_closure(package: str = PACKAGE, extras: tuple[str, ...] = IMAGE_EXTRAS) -> dict[str, str]:
+    """{distribution: installed version} for `package[extras]` and everything it requires, transitively.
+
+    Only requirements whose environment markers hold here (this Python, this
+    platform) are followed, as pip would; the package itself is left out.
+    """
+    from packaging.requirements import Requirement
+
+    found: dict[str, str] = {}
+    queue: list[tuple[str, frozenset[str]]] = [(package, frozenset(extras))]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while queue:
+        name, wanted = queue.pop()
+        if (_norm(name), wanted) in seen:
+            continue
+        seen.add((_norm(name), wanted))
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an optional dependency not installed here: nothing to pin
+        if _norm(name) != _norm(package):
+            found[_norm(dist.metadata["Name"])] = dist.version
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (wanted or {""})):
+                continue
+            queue.append((req.name, frozenset(req.extras)))
+    return found
+
+
+def constraints_text(pins: dict[str, str]) -> str:
+    header = ("# Generated by `python -m petseg.pipeline.images constraints` from the environment the tests ran in\n"
+              f"# (Python {sys.version_info.major}.{sys.version_info.minor}): every package petseg[{','.join(IMAGE_EXTRAS)}] "
+              "installs, pinned. The images install with `pip install -c` this file.\n")
+    return header + "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+
+
+def write_constraints(path: Path = CONSTRAINTS_FILE) -> Path:
+    path.write_text(constraints_text(requirement_closure()))
+    return path
+
+
+if __name__ == "__main__":  # python -m petseg.pipeline.images constraints
+    if sys.argv[1:] != ["constraints"]:
+        sys.exit("usage: python -m petseg.pipeline.images constraints")
+    print(f"wrote {write_constraints()}")

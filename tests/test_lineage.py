@@ -1,0 +1,43 @@
+"""lineage: one record for both runners (CLI/DVC and Kubeflow)."""
+from __future__ import annotations
+
+import subprocess
+
+from petseg.components.fsutil import write_json
+from petseg.components.lineage import COMMIT_ENV, collect_lineage
+from petseg.components.params import Params, params_to_dict, with_overrides
+from petseg.components.rawdata import sha256_file
+
+
+def test_the_cli_record_has_code_params_data_and_a_run_id(coded_records, tmp_path, monkeypatch):
+    monkeypatch.delenv(COMMIT_ENV, raising=False)
+    env = "git -c user.email=t@t -c user.name=t"
+    subprocess.run(f"cd {tmp_path} && git init -q && {env} commit -q --allow-empty -m x", shell=True, check=True)
+    record = collect_lineage(coded_records, Params(), repo_dir=tmp_path)
+    assert record["runner"] == "cli" and record["run_id"].startswith("cli-")
+    assert len(record["git_commit"]) == 40 and record["git_dirty"] is False
+    assert record["data_manifest_sha256"] == sha256_file(coded_records / "manifest.json")
+    assert record["params"] == params_to_dict(Params()) and "metrics" not in record
+
+
+def test_the_kubeflow_record_takes_commit_data_and_metrics_from_the_image_and_blessing(tmp_path, monkeypatch):
+    blessing = tmp_path / "blessing.json"
+    write_json(blessing, {"candidate": {"mean_iou": 0.7, "pixel_accuracy": 0.9},
+                          "data": {"manifest_sha256": "d" * 64}})
+    params = with_overrides(Params(), {"train.epochs": 3})
+    not_git = tmp_path / "pod"
+    not_git.mkdir()
+
+    monkeypatch.delenv(COMMIT_ENV, raising=False)
+    record = collect_lineage(None, params, repo_dir=not_git, blessing_file=blessing, runner="kubeflow",
+                             run_id="run-1", run_name="petseg-x", code_commit="c" * 40,
+                             code_images={"train": "reg/seg-gpu:0.1.0-gcccc"})
+    assert record["git_commit"] == "c" * 40 and record["git_dirty"] is None  # from the compiled image tag
+    assert record["data_manifest_sha256"] == "d" * 64 and record["metrics"]["mean_iou"] == 0.7
+    assert record["params"]["train"]["epochs"] == 3
+    assert (record["runner"], record["run_id"], record["run_name"]) == ("kubeflow", "run-1", "petseg-x")
+    assert record["code_images"] == {"train": "reg/seg-gpu:0.1.0-gcccc"}
+
+    monkeypatch.setenv(COMMIT_ENV, "e" * 40)  # the image says which commit it was built from: that wins
+    assert collect_lineage(None, params, repo_dir=not_git, code_commit="c" * 40)["git_commit"] == "e" * 40
+    assert collect_lineage(None, params, repo_dir=not_git)["data_manifest_sha256"] is None

@@ -1,0 +1,258 @@
+"""The model store, push, rollback, evaluate's baseline and a DVC remote on s3://, against a real S3 server.
+
+The server is moto's (`moto_server`, from the test extra) on 127.0.0.1 and a
+free port, started here and stopped when the tests end. Everything reaches it
+as it would reach AWS or MinIO: s3fs and DVC read the endpoint and the
+credentials from the usual environment variables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from petseg.cli import main
+from petseg.components import model_store, storage
+from petseg.components.evaluate import evaluate
+from petseg.components.fsutil import write_json
+from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
+from petseg.components.push import list_versions, push, rollback
+
+MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+S3_ENV = {"AWS_ACCESS_KEY_ID": "petseg-test", "AWS_SECRET_ACCESS_KEY": "petseg-test-secret",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+pytestmark = pytest.mark.skipif(not os.path.exists(MOTO_SERVER), reason="moto_server not installed "
+                                "(pip install -e '.[test]')")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """http://127.0.0.1:PORT of a moto S3 server running for this module; the environment points at it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out,
+                                  stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.3)
+        saved = {key: os.environ.get(key) for key in [*S3_ENV, "AWS_ENDPOINT_URL_S3"]}
+        os.environ.update(S3_ENV, AWS_ENDPOINT_URL_S3=endpoint)
+        try:
+            yield endpoint
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def bucket(s3_endpoint) -> str:
+    """s3://<a new, empty bucket>."""
+    name = f"petseg-{uuid.uuid4().hex[:10]}"
+    storage.filesystem("s3://" + name).mkdir(name)
+    return f"s3://{name}"
+
+
+def bless(model_dir, params: PushParams, folder: Path, mean_iou: float = 0.9) -> Path:
+    """A blessing.json as evaluate writes it, compared against what is served at `params` now."""
+    served = model_store.served_version(params)
+    path = folder / f"blessing-{uuid.uuid4().hex[:6]}.json"
+    write_json(path, {
+        "blessed": True, "reason": "given by the test", "checks": [],
+        "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
+        "baseline": {"version": served} if served else None,
+        "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
+        "data": {"image_size": 32, "manifest_sha256": "d" * 64}, "push_target": model_store.model_root(params),
+    })
+    return path
+
+
+def publish_by_copy(model_dir: Path, params: PushParams, version: int, lineage: dict) -> None:
+    """A version on the store as push leaves it (files, lineage.json, models.config), without push itself."""
+    target = model_store.version_path(params, version)
+    storage.copy_tree(str(model_dir), target, last=model_store.SAVED_MODEL_FILE)
+    storage.write_text_atomically(storage.join(target, model_store.LINEAGE_FILE),
+                                  json.dumps({"version": version, **lineage}))
+    model_store.write_served_version(params, version)
+
+
+def write_params(folder: Path, push_params: PushParams) -> str:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump({**params_to_dict(Params()), "push": params_to_dict(push_params)}))
+    return str(path)
+
+
+# ------------------------------------------------------------------ the store
+def test_storage_round_trips_on_s3(bucket, tmp_path):
+    base = storage.join(bucket, "models")
+    storage.write_text_atomically(storage.join(base, "petseg/1/saved_model.pb"), "pb")
+    storage.write_bytes_atomically(storage.join(base, "petseg/1/variables/variables.index"), b"\x01")
+    assert storage.listdir(base) == ["petseg"] and storage.isdir(storage.join(base, "petseg/1"))
+    assert storage.walk_files(base) == ["petseg/1/saved_model.pb", "petseg/1/variables/variables.index"]
+    with storage.local_copy(storage.join(base, "petseg/1")) as local:
+        assert (Path(local) / "variables/variables.index").read_bytes() == b"\x01"
+    storage.copy_tree(storage.join(base, "petseg/1"), storage.join(base, "petseg/2"), last="saved_model.pb")
+    assert storage.listdir(storage.join(base, "petseg")) == ["1", "2"]
+    storage.remove_tree(storage.join(base, "petseg/1"))
+    assert storage.listdir(storage.join(base, "petseg")) == ["2"] and not storage.exists(storage.join(base, "petseg/1"))
+    assert storage.listdir(storage.join(bucket, "nothing-here")) == []  # an empty prefix is an empty folder
+
+
+def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, tmp_path, capsys):
+    params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=3)
+    publish_by_copy(rule_savedmodels["perfect"], params, 1, {"git_commit": "a" * 40, "data_manifest_sha256": "b" * 64,
+                                                            "metrics": {"mean_iou": 0.9, "pixel_accuracy": 0.95}})
+    publish_by_copy(rule_savedmodels["wrong_10"], params, 2, {"git_commit": "c" * 40,
+                                                             "metrics": {"mean_iou": 0.8}})
+    assert model_store.served_version(params) == 2
+    config = storage.read_text(model_store.config_path(params))
+    assert f'base_path: "{bucket}/serving/petseg"' in config  # TF Serving reads s3:// itself
+
+    params_file = write_params(tmp_path, params)
+    assert main(["rollback", "--list", "--params", params_file]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["2", "1"] and "*" in rows[0]
+    assert "aaaaaaaa" in rows[1] and rows[1][-1] == "b" * 12 and "cccccccc" in rows[0]
+
+    assert rollback(params).served == 1 and model_store.served_version(params) == 1
+    assert [(i.version, i.served) for i in list_versions(params)] == [(2, False), (1, True)]
+
+
+def test_evaluate_finds_its_baseline_on_s3(bucket, rule_savedmodels, coded_records, tmp_path):
+    params = PushParams(model_base_path=storage.join(bucket, "serving"))
+    publish_by_copy(rule_savedmodels["perfect"], params, 1, {})
+    result = evaluate(rule_savedmodels["wrong_30"], coded_records,
+                      EvaluateParams(min_mean_iou=0.1, min_accuracy=0.1, max_regression=0.05), params, tmp_path / "ev")
+    assert result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
+    assert not result.blessed and "served version 1" in result.reason
+
+
+def test_evaluate_stops_in_one_line_when_the_store_is_unreachable(bucket, rule_savedmodels, coded_records,
+                                                                   tmp_path, monkeypatch):
+    params = PushParams(model_base_path=storage.join(bucket, "serving"))
+    publish_by_copy(rule_savedmodels["perfect"], params, 1, {})
+
+    def broken(*args, **kwargs):
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(storage, "copy_tree", broken)
+    with pytest.raises(Exception, match=r"cannot read the served model at s3://.*Access Denied"):
+        evaluate(rule_savedmodels["perfect"], coded_records, EvaluateParams(), params, tmp_path / "ev")
+    assert not (tmp_path / "ev").exists()
+
+
+# push stages in a local folder on object stores (storage.local_workdir): TensorFlow writes the warm-up
+# file and loads the staged copy, and cannot reach s3://.
+def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmodels, coded_records, tmp_path,
+                                                          capsys):
+    """push -> evaluate (baseline from S3) -> push again -> rollback --list, all on s3://."""
+    params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=1, warmup_requests=2)
+    lineage = {"git_commit": "e" * 40, "data_manifest_sha256": "f" * 64}
+    first = push(rule_savedmodels["perfect"], bless(rule_savedmodels["perfect"], params, tmp_path), params, lineage)
+    assert first.status == "pushed" and first.version == 1
+    files = storage.walk_files(model_store.version_path(params, 1))
+    assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
+    assert not [name for name in storage.listdir(model_store.model_root(params)) if not name.isdigit()]
+
+    result = evaluate(rule_savedmodels["wrong_10"], coded_records,
+                      EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.5), params, tmp_path / "ev")
+    assert result.blessed and result.baseline_version == 1
+    second = push(rule_savedmodels["wrong_10"], tmp_path / "ev", params, lineage)
+    assert second.version == 2 and second.removed_versions == [1]
+    assert storage.listdir(model_store.model_root(params)) == ["2"]
+    assert model_store.served_version(params) == 2
+
+    assert main(["rollback", "--list", "--params", write_params(tmp_path, params)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["2"] and "eeeeeeee" in rows[0] and rows[0][-1] == "f" * 12
+
+
+# ------------------------------------------------------------------ DVC remote
+@pytest.mark.slow
+def test_a_dvc_s3_remote_round_trips_into_a_fresh_clone(bucket, s3_endpoint, tmp_path):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com")
+
+    def run(*cmd: str, cwd: Path) -> str:
+        proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout + proc.stderr
+
+    dvc = [sys.executable, "-m", "dvc"]
+    repo = tmp_path / "repo"
+    (repo / "data/records").mkdir(parents=True)
+    payload = {"data/records/train-00000-of-00001.tfrecord": os.urandom(200_000),
+               "data/records/manifest.json": b'{"image_size": 32}\n'}
+    for rel, data in payload.items():
+        (repo / rel).write_bytes(data)
+    run("git", "init", "-q", cwd=repo)
+    run(*dvc, "init", "-q", cwd=repo)
+    run(*dvc, "remote", "add", "-d", "store", f"{bucket}/dvc", cwd=repo)
+    run(*dvc, "remote", "modify", "store", "endpointurl", s3_endpoint, cwd=repo)
+    run(*dvc, "add", "-q", "data/records", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "records", cwd=repo)
+    run(*dvc, "push", cwd=repo)
+    assert storage.walk_files(f"{bucket}/dvc")  # the objects are on the S3 server
+
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    assert not (clone / "data/records").exists()
+    run(*dvc, "pull", cwd=clone)
+    for rel, data in payload.items():
+        assert (clone / rel).read_bytes() == data
+
+
+# ------------------------------------------------------- failed validation evidence
+def test_a_failed_validation_uploads_its_report_to_an_s3_artifact_uri(bucket, tmp_path, capsys):
+    from petseg.pipeline.component_io import keep_validation_report
+
+    page = tmp_path / "validation" / "data_docs" / "validations" / "suite" / "run" / "page.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>mask_values_in_trimap_set failed</html>")
+    uri = f"{bucket}/pipeline-root/run/validate/report"
+    assert keep_validation_report(tmp_path / "validation", tmp_path / "out" / "report", uri, failed=True)
+    assert storage.read_text(uri) == page.read_text() == (tmp_path / "out" / "report").read_text()
+    assert f"the report was uploaded to {uri}" in capsys.readouterr().out
+
+    # An unreachable store is reported in the log, never raised over the validation's own error.
+    unreachable = "s3://no-such-bucket-petseg/report"
+    assert keep_validation_report(tmp_path / "validation", tmp_path / "out2" / "report", unreachable, failed=True)
+    assert f"could not upload the report to {unreachable}" in capsys.readouterr().out
+    assert not keep_validation_report(tmp_path / "empty", tmp_path / "out3" / "report", uri, failed=True)
