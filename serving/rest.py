@@ -383,11 +383,19 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, orjson.dumps({"error": "Content-Length is not a number of bytes"})
         if length > context.limits.max_message_bytes:  # local: transport limit, like gRPC's message limit
             self.close_connection = True
+            self._discard(length)  # read (and drop) it, so the client gets the answer rather than a reset
             return 413, orjson.dumps({"error": f"request body of {length / 2**20:.1f} MiB is over the "
                                                f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit "
                                                "(serve.max_message_mb); send fewer or smaller images"})
         body = self.rfile.read(length) if length else b""
         return handle(context, method, path, body)
+
+    def _discard(self, length: int, chunk: int = 2**16) -> None:
+        while length > 0:
+            got = self.rfile.read(min(chunk, length))
+            if not got:
+                return
+            length -= len(got)
 
     def _reply(self, status: int, body: bytes) -> None:
         self.send_response(status)

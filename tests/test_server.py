@@ -253,7 +253,7 @@ def _bad_requests() -> dict[str, tuple[predict_pb2.PredictRequest, grpc.StatusCo
         "unknown output": (images_request(good, outputs=["logits"]), invalid),
         "unknown model": (images_request(good, name="dogseg"), not_found),
         "unknown version": (images_request(good, version=7), not_found),
-        "unknown signature": (images_request(good, signature="serving_fast"), not_found),
+        "unknown signature": (images_request(good, signature="serving_fast"), grpc.StatusCode.FAILED_PRECONDITION),
         "over the request size limit": (images_request(photo(1300, 1300)[None]), grpc.StatusCode.RESOURCE_EXHAUSTED),
         "answer over the size limit": (images_request(photo(600, 600)[None], outputs=[contract.OUTPUT_MASK,
                                                                                       contract.OUTPUT_PROBABILITIES]),
