@@ -129,7 +129,7 @@ def _gif(data: bytes) -> DeclaredSize:
         else:
             break  # garbage after the last frame: giflib stops there too
     frames = max(frames, 1)
-    size = _positive("GIF", width, height, frames=frames)
+    _positive("GIF", width, height)
     return DeclaredSize("GIF", width, height, frames, max(width * height, area))
 
 
