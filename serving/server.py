@@ -119,17 +119,20 @@ def start_server(model_base_path: str | Path, model_name: str, params: ServePara
                  log: Callable[[str], None] = print) -> RunningServer:
     """Load what the base path holds, start polling it, and listen (gRPC and REST); port 0 picks a free port.
 
+    rest_port None means serve.rest_port, or a free port when `port` is 0.
+
     Raises PetsegError when a port is taken, the batching parameters file is
     unreadable, or models.config is unreadable.
     """
     host = params.host if host is None else host
     port = params.grpc_port if port is None else port
-    rest_port = params.rest_port if rest_port is None else rest_port
+    if rest_port is None:  # asked for a free gRPC port: a free REST port too, never a fixed one beside it
+        rest_port = 0 if port == 0 else params.rest_port
     if port and port == rest_port:
         raise PetsegError(f"the gRPC and REST ports are both {port}; pass different --port and --rest-port")
-    for wanted in (port, rest_port):
+    for wanted, flag in ((port, "--port"), (rest_port, "--rest-port")):
         if wanted:
-            _check_port_free(host, wanted)
+            _check_port_free(host, wanted, flag)
 
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -156,13 +159,13 @@ def start_server(model_base_path: str | Path, model_name: str, params: ServePara
     try:
         bound = server.add_insecure_port(f"{_grpc_host(host)}:{port}")
     except RuntimeError:
-        raise _port_in_use(host, port) from None
+        raise _port_in_use(host, port, "--port") from None
     try:
         rest, _ = start_rest_server(host, rest_port, RestContext(manager, limits, inflight,
                                                                   threading.BoundedSemaphore(params.workers)))
     except OSError:
         server.stop(0)
-        raise _port_in_use(host, rest_port) from None
+        raise _port_in_use(host, rest_port, "--rest-port") from None
     server.start()
     manager.start()
     running = RunningServer(server, host, bound, manager, inflight, rest, rest.server_address[1])
@@ -206,7 +209,7 @@ def _grpc_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, flag: str = "--port") -> None:
     """Fail with one clear line before loading anything when another process holds the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -215,11 +218,10 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind((host.strip("[]"), port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise _port_in_use(host, port) from None
-            raise PetsegError(f"cannot listen on {host}:{port}: {exc.strerror}; pass --port/--rest-port or fix "
+                raise _port_in_use(host, port, flag) from None
+            raise PetsegError(f"cannot listen on {host}:{port}: {exc.strerror}; pass {flag} or fix "
                               "serve.host") from None
 
 
-def _port_in_use(host: str, port: int) -> PetsegError:
-    return PetsegError(f"port {port} on {host} is already in use; stop the other server or pass "
-                       "--port PORT / --rest-port PORT")
+def _port_in_use(host: str, port: int, flag: str = "--port") -> PetsegError:
+    return PetsegError(f"port {port} on {host} is already in use; stop the other server or pass {flag} PORT")

@@ -359,7 +359,7 @@ def test_sigterm_drains_requests_in_flight_then_exits(tmp_path, tiny_savedmodel)
     params_file.write_text(yaml.safe_dump(tiny_params_dict({"serve": {"drain_seconds": 20.0, "workers": 4}})))
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "petseg", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--model-base-path", str(base), "--params", str(params_file)],
+                             "--rest-port", "0", "--model-base-path", str(base), "--params", str(params_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
