@@ -359,6 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "petseg-serve"
     timeout = 60  # an idle keep-alive connection is closed after this long
+    disable_nagle_algorithm = True  # headers and body go out as two writes; don't hold the second for an ACK
 
     def do_GET(self):
         self._reply(*self._answer("GET"))
