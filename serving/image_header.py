@@ -76,7 +76,7 @@ def _positive(fmt: str, width: int, height: int, **extra) -> DeclaredSize:
 
 
 def _png(data: bytes) -> DeclaredSize:
-    length, kind, width, height = _unpack(">I4sII", data, 8, "PNG")
+    _, kind, width, height = _unpack(">I4sII", data, 8, "PNG")
     if kind != b"IHDR":
         raise UnreadableHeader("PNG without an IHDR chunk first")
     return _positive("PNG", width, height)

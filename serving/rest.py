@@ -45,10 +45,10 @@ from petseg.serving.model_manager import ModelManager
 
 # http_rest_api_util.cc kPredictionApiGegex / kModelStatusApiRegex (case-insensitive, whole path).
 PREDICT_PATH = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE)
 STATUS_PATH = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I)
-API_PATH = re.compile(r"/v1/.*", re.I)
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE)
+API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _MAX_DEBUG_CHARS = 256  # json_tensor.cc kMaxJsonDebugStringBytes
 _INT_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
