@@ -29,7 +29,9 @@ import base64
 import binascii
 import re
 import socket
+import sys
 import threading
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -389,7 +391,11 @@ class _Handler(BaseHTTPRequestHandler):
                                                f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit "
                                                "(serve.max_message_mb); send fewer or smaller images"})
         body = self.rfile.read(length) if length else b""
-        return handle(context, method, path, body)
+        try:
+            return handle(context, method, path, body)
+        except Exception as exc:  # a bug: answer INTERNAL (500) as TF Serving would, and keep the traceback
+            traceback.print_exc(file=sys.stderr)
+            return 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
 
     def _discard(self, length: int, chunk: int = 2**16) -> None:
         while length > 0:
