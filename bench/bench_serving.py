@@ -1,20 +1,24 @@
-"""Serving latency and throughput over gRPC, beside in-process inference of the same SavedModel.
+"""Serving latency and throughput over gRPC and REST, beside in-process inference of the same SavedModel.
 
 Exports the params.yaml model (untrained, encoder_weights none: the compute is
 what matters) or takes --model, lays it out as version 1 under a temporary
 model base path, starts `petseg serve` in a subprocess on a free port, and for
-each image size x batch size x concurrency runs two closed loops, in three
-alternating rounds so that other load on the machine hits both alike, for
+each image size x batch size x concurrency runs three closed loops, in three
+alternating rounds so that other load on the machine hits all alike, for
 --seconds in all each (and at least --min-requests requests):
 
 - in-process, the floor: threads calling the SavedModel's serving_default
   signature directly (numpy in, mask out);
-- server: threads, each with its own gRPC channel, sending PredictRequests
-  (mask only, as the client does) to the server.
+- gRPC: threads, each with its own channel, sending PredictRequests (mask
+  only, as the client does) to the server;
+- REST: threads, each with its own keep-alive HTTP connection, POSTing
+  TF Serving's row-form JSON ({"instances": pixels}) to
+  /v1/models/petseg:predict and reading the masks out of the JSON answer
+  (which, REST having no output_filter, carries the probabilities too).
 
 It prints p50/p95/p99 latency per request and throughput in images/s, then
-the two goals: the server's added latency at concurrency 1 (p50 server /
-p50 in-process - 1, goal < 15%) and p99/p50 at concurrency 16 (goal < 3).
+the goals: each API's added latency at concurrency 1 (p50 server / p50
+in-process - 1, goal < 15%) and gRPC's p99/p50 at concurrency 16 (goal < 3).
 Client, server and the floor share this machine's CPUs (and whatever else
 runs on it): the load average is printed with the results.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
 import json
 import os
 import shutil
@@ -44,6 +49,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from petseg.components import contract  # noqa: E402
@@ -114,17 +120,17 @@ def closed_loop(make_call, concurrency: int, seconds: float, min_requests: int, 
     return Cell(latencies, elapsed, len(latencies) * batch)
 
 
-def interleaved(floor_call, server_call, concurrency: int, args, batch: int, rounds: int = 3) -> tuple[Cell, Cell]:
-    """Measure floor and server in alternating rounds, so load from elsewhere on the machine hits both alike."""
-    floor, served = Cell([], 0.0, 0), Cell([], 0.0, 0)
+def interleaved(calls: dict[str, Callable], concurrency: int, args, batch: int, rounds: int = 3) -> dict[str, Cell]:
+    """Measure every mode in alternating rounds, so load from elsewhere on the machine hits all alike."""
+    totals = {mode: Cell([], 0.0, 0) for mode in calls}
     for _ in range(rounds):
-        for total, make_call in ((floor, floor_call), (served, server_call)):
+        for mode, make_call in calls.items():
             part = closed_loop(make_call, concurrency, args.seconds / rounds,
                                max(1, args.min_requests // rounds), batch)
-            total.latencies += part.latencies
-            total.seconds += part.seconds
-            total.images += part.images
-    return floor, served
+            totals[mode].latencies += part.latencies
+            totals[mode].seconds += part.seconds
+            totals[mode].images += part.images
+    return totals
 
 
 def export_params_model(params, out: Path) -> Path:
@@ -140,9 +146,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(base: Path, params_file: Path, port: int, show: Callable[[str], None]) -> subprocess.Popen:
+def start_server(base: Path, params_file: Path, port: int, rest_port: int,
+                 show: Callable[[str], None]) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "petseg", "serve", "--params", str(params_file),
-                             "--host", "127.0.0.1", "--port", str(port), "--model-base-path", str(base)],
+                             "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(rest_port),
+                             "--model-base-path", str(base), "--batching-parameters-file", ""],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in iter(proc.stdout.readline, ""):
@@ -183,8 +191,8 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
         params_file = tmp / "params.yaml"
         params_file.write_text(yaml.safe_dump(params_to_dict(params)))
         signature = tf.saved_model.load(str(model_dir)).signatures[contract.SIGNATURE_IMAGES]
-        port = free_port()
-        server = start_server(tmp / "models", params_file, port, show)
+        port, rest_port = free_port(), free_port()
+        server = start_server(tmp / "models", params_file, port, rest_port, show)
         show(f"# model: {what}; server workers {params.serve.workers}; {os.cpu_count()} CPUs; "
              f"{args.seconds:g}s per cell and mode (at least {args.min_requests} requests)")
         rng = np.random.default_rng(0)
@@ -217,9 +225,24 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
                             return tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])
                         return call
 
+                    def rest_call(images=images):
+                        body = orjson.dumps({"instances": images}, option=orjson.OPT_SERIALIZE_NUMPY)
+                        connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=600)
+
+                        def call():
+                            connection.request("POST", "/v1/models/petseg:predict", body=body,
+                                               headers={"Content-Type": "application/json"})
+                            response = connection.getresponse()
+                            answer = orjson.loads(response.read())
+                            if response.status != 200:
+                                raise SystemExit(f"REST predict failed: {response.status} {answer}")
+                            return np.asarray([p[contract.OUTPUT_MASK] for p in answer["predictions"]], np.uint8)
+                        return call
+
                     for level in levels:
-                        floor, served = interleaved(in_process_call, server_call, level, args, batch)
-                        cells.append(cell_figures(width, height, batch, level, floor, served))
+                        measured = interleaved({"in_process": in_process_call, "server": server_call,
+                                                "rest": rest_call}, level, args, batch)
+                        cells.append(cell_figures(width, height, batch, level, measured))
                         show(cell_line(cells[-1]))
         finally:
             server.terminate()
@@ -227,13 +250,14 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
     return dict(model=what, server_workers=params.serve.workers, cpus=os.cpu_count(), seconds=args.seconds,
                 min_requests=args.min_requests, cells=cells, load_after=os.getloadavg()[0],
                 overhead_goal=OVERHEAD_GOAL, overhead=overhead_goals(cells, min(levels)),
+                rest_overhead=overhead_goals(cells, min(levels), "rest"),
                 tail_goal=TAIL_GOAL, tail=tail_goals(cells, max(levels)))
 
 
-def cell_figures(width: int, height: int, batch: int, level: int, floor: Cell, served: Cell) -> dict:
-    """One cell's latency percentiles (ms) and throughput (images/s), in-process and over the server."""
+def cell_figures(width: int, height: int, batch: int, level: int, measured: dict[str, Cell]) -> dict:
+    """One cell's latency percentiles (ms) and throughput (images/s): in-process, gRPC ("server") and REST."""
     figures = dict(width=width, height=height, batch=batch, concurrency=level)
-    for side, cell in (("in_process", floor), ("server", served)):
+    for side, cell in measured.items():
         figures.update({f"{side}_requests": len(cell.latencies), f"{side}_p50": cell.percentile(50),
                         f"{side}_p95": cell.percentile(95), f"{side}_p99": cell.percentile(99),
                         f"{side}_throughput": cell.throughput})
@@ -241,7 +265,8 @@ def cell_figures(width: int, height: int, batch: int, level: int, floor: Cell, s
 
 
 CELL_HEADER = (f"{'size':>8} {'batch':>5} {'conc':>4} | {'in-process p50':>14} {'p95':>7} {'p99':>7} "
-               f"{'img/s':>7} | {'server p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | {'p50 ratio':>9}")
+               f"{'img/s':>7} | {'gRPC p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | "
+               f"{'REST p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | {'p50 ratio gRPC':>14} {'REST':>6}")
 
 
 def cell_line(c: dict) -> str:
@@ -249,17 +274,19 @@ def cell_line(c: dict) -> str:
     return (f"{c['width']}x{c['height']:<4} {c['batch']:>5} {c['concurrency']:>4} | {c['in_process_p50']:>11.1f} ms "
             f"{c['in_process_p95']:>7.1f} {c['in_process_p99']:>7.1f} {c['in_process_throughput']:>7.1f} | "
             f"{c['server_p50']:>7.1f} ms {c['server_p95']:>7.1f} {c['server_p99']:>7.1f} "
-            f"{c['server_throughput']:>7.1f} | {c['server_p50'] / c['in_process_p50']:>9.2f}")
+            f"{c['server_throughput']:>7.1f} | {c['rest_p50']:>7.1f} ms {c['rest_p95']:>7.1f} {c['rest_p99']:>7.1f} "
+            f"{c['rest_throughput']:>7.1f} | {c['server_p50'] / c['in_process_p50']:>14.2f} "
+            f"{c['rest_p50'] / c['in_process_p50']:>6.2f}")
 
 
-def overhead_goals(cells: list[dict], level: int) -> list[dict]:
-    """The server's added p50 latency at concurrency `level`, per image size and batch, against OVERHEAD_GOAL."""
+def overhead_goals(cells: list[dict], level: int, side: str = "server") -> list[dict]:
+    """An API's added p50 latency at concurrency `level` (side "server" = gRPC, "rest"), against OVERHEAD_GOAL."""
     rows = []
     for c in cells:
         if c["concurrency"] == level:
-            added = c["server_p50"] / c["in_process_p50"] - 1
+            added = c[f"{side}_p50"] / c["in_process_p50"] - 1
             rows.append(dict(width=c["width"], height=c["height"], batch=c["batch"], concurrency=level,
-                             added=added, added_ms=c["server_p50"] - c["in_process_p50"], met=added < OVERHEAD_GOAL))
+                             added=added, added_ms=c[f"{side}_p50"] - c["in_process_p50"], met=added < OVERHEAD_GOAL))
     return rows
 
 
@@ -285,14 +312,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report_goals(f: dict) -> None:
-    if f["overhead"]:
-        print(f"server overhead at concurrency {f['overhead'][0]['concurrency']} "
-              f"(p50 server / p50 in-process - 1; goal < {OVERHEAD_GOAL:.0%}):")
-    for g in f["overhead"]:
-        print(f"  {g['width']}x{g['height']} batch {g['batch']}: {g['added']:+.1%} "
-              f"({g['added_ms']:+.1f} ms) {'ok' if g['met'] else 'OVER'}")
+    for api, key in (("gRPC", "overhead"), ("REST", "rest_overhead")):
+        if f.get(key):
+            print(f"{api} overhead at concurrency {f[key][0]['concurrency']} "
+                  f"(p50 {api} / p50 in-process - 1; goal < {OVERHEAD_GOAL:.0%}):")
+        for g in f.get(key, []):
+            print(f"  {g['width']}x{g['height']} batch {g['batch']}: {g['added']:+.1%} "
+                  f"({g['added_ms']:+.1f} ms) {'ok' if g['met'] else 'OVER'}")
     if f["tail"]:
-        print(f"server tail at concurrency {f['tail'][0]['concurrency']} (p99 / p50; goal < {TAIL_GOAL:g}):")
+        print(f"gRPC tail at concurrency {f['tail'][0]['concurrency']} (p99 / p50; goal < {TAIL_GOAL:g}):")
     for g in f["tail"]:
         print(f"  {g['width']}x{g['height']} batch {g['batch']}: {g['ratio']:.2f} {'ok' if g['met'] else 'OVER'}")
 

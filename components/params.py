@@ -244,6 +244,8 @@ class ServeParams:
     poll_seconds: float = _num(2.0, 0.1, 3600.0)
     workers: int = _num(4, 1, 64)
     drain_seconds: float = _num(30.0, 0.0, 3600.0)  # SIGTERM: how long in-flight requests may finish
+    max_image_pixels: int = _num(16_777_216, 1, 2**31 - 1)  # bytes signature: largest decoded image (W x H)
+    batching_parameters_file: str = "serving/deploy/batching.config"  # its max_batch_size bounds a request
 
 
 # ----------------------------------------------------------------------- pipeline

@@ -128,24 +128,37 @@ class ModelManager:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lookups
-    def resolve(self, version: int | None = None, label: str | None = None) -> LoadedVersion:
-        """The loaded version a request asks for (newest when it names none), or a ServingError."""
+    def resolve(self, version: int | None = None, label: str | None = None, *,
+                model_name: str | None = None) -> LoadedVersion:
+        """The loaded version a request asks for (newest when it names none), or TF Serving's refusal.
+
+        Mirrors ServerCore::ServableRequestFromModelSpec (server_core.cc), then
+        the serving map lookup (core/basic_manager.cc, request names from
+        core/manager.h ServableRequest::DebugString):
+        - a label is looked up first: one the model lacks, or any label of a
+          model not served, is INVALID_ARGUMENT "Unrecognized servable version label: L";
+        - a model not served, or a version not loaded, is NOT_FOUND
+          "Servable not found for request: Specific(M, V)" (or "Latest(M)").
+        Before any version has loaded TF Serving has not opened its ports
+        (Server::BuildAndStart waits in ServerCore::Create), so its clients get
+        UNAVAILABLE; this server listens early and answers UNAVAILABLE itself.
+        """
+        name = self.model_name if model_name is None else model_name
         with self._lock:
-            if label:
-                if label not in self._policy.labels:
+            if not self._loaded:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                   f"no version of model {self.model_name} is loaded yet "
+                                   f"(waiting for one under {self.model_base_path / self.model_name})")
+            if label is not None:
+                labels = self._policy.labels if name == self.model_name else {}
+                if label not in labels:
                     raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                        f"Unrecognized servable version label: {label}")
-                version = self._policy.labels[label]
-            if version is None:
-                if not self._loaded:
-                    raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                       f"no version of model {self.model_name} is loaded yet "
-                                       f"(waiting for one under {self.model_base_path / self.model_name})")
-                return self._loaded[max(self._loaded)]
-            if version not in self._loaded:
-                raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                   f"Servable not found for request: Specific({self.model_name}, {version})")
-            return self._loaded[version]
+                version = labels[label]
+            wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            if name != self.model_name or (version is not None and version not in self._loaded):
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {wanted}")
+            return self._loaded[max(self._loaded) if version is None else version]
 
     def states(self) -> dict[int, VersionState]:
         """Every version seen so far and where it is in its life (LOADING ... END)."""

@@ -1,14 +1,17 @@
-"""`petseg serve`: a local gRPC server that speaks TF Serving's API, for development and CI.
+"""`petseg serve`: a local server that speaks TF Serving's gRPC and REST APIs, for development and CI.
 
 Production runs the official tensorflow/serving image with the files in
 serving/deploy; TF Serving cannot run here (no binary on the package
 registries, no container engine), so this server implements the same gRPC
 services (tensorflow_serving.apis PredictionService.Predict and
-GetModelMetadata, ModelService.GetModelStatus) over the same model base
-path, and a client cannot tell them apart. It serves the newest version (or
-those models.config names), picks up pushed versions while running, serves
-requests in parallel on a thread pool, and drains in-flight requests on
-SIGTERM before exiting.
+GetModelMetadata, ModelService.GetModelStatus) and the same REST API
+(serving/rest.py) over the same model base path, with TF Serving's status
+codes and messages. It serves the newest version (or those models.config
+names), picks up pushed versions while running, serves requests in parallel,
+refuses what production would refuse (a batch over the batching config's
+max_batch_size) and what would exhaust it (an encoded image declaring more
+than serve.max_image_pixels), and drains in-flight requests on SIGTERM
+before exiting.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # importing these loads TensorFlow; `petseg serve` checks its
     import grpc
 
     from petseg.serving.model_manager import ModelManager
+    from petseg.serving.rest import RestServer
     from petseg.serving.servicer import InflightCounter
 
 MIB = 2**20
@@ -51,15 +55,31 @@ class RunningServer:
     port: int
     manager: ModelManager
     inflight: InflightCounter
+    rest: RestServer
+    rest_port: int
 
     @property
     def target(self) -> str:
-        host = "localhost" if self.host in ("0.0.0.0", "::", "[::]") else self.host
-        return f"{host}:{self.port}"
+        return f"{self._client_host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL of the REST API, e.g. http://localhost:8501."""
+        host = self._client_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.rest_port}"
+
+    @property
+    def _client_host(self) -> str:
+        return "localhost" if self.host in ("0.0.0.0", "::", "[::]") else self.host.strip("[]")
 
     def stop(self, grace_seconds: float) -> None:
-        """Refuse new RPCs, let those in flight finish (up to grace_seconds), stop polling."""
+        """Refuse new requests, let those in flight finish (up to grace_seconds), stop polling."""
+        deadline = time.monotonic() + grace_seconds
+        self.rest.shutdown()  # stops taking connections; requests already being handled go on
         self.server.stop(grace_seconds).wait()
+        while self.inflight.count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.rest.server_close()
         self.manager.stop()
 
     def drain(self, grace_seconds: float) -> None:
@@ -84,23 +104,44 @@ class ServeResult:
     drained: int
 
 
-def start_server(model_base_path: str | Path, model_name: str, params: ServeParams, *,
-                 host: str | None = None, port: int | None = None,
-                 log: Callable[[str], None] = print) -> RunningServer:
-    """Load what the base path holds, start polling it, and listen; port 0 picks a free port.
+def request_limits(params: ServeParams):
+    """What one request may ask, from serve.* and the batching parameters file TF Serving is given."""
+    from petseg.serving.batching import read_max_batch_size
+    from petseg.serving.servicer import RequestLimits
 
-    Raises PetsegError when the port is taken or models.config is unreadable.
+    max_batch = read_max_batch_size(params.batching_parameters_file) if params.batching_parameters_file else None
+    return RequestLimits(max_message_bytes=params.max_message_mb * MIB, max_image_pixels=params.max_image_pixels,
+                         max_batch_size=max_batch)
+
+
+def start_server(model_base_path: str | Path, model_name: str, params: ServeParams, *,
+                 host: str | None = None, port: int | None = None, rest_port: int | None = None,
+                 log: Callable[[str], None] = print) -> RunningServer:
+    """Load what the base path holds, start polling it, and listen (gRPC and REST); port 0 picks a free port.
+
+    rest_port None means serve.rest_port, or a free port when `port` is 0.
+
+    Raises PetsegError when a port is taken, the batching parameters file is
+    unreadable, or models.config is unreadable.
     """
     host = params.host if host is None else host
     port = params.grpc_port if port is None else port
-    if port:
-        _check_port_free(host, port)
+    if rest_port is None:  # asked for a free gRPC port: a free REST port too, never a fixed one beside it
+        rest_port = 0 if port == 0 else params.rest_port
+    if port and port == rest_port:
+        raise PetsegError(f"the gRPC and REST ports are both {port}; pass different --port and --rest-port")
+    for wanted, flag in ((port, "--port"), (rest_port, "--rest-port")):
+        if wanted:
+            _check_port_free(host, wanted, flag)
 
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     from petseg.serving.model_manager import ModelManager
+    from petseg.serving.rest import RestContext, start_rest_server
     from petseg.serving.servicer import InflightCounter, ModelServicer, PredictionServicer
+
+    limits = request_limits(params)
 
     manager = ModelManager(model_base_path, model_name, params.poll_seconds, log=log)
     manager.refresh()
@@ -113,26 +154,35 @@ def start_server(model_base_path: str | Path, model_name: str, params: ServePara
         options=message_options(params.max_message_mb) + [("grpc.so_reuseport", 0)],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, params.max_message_mb * MIB, inflight), server)
+        PredictionServicer(manager, limits, inflight), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, inflight), server)
     try:
         bound = server.add_insecure_port(f"{_grpc_host(host)}:{port}")
     except RuntimeError:
-        raise _port_in_use(host, port) from None
+        raise _port_in_use(host, port, "--port") from None
+    try:
+        rest, _ = start_rest_server(host, rest_port, RestContext(manager, limits, inflight,
+                                                                  threading.BoundedSemaphore(params.workers)))
+    except OSError:
+        server.stop(0)
+        raise _port_in_use(host, rest_port, "--rest-port") from None
     server.start()
     manager.start()
-    running = RunningServer(server, host, bound, manager, inflight)
-    log(f"petseg serve: listening on {host}:{bound} (gRPC, model {model_name} from "
-        f"{Path(model_base_path) / model_name}, versions loaded: "
-        f"{', '.join(map(str, manager.loaded_versions())) or 'none yet'})")
+    running = RunningServer(server, host, bound, manager, inflight, rest, rest.server_address[1])
+    batch = f"max batch {limits.max_batch_size}" if limits.max_batch_size else "no batch limit"
+    log(f"petseg serve: listening on {host}:{bound} (gRPC) and {host}:{running.rest_port} (REST), model "
+        f"{model_name} from {Path(model_base_path) / model_name}, versions loaded: "
+        f"{', '.join(map(str, manager.loaded_versions())) or 'none yet'}; {batch}, images up to "
+        f"{params.max_image_pixels / 1e6:.1f} MP")
     return running
 
 
 def serve(model_base_path: str | Path, model_name: str, params: ServeParams, *,
-          host: str | None = None, port: int | None = None,
+          host: str | None = None, port: int | None = None, rest_port: int | None = None,
           log: Callable[[str], None] = print) -> ServeResult:
     """Run the server in the foreground until SIGTERM or SIGINT, then drain and return."""
-    running = start_server(model_base_path, model_name, params, host=host, port=port, log=log)
+    running = start_server(model_base_path, model_name, params, host=host, port=port, rest_port=rest_port,
+                           log=log)
     stop = threading.Event()
     received: list[str] = []
 
@@ -159,7 +209,7 @@ def _grpc_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, flag: str = "--port") -> None:
     """Fail with one clear line before loading anything when another process holds the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -168,9 +218,10 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind((host.strip("[]"), port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise _port_in_use(host, port) from None
-            raise PetsegError(f"cannot listen on {host}:{port}: {exc.strerror}; pass --port or fix serve.host") from None
+                raise _port_in_use(host, port, flag) from None
+            raise PetsegError(f"cannot listen on {host}:{port}: {exc.strerror}; pass {flag} or fix "
+                              "serve.host") from None
 
 
-def _port_in_use(host: str, port: int) -> PetsegError:
-    return PetsegError(f"port {port} on {host} is already in use; stop the other server or pass --port PORT")
+def _port_in_use(host: str, port: int, flag: str = "--port") -> PetsegError:
+    return PetsegError(f"port {port} on {host} is already in use; stop the other server or pass {flag} PORT")

@@ -1,18 +1,18 @@
 """TF Serving's gRPC services (PredictionService, ModelService) over a ModelManager.
 
-Requests are checked against the signature the SavedModel declares before
-any tensor is built, and every refusal carries the status code a client of
-TF Serving would handle: INVALID_ARGUMENT for a malformed request,
-NOT_FOUND for a model, version or signature the server does not have,
-UNAVAILABLE while no version is loaded, RESOURCE_EXHAUSTED for an answer
-over the message limit. (gRPC itself answers RESOURCE_EXHAUSTED for a
-request over the limit.)
+Each refusal carries the code and message TF Serving answers the same request
+with; the file and function each rule comes from is named where it is
+checked, and tests/test_status_codes.py holds the table. Where TF Serving
+gives no answer of its own (it would run the graph on a 30 GB tensor, or
+decode a 12000 x 12000 PNG), this server refuses first and says why; those
+rules are marked "local" here and in the table.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,17 +24,28 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from petseg.components.errors import first_line
-from petseg.serving.errors import ServingError
+from petseg.serving.errors import ServingError, graph_error_cause, status_code
+from petseg.serving.image_header import UnreadableHeader, declared_size
 from petseg.serving.model_manager import LoadedVersion, ModelManager
 
 DEFAULT_SIGNATURE = "serving_default"
 METADATA_FIELD = "signature_def"
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
+# tensorflow/core/framework/types.cc DataTypeString, where it differs from tf.DType.name.
+_TF_TYPE_NAMES = {"float32": "float", "float64": "double", "float16": "half"}
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the server."""
+
+    max_message_bytes: int
+    max_image_pixels: int | None = None   # encoded images (string inputs) declaring more are refused
+    max_batch_size: int | None = None     # the batching config's max_batch_size; None = no bound
 
 
 class InflightCounter:
-    """How many RPCs are being handled right now, and when one last started or ended (for draining)."""
+    """How many requests are being handled right now, and when one last started or ended (for draining)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -63,35 +74,42 @@ class InflightCounter:
 
 
 # ------------------------------------------------------------------- predict
-def predict(manager: ModelManager, request, max_message_bytes: int):
-    """Answer one PredictRequest with a PredictResponse, or raise ServingError."""
+def predict(manager: ModelManager, request, limits: RequestLimits):
+    """Answer one PredictRequest with a PredictResponse, or raise ServingError.
+
+    The checks run in TF Serving's order (predict_impl.cc TensorflowPredictor::Predict,
+    then predict_util.cc RunPredict / PreProcessPrediction), so a request
+    with several faults gets the same first complaint from both servers.
+    """
     import tensorflow as tf
 
-    loaded = _resolve(manager, request.model_spec)
+    if not request.HasField("model_spec"):
+        raise ServingError(_INVALID, "Missing ModelSpec")  # predict_impl.cc
+    loaded = resolve_spec(manager, request.model_spec)
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-    if signature_name not in loaded.signatures:
-        raise ServingError(grpc.StatusCode.NOT_FOUND,
-                           f'Serving signature key "{signature_name}" not found '
-                           f"(model has: {', '.join(sorted(loaded.signatures))})")
+    if signature_name not in loaded.signatures:  # predict_util.cc RunPredict
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f'Serving signature key "{signature_name}" not found.')
     specs = loaded.input_specs[signature_name]
-    _check_input_keys(request.inputs, specs, signature_name)
-    outputs_wanted = _check_output_filter(request.output_filter, loaded.output_keys[signature_name],
-                                          signature_name)
-    inputs = {key: _to_tensor(key, request.inputs[key], spec, max_message_bytes) for key, spec in specs.items()}
+    _check_input_keys(request.inputs, loaded.signature_defs.signature_def[signature_name])
+    arrays_in = {key: _parse_tensor(key, request.inputs[key], limits.max_message_bytes) for key in sorted(specs)}
+    outputs_wanted = _check_output_filter(request.output_filter, loaded.output_keys[signature_name])
+    _check_batch_size(arrays_in, limits.max_batch_size)
+    inputs = {key: _check_against_signature(key, array, specs[key], arg_index, limits)
+              for arg_index, (key, array) in enumerate(arrays_in.items())}
     try:
         results = loaded.signatures[signature_name](**inputs)
-    except tf.errors.InvalidArgumentError as exc:
-        raise ServingError(_INVALID, first_line(exc.message)) from None
-    except tf.errors.ResourceExhaustedError as exc:
-        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, first_line(exc.message)) from None
-    except tf.errors.OpError as exc:
-        raise ServingError(grpc.StatusCode.INTERNAL, first_line(exc.message)) from None
+    except tf.errors.OpError as exc:  # the graph's own error: keep its code and cause, as the session does
+        raise ServingError(status_code(exc.error_code), graph_error_cause(exc.message)) from None
+    except (TypeError, ValueError) as exc:  # the signature's Python binding refused the inputs
+        raise ServingError(_INVALID, str(exc).strip().splitlines()[0] if str(exc).strip() else
+                           type(exc).__name__) from None
     arrays = {key: results[key].numpy() for key in outputs_wanted}
     answer_bytes = sum(a.nbytes for a in arrays.values())
-    if answer_bytes > max_message_bytes:
+    if answer_bytes > limits.max_message_bytes:  # local: gRPC would fail to send it anyway
         raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"the answer would be {answer_bytes / 2**20:.1f} MiB, over the "
-                           f"{max_message_bytes / 2**20:.0f} MiB message limit; send fewer images per "
+                           f"{limits.max_message_bytes / 2**20:.0f} MiB message limit; send fewer images per "
                            f"request or ask for fewer outputs (output_filter)")
     response = predict_pb2.PredictResponse()
     _fill_model_spec(response.model_spec, manager.model_name, loaded.version, signature_name)
@@ -100,81 +118,139 @@ def predict(manager: ModelManager, request, max_message_bytes: int):
     return response
 
 
-def _resolve(manager: ModelManager, spec) -> LoadedVersion:
+def resolve_spec(manager: ModelManager, spec) -> LoadedVersion:
+    """The version a ModelSpec names (server_core.cc ServableRequestFromModelSpec)."""
+    if not spec.name:
+        raise ServingError(_INVALID, "ModelSpec has no name specified.")
     choice = spec.WhichOneof("version_choice")
-    if spec.name != manager.model_name:
-        wanted = f"Specific({spec.name}, {spec.version.value})" if choice == "version" else f"Latest({spec.name})"
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {wanted}")
     if choice == "version":
-        return manager.resolve(version=spec.version.value)
+        return manager.resolve(version=spec.version.value, model_name=spec.name)
     if choice == "version_label":
-        return manager.resolve(label=spec.version_label)
-    return manager.resolve()
+        return manager.resolve(label=spec.version_label, model_name=spec.name)
+    return manager.resolve(model_name=spec.name)
 
 
-def _check_input_keys(given, specs: dict, signature_name: str) -> None:
-    missing = sorted(set(specs) - set(given))
-    extra = sorted(set(given) - set(specs))
-    if missing or extra:
-        problem = f"missing input {', '.join(missing)}" if missing else f"unknown input {', '.join(extra)}"
-        raise ServingError(_INVALID, f"{problem}: signature {signature_name} takes "
-                                     f"{', '.join(sorted(specs))}")
+def _check_input_keys(given, signature_def) -> None:
+    """predict_util.cc VerifyRequestInputsSize, then tensorflow/cc/saved_model/util.cc GetInputValues."""
+    wanted = signature_def.inputs
+    sent, declared = sorted(given), sorted(wanted)
+    if len(sent) != len(declared):
+        extra = sorted(set(sent) - set(declared))
+        missing = sorted(set(declared) - set(sent))
+        raise ServingError(_INVALID, f"input size does not match signature: {len(sent)}!={len(declared)} "
+                                     f"len({{{','.join(sent)}}}) != len({{{','.join(declared)}}}). "
+                                     f"Sent extra: {{{','.join(extra)}}}. "
+                                     f"Missing but required: {{{','.join(missing)}}}.")
+    for alias in declared:
+        if alias not in given:
+            raise ServingError(_INVALID, f"Signature input alias: {alias}(feed name: {wanted[alias].name}) not "
+                                         f"found in request and no default value provided. Inputs expected to "
+                                         f"be in the request {{{','.join(sent)}}}, or default input alias set: ")
 
 
-def _check_output_filter(output_filter, output_keys: list[str], signature_name: str) -> list[str]:
-    if not output_filter:
-        return output_keys
-    unknown = sorted(set(output_filter) - set(output_keys))
-    if unknown:
-        raise ServingError(_INVALID, f"output tensor alias not found in signature {signature_name}: "
-                                     f"{', '.join(unknown)} (outputs: {', '.join(output_keys)})")
-    return sorted(set(output_filter))
+def _check_output_filter(output_filter, output_keys: list[str]) -> list[str]:
+    """predict_util.cc PreProcessPrediction: every alias known, none twice; none asked = all outputs."""
+    seen: list[str] = []
+    for alias in output_filter:
+        if alias not in output_keys:
+            raise ServingError(_INVALID, f"output tensor alias not found in signature: {alias} Outputs "
+                                         f"expected to be in the set {{{','.join(sorted(output_keys))}}}.")
+        if alias in seen:
+            raise ServingError(_INVALID, f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen or list(output_keys)
 
 
-def _to_tensor(key: str, proto, spec, max_bytes: int):
-    """The request's TensorProto as a tensor, after checking dtype, shape and size against the signature."""
+def _parse_tensor(key: str, proto, max_bytes: int):
+    """The TensorProto as a numpy array (TF's Tensor::FromProto in GetInputValues).
+
+    A proto that is not a tensor is TF's INVALID_ARGUMENT "tensor parsing error: KEY".
+    local: a proto may declare a huge shape with one value to repeat; TF Serving
+    would allocate all of it, so the size is checked against the message limit first.
+    """
     import tensorflow as tf
 
-    if proto.dtype != spec.dtype.as_datatype_enum:
-        given = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "no dtype"
-        raise ServingError(_INVALID, f"input {key} must be {spec.dtype.name}, got {given}")
     shape = [d.size for d in proto.tensor_shape.dim]
-    if proto.tensor_shape.unknown_rank or len(shape) != spec.shape.rank:
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or proto.tensor_shape.unknown_rank or any(n < 0 for n in shape):
+        raise ServingError(_INVALID, f"tensor parsing error: {key}")
+    elements = math.prod(shape)
+    if dtype == tf.string:
+        if len(proto.string_val) != elements:
+            raise ServingError(_INVALID, f"tensor parsing error: {key} ({len(proto.string_val)} strings for "
+                                         f"shape {shape})")
+    else:
+        needed = elements * dtype.size
+        if needed > max_bytes:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"input {key} of shape {shape} would take {needed / 2**20:.1f} MiB, over the "
+                               f"{max_bytes / 2**20:.0f} MiB limit")
+        if proto.tensor_content and len(proto.tensor_content) != needed:
+            raise ServingError(_INVALID, f"tensor parsing error: {key} (tensor_content has "
+                                         f"{len(proto.tensor_content)} bytes, shape {shape} needs {needed})")
+    try:
+        return tf.make_ndarray(proto)
+    except (ValueError, TypeError):
+        raise ServingError(_INVALID, f"tensor parsing error: {key}") from None
+
+
+def _check_batch_size(arrays: dict, max_batch_size: int | None) -> None:
+    """The batch scheduler's bound (TF core shared_batch_scheduler.h ValidateBatchTaskQueueCapacity).
+
+    TF Serving's BatchingSession takes the task size from the inputs' 0th dimension.
+    """
+    if max_batch_size is None:
+        return
+    size = max((a.shape[0] for a in arrays.values() if a.ndim), default=0)
+    if size > max_batch_size:
+        raise ServingError(_INVALID, f"Task size {size} is larger than maximum input batch size {max_batch_size}")
+
+
+def _check_against_signature(key: str, array, spec, arg_index: int, limits: RequestLimits):
+    """The input as a tensor, after the checks TF Serving makes (dtype) or this server adds (marked local)."""
+    import tensorflow as tf
+
+    dtype = tf.dtypes.as_dtype(array.dtype) if array.dtype != object else tf.string
+    if dtype != spec.dtype:  # function.cc FunctionCallFrame::SetArgs, inside Session::Run
+        raise ServingError(_INVALID, f"Expects arg[{arg_index}] to be {_type_name(spec.dtype)} but "
+                                     f"{_type_name(dtype)} is provided")
+    # local: TF Serving feeds any shape and the graph fails on it, naming a node of this model;
+    # checking first gives the same code with a message that says what to send.
+    shape = list(array.shape)
+    if len(shape) != spec.shape.rank:
         raise ServingError(_INVALID, f"input {key} must have rank {spec.shape.rank} "
                                      f"(shape {_shape_text(spec.shape)}), got shape {shape}")
     for axis, (want, got) in enumerate(zip(spec.shape.as_list(), shape)):
         if want is not None and want != got:
             raise ServingError(_INVALID, f"input {key} must have {want} in dimension {axis} "
                                          f"(shape {_shape_text(spec.shape)}), got shape {shape}")
-    if shape and shape[0] == 0:
+    if shape and shape[0] == 0:  # local
         raise ServingError(_INVALID, f"input {key} is an empty batch (shape {shape}); send at least one image")
-    _check_content_size(key, proto, spec, shape, max_bytes)
-    try:
-        return tf.constant(tf.make_ndarray(proto))
-    except (ValueError, TypeError) as exc:
-        raise ServingError(_INVALID, f"input {key}: tensor parsing error: {first_line(str(exc))}") from None
+    if dtype == tf.string and limits.max_image_pixels:
+        _check_encoded_images(key, array.ravel(), limits.max_image_pixels)
+    return tf.constant(array)
 
 
-def _check_content_size(key: str, proto, spec, shape: list[int], max_bytes: int) -> None:
-    """The values must fill the declared shape, and the shape must fit in memory we agreed to spend.
+def _type_name(dtype) -> str:
+    return _TF_TYPE_NAMES.get(dtype.name, dtype.name)
 
-    A TensorProto may declare a huge shape with one value to repeat; building
-    it would allocate the whole tensor, so the size is checked first.
-    """
-    import tensorflow as tf
 
-    elements = math.prod(shape)
-    if spec.dtype != tf.string:
-        needed = elements * spec.dtype.size
-        if needed > max_bytes:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"input {key} of shape {shape} would take {needed / 2**20:.1f} MiB, over the "
-                               f"{max_bytes / 2**20:.0f} MiB limit")
-        if proto.tensor_content and len(proto.tensor_content) != needed:
-            raise ServingError(_INVALID, f"input {key}: tensor_content has {len(proto.tensor_content)} bytes, "
-                                         f"shape {shape} needs {needed}")
-    elif len(proto.string_val) != elements:
-        raise ServingError(_INVALID, f"input {key}: {len(proto.string_val)} strings for shape {shape}")
+def _check_encoded_images(key: str, encoded, max_pixels: int) -> None:
+    """local: every encoded image's declared size, from its header, before anything decodes it."""
+    for i, data in enumerate(encoded):
+        try:
+            size = declared_size(bytes(data))
+        except UnreadableHeader as exc:
+            raise ServingError(_INVALID, f"{key}[{i}]: {exc}") from None
+        if size.decoded_pixels > max_pixels:
+            frames = f" in {size.frames} frames" if size.frames > 1 else ""
+            raise ServingError(_INVALID, f"{key}[{i}] is a {size.format} of {size.width}x{size.height}{frames}: "
+                                         f"{size.decoded_pixels / 1e6:.1f} MP decoded, over this server's limit "
+                                         f"of {max_pixels / 1e6:.1f} MP (serve.max_image_pixels); send a "
+                                         "smaller image")
 
 
 def _shape_text(shape) -> str:
@@ -186,20 +262,18 @@ def _fill_model_spec(spec, name: str, version: int, signature_name: str | None =
     spec.version.value = version
     if signature_name is not None:
         spec.signature_name = signature_name
-
-
 # ------------------------------------------------------------------ services
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
 
-    def __init__(self, manager: ModelManager, max_message_bytes: int, inflight: InflightCounter):
+    def __init__(self, manager: ModelManager, limits: RequestLimits, inflight: InflightCounter):
         self._manager = manager
-        self._max_message_bytes = max_message_bytes
+        self._limits = limits
         self._inflight = inflight
 
     def Predict(self, request, context):
         with self._inflight:
-            return _answer(context, predict, self._manager, request, self._max_message_bytes)
+            return _answer(context, predict, self._manager, request, self._limits)
 
     def GetModelMetadata(self, request, context):
         with self._inflight:
@@ -226,14 +300,20 @@ def _answer(context, handler, *args) -> Any:
 
 
 def model_metadata(manager: ModelManager, request):
-    """GetModelMetadataResponse with the signature_def map, as TF Serving returns it."""
+    """GetModelMetadataResponse with the signature_def map (get_model_metadata_impl.cc).
+
+    Order as there: ModelSpec present, then metadata_field (at least one, each
+    "signature_def"), then the servable.
+    """
+    if not request.HasField("model_spec"):
+        raise ServingError(_INVALID, "Missing ModelSpec")
     fields = list(request.metadata_field)
     if not fields:
         raise ServingError(_INVALID, "GetModelMetadataRequest must specify at least one metadata_field")
-    unsupported = [f for f in fields if f != METADATA_FIELD]
-    if unsupported:
-        raise ServingError(_INVALID, f"Metadata field {unsupported[0]} is not supported")
-    loaded = _resolve(manager, request.model_spec)
+    for field_name in fields:
+        if field_name != METADATA_FIELD:
+            raise ServingError(_INVALID, f"Metadata field {field_name} is not supported")
+    loaded = resolve_spec(manager, request.model_spec)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     _fill_model_spec(response.model_spec, manager.model_name, loaded.version)
     response.metadata[METADATA_FIELD].Pack(loaded.signature_defs)
@@ -241,22 +321,31 @@ def model_metadata(manager: ModelManager, request):
 
 
 def model_status(manager: ModelManager, request):
-    """GetModelStatusResponse: the state of every version seen (or of the one asked for)."""
+    """GetModelStatusResponse as get_model_status_impl.cc builds it.
+
+    Every version the server has seen, newest first (ServableStateMonitor's
+    VersionMap is ordered by std::greater), or only the one asked for; a
+    version_label is ignored there, so it is here. Each entry carries a
+    status: OK, or the error the version failed to load with.
+    """
+    if not request.HasField("model_spec"):
+        raise ServingError(_INVALID, "Missing ModelSpec")
     spec = request.model_spec
     states = manager.states() if spec.name == manager.model_name else {}
-    if not states:
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
     if spec.WhichOneof("version_choice") == "version":
         if spec.version.value not in states:
             raise ServingError(grpc.StatusCode.NOT_FOUND,
                                f"Could not find version {spec.version.value} of model {spec.name}")
         states = {spec.version.value: states[spec.version.value]}
+    elif not states:
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
     response = get_model_status_pb2.GetModelStatusResponse()
-    for version, state in sorted(states.items()):
+    for version, state in sorted(states.items(), reverse=True):
         entry = response.model_version_status.add()
         entry.version = version
         entry.state = state.state
+        entry.status.SetInParent()  # error_code OK (0), as ToStatusProto writes for a healthy version
         if state.error:
-            entry.status.error_code = 13  # tensorflow.error.Code INTERNAL: the version failed to load
+            entry.status.error_code = 13  # INTERNAL: the load's own code is not kept by the manager
             entry.status.error_message = state.error
     return response

@@ -298,7 +298,7 @@ def _bad_requests() -> dict[str, tuple[predict_pb2.PredictRequest, grpc.StatusCo
         "unknown output": (images_request(good, outputs=["logits"]), invalid),
         "unknown model": (images_request(good, name="dogseg"), not_found),
         "unknown version": (images_request(good, version=7), not_found),
-        "unknown signature": (images_request(good, signature="serving_fast"), not_found),
+        "unknown signature": (images_request(good, signature="serving_fast"), grpc.StatusCode.FAILED_PRECONDITION),
         "over the request size limit": (images_request(photo(1300, 1300)[None]), grpc.StatusCode.RESOURCE_EXHAUSTED),
         "answer over the size limit": (images_request(photo(600, 600)[None], outputs=[contract.OUTPUT_MASK,
                                                                                       contract.OUTPUT_PROBABILITIES]),
@@ -404,7 +404,7 @@ def test_sigterm_drains_requests_in_flight_then_exits(tmp_path, tiny_savedmodel)
     params_file.write_text(yaml.safe_dump(tiny_params_dict({"serve": {"drain_seconds": 20.0, "workers": 4}})))
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "petseg", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--model-base-path", str(base), "--params", str(params_file)],
+                             "--rest-port", "0", "--model-base-path", str(base), "--params", str(params_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []

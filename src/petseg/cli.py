@@ -228,25 +228,38 @@ def _fmt(value) -> str:
 
 # --------------------------------------------------------------------------- serve
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="local gRPC server speaking TF Serving's API (development and CI; "
+    p = sub.add_parser("serve", help="local server speaking TF Serving's gRPC and REST APIs (development and CI; "
                                      "production: serving/deploy)")
-    p.add_argument("--port", type=int, default=None, help="gRPC port (default: serve.grpc_port)")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (default: serve.grpc_port; 0 = a free one)")
+    p.add_argument("--rest-port", type=int, default=None,
+                   help="REST port, TF Serving's /v1/models API (default: serve.rest_port; 0 = a free one)")
     p.add_argument("--host", default=None, help="address to listen on (default: serve.host)")
     p.add_argument("--model-base-path", type=Path, default=None,
                    help="folder holding <model-name>/<version>/ and models.config (default: push.model_base_path)")
     p.add_argument("--model-name", default=None, help="model to serve (default: push.model_name)")
+    p.add_argument("--batching-parameters-file", default=None, metavar="FILE",
+                   help="TF Serving batching parameters whose max_batch_size bounds one request "
+                        "(default: serve.batching_parameters_file; \"\" = no bound)")
     p.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace, params: Params) -> None:
+    import dataclasses
+
     from petseg.components.params import check_model_name
     from petseg.serving.server import serve
 
     if args.model_name is not None:
         check_model_name(args.model_name, "--model-name")
-
+    serve_params = params.serve
+    if args.batching_parameters_file is not None:
+        serve_params = dataclasses.replace(serve_params, batching_parameters_file=args.batching_parameters_file)
+    for flag, value in (("--port", args.port), ("--rest-port", args.rest_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise PetsegError(f"{flag} {value} is not a port; give 0 (a free one) to 65535")
     serve(args.model_base_path or Path(params.push.model_base_path), args.model_name or params.push.model_name,
-          params.serve, host=args.host, port=args.port, log=lambda line: print(line, flush=True))
+          serve_params, host=args.host, port=args.port, rest_port=args.rest_port,
+          log=lambda line: print(line, flush=True))
 
 
 # ------------------------------------------------------------------------- predict
