@@ -30,7 +30,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from petseg.components.fsutil import read_json
+from petseg.components.blessing import read_blessing
 from petseg.components.params import Params, params_to_dict
 from petseg.components.rawdata import sha256_file
 from petseg.components.manifest import manifest_path
@@ -52,7 +52,7 @@ def collect_lineage(records_dir: Path | None, params: Params, repo_dir: Path | N
     commit, dirty = _git_state(Path(repo_dir) if repo_dir else Path.cwd())
     if commit is None:
         commit = os.environ.get(COMMIT_ENV) or code_commit or None
-    blessing = read_json(Path(blessing_file)) if blessing_file else {}
+    blessing = read_blessing(blessing_file) if blessing_file else None
     return {
         "runner": runner,
         "run_id": run_id or f"{runner}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
@@ -60,14 +60,14 @@ def collect_lineage(records_dir: Path | None, params: Params, repo_dir: Path | N
         "git_commit": commit,
         "git_dirty": dirty,
         "code_images": dict(code_images or {}),
-        "data_manifest_sha256": _manifest_hash(records_dir) or (blessing.get("data") or {}).get("manifest_sha256"),
+        "data_manifest_sha256": _manifest_hash(records_dir) or (blessing.data.get("manifest_sha256") if blessing else None),
         "params": params_to_dict(params),
-        **({"metrics": blessing["candidate"]} if blessing.get("candidate") else {}),
+        **({"metrics": blessing.candidate} if blessing and blessing.candidate else {}),
     }
 
 
 def _manifest_hash(records_dir: Path | None) -> str | None:
-    manifest = Path(records_dir) / MANIFEST_FILE if records_dir else None
+    manifest = manifest_path(records_dir) if records_dir else None
     return sha256_file(manifest) if manifest and manifest.is_file() else None
 
 

@@ -8,6 +8,7 @@ credentials from the usual environment variables.
 from __future__ import annotations
 
 import json
+import tempfile
 import os
 import shutil
 import socket
@@ -26,7 +27,8 @@ from petseg.components import model_store, storage
 from petseg.components.evaluate import evaluate
 from petseg.components.fsutil import write_json
 from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
-from petseg.components.push import list_versions, push, rollback
+from petseg.components.model_store import list_versions, rollback
+from petseg.components.push import push
 
 MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "petseg-test", "AWS_SECRET_ACCESS_KEY": "petseg-test-secret",
@@ -103,12 +105,15 @@ def bless(model_dir, params: PushParams, folder: Path, mean_iou: float = 0.9) ->
 
 
 def publish_by_copy(model_dir: Path, params: PushParams, version: int, lineage: dict) -> None:
-    """A version on the store as push leaves it (files, lineage.json, models.config), without push itself."""
-    target = model_store.version_path(params, version)
-    storage.copy_tree(str(model_dir), target, last=model_store.SAVED_MODEL_FILE)
-    storage.write_text_atomically(storage.join(target, model_store.LINEAGE_FILE),
-                                  json.dumps({"version": version, **lineage}))
-    model_store.write_served_version(params, version)
+    """A version on the store as push leaves it (files, lineage.json, the store's record, models.config),
+    through the store's own publish, without push's infra validation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = storage.join(tmp, "staging")
+        storage.copy_tree(str(model_dir), staging, last=model_store.SAVED_MODEL_FILE)
+        storage.write_text_atomically(storage.join(staging, model_store.LINEAGE_FILE),
+                                      json.dumps({"version": version, **lineage}))
+        model_store.publish(params, staging, version, {"pushed_at": "2026-11-25T00:00:00+00:00"})
+    model_store.serve_version(params, version, log=lambda _: None)
 
 
 def write_params(folder: Path, push_params: PushParams) -> str:
@@ -187,16 +192,17 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     assert first.status == "pushed" and first.version == 1
     files = storage.walk_files(model_store.version_path(params, 1))
     assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
-    assert not [name for name in storage.listdir(model_store.model_root(params)) if not name.isdigit()]
+    assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "1"]  # nothing staged left
 
     result = evaluate(rule_savedmodels["wrong_10"], coded_records,
                       EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.5), params, tmp_path / "ev")
     assert result.blessed and result.baseline_version == 1
     second = push(rule_savedmodels["wrong_10"], tmp_path / "ev", params, lineage)
     assert second.version == 2 and second.removed_versions == [1]
-    assert storage.listdir(model_store.model_root(params)) == ["2"]
+    assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "2"]
     assert model_store.served_version(params) == 2
 
+    capsys.readouterr()  # push's progress lines
     assert main(["rollback", "--list", "--params", write_params(tmp_path, params)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [r[0] for r in rows] == ["2"] and "eeeeeeee" in rows[0] and rows[0][-1] == "f" * 12
