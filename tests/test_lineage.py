@@ -22,7 +22,7 @@ def test_the_cli_record_has_code_params_data_and_a_run_id(coded_records, tmp_pat
 
 def test_the_kubeflow_record_takes_commit_data_and_metrics_from_the_image_and_blessing(tmp_path, monkeypatch):
     blessing = tmp_path / "blessing.json"
-    write_json(blessing, {"candidate": {"mean_iou": 0.7, "pixel_accuracy": 0.9},
+    write_json(blessing, {"blessed": True, "reason": "passed", "candidate": {"mean_iou": 0.7, "pixel_accuracy": 0.9},
                           "data": {"manifest_sha256": "d" * 64}})
     params = with_overrides(Params(), {"train.epochs": 3})
     not_git = tmp_path / "pod"
