@@ -15,6 +15,7 @@ speed-up says little unless the cores were free.
 `measure(args)` returns the figures as a dict (`--json FILE` writes them too),
 which `bench/run_all.py` puts into bench/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from petseg.components.download import download  # noqa: E402
-from petseg.components.params import DataParams, PreprocessParams, SyntheticParams  # noqa: E402
-from petseg.components.preprocess import preprocess, resolve_workers  # noqa: E402
-from petseg.components.rawdata import dataset_fingerprint  # noqa: E402
-from petseg.components.validation_gate import write_summary  # noqa: E402
+from petseg.components.download import download
+from petseg.components.params import DataParams, PreprocessParams, SyntheticParams
+from petseg.components.preprocess import preprocess, resolve_workers
+from petseg.components.rawdata import dataset_fingerprint
+from petseg.components.validation_gate import write_summary
 
 SPEEDUP_GOAL = 1.0  # all cores must beat 1 worker (ideal: the number of workers)
 
@@ -50,8 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_validated_raw(root: Path, examples: int) -> tuple[Path, Path]:
     """A synthetic raw dataset and a passing validation summary for it."""
     test = max(1, examples // 5)
-    data = DataParams(source="synthetic", seed=1,
-                      synthetic=SyntheticParams(train_examples=examples - test, test_examples=test))
+    data = DataParams(
+        source="synthetic", seed=1, synthetic=SyntheticParams(train_examples=examples - test, test_examples=test)
+    )
     raw = download(data, root / "raw").out_dir
     report = root / "validation"
     write_summary(report, success=True, fingerprint=dataset_fingerprint(raw), failed_critical=[], failed_warnings=[])
@@ -83,21 +85,36 @@ def measure(args: argparse.Namespace) -> dict:
         tmp = Path(tmp)
         start = time.perf_counter()
         raw, report = make_validated_raw(tmp, args.examples)
-        print(f"generated {args.examples} synthetic images (200-500 px) in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr)
+        print(
+            f"generated {args.examples} synthetic images (200-500 px) in {time.perf_counter() - start:.1f} s",
+            file=sys.stderr,
+        )
 
         base = dict(image_size=args.image_size, examples_per_shard=args.examples_per_shard, val_fraction=0.1, seed=42)
         load_before = os.getloadavg()[0]
         serial_s, serial_cpu, images, _ = timed_run(raw, report, tmp / "one", PreprocessParams(**base, workers=1))
-        parallel_s, parallel_cpu, _, workers = timed_run(raw, report, tmp / "all",
-                                                         PreprocessParams(**base, workers=args.workers))
+        parallel_s, parallel_cpu, _, workers = timed_run(
+            raw, report, tmp / "all", PreprocessParams(**base, workers=args.workers)
+        )
         load_after = os.getloadavg()[0]
         same = _folder_bytes(tmp / "one") == _folder_bytes(tmp / "all")
-    return dict(images=images, image_size=args.image_size, examples_per_shard=args.examples_per_shard,
-                cores=resolve_workers(0), workers=workers, load_before=load_before, load_after=load_after,
-                serial_s=serial_s, serial_cpu_s=serial_cpu, parallel_s=parallel_s, parallel_cpu_s=parallel_cpu,
-                speedup=serial_s / parallel_s, speedup_goal=SPEEDUP_GOAL,
-                speedup_met=serial_s / parallel_s > SPEEDUP_GOAL, identical=same)
+    return dict(
+        images=images,
+        image_size=args.image_size,
+        examples_per_shard=args.examples_per_shard,
+        cores=resolve_workers(0),
+        workers=workers,
+        load_before=load_before,
+        load_after=load_after,
+        serial_s=serial_s,
+        serial_cpu_s=serial_cpu,
+        parallel_s=parallel_s,
+        parallel_cpu_s=parallel_cpu,
+        speedup=serial_s / parallel_s,
+        speedup_goal=SPEEDUP_GOAL,
+        speedup_met=serial_s / parallel_s > SPEEDUP_GOAL,
+        identical=same,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,13 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(f, indent=1))
     images, workers = f["images"], f["workers"]
-    print(f"preprocess benchmark: {images} images -> {f['image_size']} px, "
-          f"{f['examples_per_shard']} per shard, {f['cores']} cores available, "
-          f"load average {f['load_before']:.1f} before / {f['load_after']:.1f} after")
-    print(f"  1 worker  : {f['serial_s']:7.2f} s  {images / f['serial_s']:8.1f} images/s  "
-          f"(CPU {f['serial_cpu_s']:6.2f} s)")
-    print(f"  {workers} workers : {f['parallel_s']:7.2f} s  {images / f['parallel_s']:8.1f} images/s  "
-          f"(CPU {f['parallel_cpu_s']:6.2f} s)")
+    print(
+        f"preprocess benchmark: {images} images -> {f['image_size']} px, "
+        f"{f['examples_per_shard']} per shard, {f['cores']} cores available, "
+        f"load average {f['load_before']:.1f} before / {f['load_after']:.1f} after"
+    )
+    print(
+        f"  1 worker  : {f['serial_s']:7.2f} s  {images / f['serial_s']:8.1f} images/s  "
+        f"(CPU {f['serial_cpu_s']:6.2f} s)"
+    )
+    print(
+        f"  {workers} workers : {f['parallel_s']:7.2f} s  {images / f['parallel_s']:8.1f} images/s  "
+        f"(CPU {f['parallel_cpu_s']:6.2f} s)"
+    )
     print(f"  speed-up  : {f['speedup']:.2f}x with {workers} workers (ideal {workers}x, goal > {SPEEDUP_GOAL:g}x)")
     print(f"  identical output (shards + manifest): {f['identical']}")
     return 0 if f["identical"] else 1

@@ -28,6 +28,7 @@ runs on it): the load average is printed with the results.
 `measure(args)` returns the figures as a dict (`--json FILE` writes them too),
 which `bench/run_all.py` puts into bench/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import orjson
+import yaml
 
-from petseg.components import contract  # noqa: E402
-from petseg.components.params import load_params, params_to_dict, with_overrides  # noqa: E402
+from petseg.components import contract
+from petseg.components.params import load_params, params_to_dict, with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERHEAD_GOAL = 0.15  # server p50 / in-process p50 - 1, at the lowest concurrency
@@ -125,8 +126,9 @@ def interleaved(calls: dict[str, Callable], concurrency: int, args, batch: int, 
     totals = {mode: Cell([], 0.0, 0) for mode in calls}
     for _ in range(rounds):
         for mode, make_call in calls.items():
-            part = closed_loop(make_call, concurrency, args.seconds / rounds,
-                               max(1, args.min_requests // rounds), batch)
+            part = closed_loop(
+                make_call, concurrency, args.seconds / rounds, max(1, args.min_requests // rounds), batch
+            )
             totals[mode].latencies += part.latencies
             totals[mode].seconds += part.seconds
             totals[mode].images += part.images
@@ -136,6 +138,7 @@ def interleaved(calls: dict[str, Callable], concurrency: int, args, batch: int, 
 def export_params_model(params, out: Path) -> Path:
     from petseg.components.export import export_serving_model
     from petseg.components.model import build_model
+
     model = build_model(dataclasses.replace(params.model, encoder_weights="none"), params.preprocess.image_size)
     return export_serving_model(model, out, params.preprocess.image_size)
 
@@ -146,13 +149,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(base: Path, params_file: Path, port: int, rest_port: int,
-                 show: Callable[[str], None]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "petseg", "serve", "--params", str(params_file),
-                             "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(rest_port),
-                             "--model-base-path", str(base), "--batching-parameters-file", ""],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def start_server(
+    base: Path, params_file: Path, port: int, rest_port: int, show: Callable[[str], None]
+) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "petseg",
+            "serve",
+            "--params",
+            str(params_file),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rest-port",
+            str(rest_port),
+            "--model-base-path",
+            str(base),
+            "--batching-parameters-file",
+            "",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     for line in iter(proc.stdout.readline, ""):
         if "listening on" in line:
             show(f"# {line.strip()}")
@@ -184,8 +207,7 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
             model_dir, what = args.model, str(args.model)
         else:
             model_dir = export_params_model(params, tmp / "export")
-            what = (f"{params.model.architecture} (untrained, encoder_weights none) at "
-                    f"{params.preprocess.image_size} px")
+            what = f"{params.model.architecture} (untrained, encoder_weights none) at {params.preprocess.image_size} px"
         (tmp / "models" / "petseg").mkdir(parents=True)
         shutil.copytree(model_dir, tmp / "models" / "petseg" / "1")
         params_file = tmp / "params.yaml"
@@ -193,8 +215,10 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
         signature = tf.saved_model.load(str(model_dir)).signatures[contract.SIGNATURE_IMAGES]
         port, rest_port = free_port(), free_port()
         server = start_server(tmp / "models", params_file, port, rest_port, show)
-        show(f"# model: {what}; server workers {params.serve.workers}; {os.cpu_count()} CPUs; "
-             f"{args.seconds:g}s per cell and mode (at least {args.min_requests} requests)")
+        show(
+            f"# model: {what}; server workers {params.serve.workers}; {os.cpu_count()} CPUs; "
+            f"{args.seconds:g}s per cell and mode (at least {args.min_requests} requests)"
+        )
         rng = np.random.default_rng(0)
         cells: list[dict] = []
         show(CELL_HEADER)
@@ -213,16 +237,19 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
                         def call():
                             out = signature(**{contract.INPUT_IMAGES: tf.constant(images)})
                             return out[contract.OUTPUT_MASK].numpy()
+
                         return call
 
                     def server_call(request=request):
-                        channel = grpc.insecure_channel(f"127.0.0.1:{port}",
-                                                        options=message_options(params.serve.max_message_mb))
+                        channel = grpc.insecure_channel(
+                            f"127.0.0.1:{port}", options=message_options(params.serve.max_message_mb)
+                        )
                         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
 
                         def call():
                             response = predict(request, timeout=600)
                             return tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])
+
                         return call
 
                     def rest_call(images=images):
@@ -230,53 +257,81 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
                         connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=600)
 
                         def call():
-                            connection.request("POST", "/v1/models/petseg:predict", body=body,
-                                               headers={"Content-Type": "application/json"})
+                            connection.request(
+                                "POST",
+                                "/v1/models/petseg:predict",
+                                body=body,
+                                headers={"Content-Type": "application/json"},
+                            )
                             response = connection.getresponse()
                             answer = orjson.loads(response.read())
                             if response.status != 200:
                                 raise SystemExit(f"REST predict failed: {response.status} {answer}")
                             return np.asarray([p[contract.OUTPUT_MASK] for p in answer["predictions"]], np.uint8)
+
                         return call
 
                     for level in levels:
-                        measured = interleaved({"in_process": in_process_call, "server": server_call,
-                                                "rest": rest_call}, level, args, batch)
+                        measured = interleaved(
+                            {"in_process": in_process_call, "server": server_call, "rest": rest_call},
+                            level,
+                            args,
+                            batch,
+                        )
                         cells.append(cell_figures(width, height, batch, level, measured))
                         show(cell_line(cells[-1]))
         finally:
             server.terminate()
             server.wait(timeout=60)
-    return dict(model=what, server_workers=params.serve.workers, cpus=os.cpu_count(), seconds=args.seconds,
-                min_requests=args.min_requests, cells=cells, load_after=os.getloadavg()[0],
-                overhead_goal=OVERHEAD_GOAL, overhead=overhead_goals(cells, min(levels)),
-                rest_overhead=overhead_goals(cells, min(levels), "rest"),
-                tail_goal=TAIL_GOAL, tail=tail_goals(cells, max(levels)))
+    return dict(
+        model=what,
+        server_workers=params.serve.workers,
+        cpus=os.cpu_count(),
+        seconds=args.seconds,
+        min_requests=args.min_requests,
+        cells=cells,
+        load_after=os.getloadavg()[0],
+        overhead_goal=OVERHEAD_GOAL,
+        overhead=overhead_goals(cells, min(levels)),
+        rest_overhead=overhead_goals(cells, min(levels), "rest"),
+        tail_goal=TAIL_GOAL,
+        tail=tail_goals(cells, max(levels)),
+    )
 
 
 def cell_figures(width: int, height: int, batch: int, level: int, measured: dict[str, Cell]) -> dict:
     """One cell's latency percentiles (ms) and throughput (images/s): in-process, gRPC ("server") and REST."""
     figures = dict(width=width, height=height, batch=batch, concurrency=level)
     for side, cell in measured.items():
-        figures.update({f"{side}_requests": len(cell.latencies), f"{side}_p50": cell.percentile(50),
-                        f"{side}_p95": cell.percentile(95), f"{side}_p99": cell.percentile(99),
-                        f"{side}_throughput": cell.throughput})
+        figures.update(
+            {
+                f"{side}_requests": len(cell.latencies),
+                f"{side}_p50": cell.percentile(50),
+                f"{side}_p95": cell.percentile(95),
+                f"{side}_p99": cell.percentile(99),
+                f"{side}_throughput": cell.throughput,
+            }
+        )
     return figures
 
 
-CELL_HEADER = (f"{'size':>8} {'batch':>5} {'conc':>4} | {'in-process p50':>14} {'p95':>7} {'p99':>7} "
-               f"{'img/s':>7} | {'gRPC p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | "
-               f"{'REST p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | {'p50 ratio gRPC':>14} {'REST':>6}")
+CELL_HEADER = (
+    f"{'size':>8} {'batch':>5} {'conc':>4} | {'in-process p50':>14} {'p95':>7} {'p99':>7} "
+    f"{'img/s':>7} | {'gRPC p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | "
+    f"{'REST p50':>10} {'p95':>7} {'p99':>7} {'img/s':>7} | {'p50 ratio gRPC':>14} {'REST':>6}"
+)
 
 
 def cell_line(c: dict) -> str:
     """A cell as one row under CELL_HEADER."""
-    return (f"{c['width']}x{c['height']:<4} {c['batch']:>5} {c['concurrency']:>4} | {c['in_process_p50']:>11.1f} ms "
-            f"{c['in_process_p95']:>7.1f} {c['in_process_p99']:>7.1f} {c['in_process_throughput']:>7.1f} | "
-            f"{c['server_p50']:>7.1f} ms {c['server_p95']:>7.1f} {c['server_p99']:>7.1f} "
-            f"{c['server_throughput']:>7.1f} | {c['rest_p50']:>7.1f} ms {c['rest_p95']:>7.1f} {c['rest_p99']:>7.1f} "
-            f"{c['rest_throughput']:>7.1f} | {c['server_p50'] / c['in_process_p50']:>14.2f} "
-            f"{c['rest_p50'] / c['in_process_p50']:>6.2f}")
+    return (
+        f"{c['width']}x{c['height']:<4} {c['batch']:>5} {c['concurrency']:>4} | {c['in_process_p50']:>11.1f} ms "
+        f"{c['in_process_p95']:>7.1f} {c['in_process_p99']:>7.1f} {c['in_process_throughput']:>7.1f} | "
+        f"{c['server_p50']:>7.1f} ms {c['server_p95']:>7.1f} {c['server_p99']:>7.1f} "
+        f"{c['server_throughput']:>7.1f} | {c['rest_p50']:>7.1f} ms {c['rest_p95']:>7.1f} {c['rest_p99']:>7.1f} "
+        f"{c['rest_throughput']:>7.1f} | {c['server_p50'] / c['in_process_p50']:>14.2f} "
+        f"{c['rest_p50'] / c['in_process_p50']:>6.2f}"
+    )
 
 
 def overhead_goals(cells: list[dict], level: int, side: str = "server") -> list[dict]:
@@ -285,8 +340,17 @@ def overhead_goals(cells: list[dict], level: int, side: str = "server") -> list[
     for c in cells:
         if c["concurrency"] == level:
             added = c[f"{side}_p50"] / c["in_process_p50"] - 1
-            rows.append(dict(width=c["width"], height=c["height"], batch=c["batch"], concurrency=level,
-                             added=added, added_ms=c[f"{side}_p50"] - c["in_process_p50"], met=added < OVERHEAD_GOAL))
+            rows.append(
+                dict(
+                    width=c["width"],
+                    height=c["height"],
+                    batch=c["batch"],
+                    concurrency=level,
+                    added=added,
+                    added_ms=c[f"{side}_p50"] - c["in_process_p50"],
+                    met=added < OVERHEAD_GOAL,
+                )
+            )
     return rows
 
 
@@ -296,8 +360,16 @@ def tail_goals(cells: list[dict], level: int) -> list[dict]:
     for c in cells:
         if c["concurrency"] == level:
             ratio = c["server_p99"] / c["server_p50"]
-            rows.append(dict(width=c["width"], height=c["height"], batch=c["batch"], concurrency=level,
-                             ratio=ratio, met=ratio < TAIL_GOAL))
+            rows.append(
+                dict(
+                    width=c["width"],
+                    height=c["height"],
+                    batch=c["batch"],
+                    concurrency=level,
+                    ratio=ratio,
+                    met=ratio < TAIL_GOAL,
+                )
+            )
     return rows
 
 
@@ -314,11 +386,15 @@ def main(argv: list[str] | None = None) -> None:
 def report_goals(f: dict) -> None:
     for api, key in (("gRPC", "overhead"), ("REST", "rest_overhead")):
         if f.get(key):
-            print(f"{api} overhead at concurrency {f[key][0]['concurrency']} "
-                  f"(p50 {api} / p50 in-process - 1; goal < {OVERHEAD_GOAL:.0%}):")
+            print(
+                f"{api} overhead at concurrency {f[key][0]['concurrency']} "
+                f"(p50 {api} / p50 in-process - 1; goal < {OVERHEAD_GOAL:.0%}):"
+            )
         for g in f.get(key, []):
-            print(f"  {g['width']}x{g['height']} batch {g['batch']}: {g['added']:+.1%} "
-                  f"({g['added_ms']:+.1f} ms) {'ok' if g['met'] else 'OVER'}")
+            print(
+                f"  {g['width']}x{g['height']} batch {g['batch']}: {g['added']:+.1%} "
+                f"({g['added_ms']:+.1f} ms) {'ok' if g['met'] else 'OVER'}"
+            )
     if f["tail"]:
         print(f"gRPC tail at concurrency {f['tail'][0]['concurrency']} (p99 / p50; goal < {TAIL_GOAL:g}):")
     for g in f["tail"]:

@@ -30,6 +30,7 @@ project pipeline >= 10x what its training step consumes; project training
 `measure(args)` returns the figures as a dict (`--json FILE` writes them too),
 which `bench/run_all.py` puts into bench/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HEADROOM_GOAL = 10.0  # project pipeline images/s over what its training step consumes
 TRAINING_RATIO_GOAL = 1.0  # project training images/s over the seed recipe's
@@ -89,8 +90,11 @@ def write_project_records(photos, out_dir: Path, image_size: int, per_shard: int
             with tf.io.TFRecordWriter(str(out_dir / records.shard_name(split, shard, shards))) as writer:
                 for i in range(shard * per_shard, min(len(photos), (shard + 1) * per_shard)):
                     image, mask = photos[i]
-                    writer.write(records.serialize_example(
-                        f"p{i}", resize_image(Image.fromarray(image), image_size), resize_mask(mask, image_size)))
+                    writer.write(
+                        records.serialize_example(
+                            f"p{i}", resize_image(Image.fromarray(image), image_size), resize_mask(mask, image_size)
+                        )
+                    )
     return out_dir
 
 
@@ -111,9 +115,13 @@ def seed_dataset(photos, image_size: int, batch_size: int):
         for image, mask in photos:
             yield {"image": image, "segmentation_mask": (mask + 1)[..., None]}  # TFDS gives the 1-3 trimap
 
-    source = tf.data.Dataset.from_generator(generate, output_signature={
-        "image": tf.TensorSpec([None, None, 3], tf.uint8),
-        "segmentation_mask": tf.TensorSpec([None, None, 1], tf.uint8)})
+    source = tf.data.Dataset.from_generator(
+        generate,
+        output_signature={
+            "image": tf.TensorSpec([None, None, 3], tf.uint8),
+            "segmentation_mask": tf.TensorSpec([None, None, 1], tf.uint8),
+        },
+    )
 
     def load_image(datapoint):
         image = tf.image.resize(datapoint["image"], (image_size, image_size))
@@ -129,8 +137,15 @@ def seed_dataset(photos, image_size: int, batch_size: int):
         def call(self, inputs, labels):
             return self.augment_inputs(inputs), self.augment_labels(labels)
 
-    return (source.map(load_image, num_parallel_calls=tf.data.AUTOTUNE).cache().shuffle(1000)
-            .batch(batch_size).repeat().map(Augment()).prefetch(tf.data.AUTOTUNE))
+    return (
+        source.map(load_image, num_parallel_calls=tf.data.AUTOTUNE)
+        .cache()
+        .shuffle(1000)
+        .batch(batch_size)
+        .repeat()
+        .map(Augment())
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 # ----------------------------------------------------------------------- models
@@ -139,20 +154,25 @@ def frozen_encoder_weights(image_size: int, folder: Path) -> Path:
     import keras
 
     path = folder / "mobilenetv2_random.weights.h5"
-    keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), include_top=False,
-                                   weights=None).save_weights(path)
+    keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3), include_top=False, weights=None
+    ).save_weights(path)
     return path
 
 
 def project_model(image_size: int, weights: Path):
+    import keras
+
     from petseg.components.model import build_model
     from petseg.components.params import ModelParams, TrainParams
     from petseg.components.train import loss_function, segmentation_metrics
-    import keras
 
     model = build_model(ModelParams(encoder_weights=str(weights)), image_size)
-    model.compile(keras.optimizers.Adam(TrainParams().learning_rate), loss=loss_function("sparse_ce"),
-                  metrics=segmentation_metrics())
+    model.compile(
+        keras.optimizers.Adam(TrainParams().learning_rate),
+        loss=loss_function("sparse_ce"),
+        metrics=segmentation_metrics(),
+    )
     return model
 
 
@@ -162,26 +182,42 @@ def seed_model(image_size: int):
     import tensorflow as tf
 
     base = keras.applications.MobileNetV2(input_shape=[image_size, image_size, 3], include_top=False, weights=None)
-    names = ["block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu",
-             "block_16_project"]
+    names = [
+        "block_1_expand_relu",
+        "block_3_expand_relu",
+        "block_6_expand_relu",
+        "block_13_expand_relu",
+        "block_16_project",
+    ]
     down_stack = keras.Model(inputs=base.input, outputs=[base.get_layer(n).output for n in names])
     down_stack.trainable = False
 
     def upsample(filters):
-        return keras.Sequential([
-            keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
-                                         kernel_initializer=tf.random_normal_initializer(0.0, 0.02), use_bias=False),
-            keras.layers.BatchNormalization(), keras.layers.ReLU()])
+        return keras.Sequential(
+            [
+                keras.layers.Conv2DTranspose(
+                    filters,
+                    3,
+                    strides=2,
+                    padding="same",
+                    kernel_initializer=tf.random_normal_initializer(0.0, 0.02),
+                    use_bias=False,
+                ),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+            ]
+        )
 
     inputs = keras.layers.Input(shape=[image_size, image_size, 3])
     skips = down_stack(inputs)
     x = skips[-1]
-    for up, skip in zip([upsample(f) for f in (512, 256, 128, 64)], reversed(skips[:-1])):
+    for up, skip in zip([upsample(f) for f in (512, 256, 128, 64)], reversed(skips[:-1]), strict=True):
         x = keras.layers.Concatenate()([up(x), skip])
     x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same")(x)
     model = keras.Model(inputs=inputs, outputs=x)
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     return model
 
 
@@ -240,8 +276,10 @@ def measure(args: argparse.Namespace) -> dict:
             for name in sides:
                 pipeline[name].append(pipeline_rate(iterators[name], args.pipeline_batches, args.batch_size))
 
-        models = {"project": project_model(args.image_size, frozen_encoder_weights(args.image_size, tmp)),
-                  "seed": seed_model(args.image_size)}
+        models = {
+            "project": project_model(args.image_size, frozen_encoder_weights(args.image_size, tmp)),
+            "seed": seed_model(args.image_size),
+        }
         for name, model in models.items():  # warm-up: tracing, first epoch's cache
             model.fit(sides[name], steps_per_epoch=max(2, epoch_batches), epochs=1, verbose=0)
         training = {name: [] for name in sides}
@@ -250,18 +288,31 @@ def measure(args: argparse.Namespace) -> dict:
                 training[name].append(training_rate(model, sides[name], args.steps, args.batch_size))
 
     best = {k: {name: max(v) for name, v in d.items()} for k, d in (("pipeline", pipeline), ("training", training))}
-    figures = dict(examples=args.examples, image_size=args.image_size, batch_size=args.batch_size,
-                   steps=args.steps, pipeline_batches=args.pipeline_batches, rounds=args.rounds,
-                   gpus=len(tf.config.list_physical_devices("GPU")), cpus=os.cpu_count(),
-                   load_after=os.getloadavg()[0], first_epoch_s=first_epoch,
-                   pipeline_rounds=pipeline, training_rounds=training,
-                   pipeline=best["pipeline"], training=best["training"],
-                   pipeline_ratio=best["pipeline"]["project"] / best["pipeline"]["seed"],
-                   training_ratio=best["training"]["project"] / best["training"]["seed"],
-                   headroom=best["pipeline"]["project"] / best["training"]["project"])
-    figures.update(headroom_goal=HEADROOM_GOAL, headroom_met=figures["headroom"] >= HEADROOM_GOAL,
-                   training_ratio_goal=TRAINING_RATIO_GOAL,
-                   training_ratio_met=figures["training_ratio"] >= TRAINING_RATIO_GOAL)
+    figures = dict(
+        examples=args.examples,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        pipeline_batches=args.pipeline_batches,
+        rounds=args.rounds,
+        gpus=len(tf.config.list_physical_devices("GPU")),
+        cpus=os.cpu_count(),
+        load_after=os.getloadavg()[0],
+        first_epoch_s=first_epoch,
+        pipeline_rounds=pipeline,
+        training_rounds=training,
+        pipeline=best["pipeline"],
+        training=best["training"],
+        pipeline_ratio=best["pipeline"]["project"] / best["pipeline"]["seed"],
+        training_ratio=best["training"]["project"] / best["training"]["seed"],
+        headroom=best["pipeline"]["project"] / best["training"]["project"],
+    )
+    figures.update(
+        headroom_goal=HEADROOM_GOAL,
+        headroom_met=figures["headroom"] >= HEADROOM_GOAL,
+        training_ratio_goal=TRAINING_RATIO_GOAL,
+        training_ratio_met=figures["training_ratio"] >= TRAINING_RATIO_GOAL,
+    )
     return figures
 
 
@@ -270,19 +321,28 @@ def main(argv: list[str] | None = None) -> int:
     f = measure(args)
     if args.json:
         args.json.write_text(json.dumps(f, indent=1))
-    print(f"bench_train: {f['examples']} photos 200-500 px -> {f['image_size']} px, batch {f['batch_size']}, "
-          f"{f['steps']} timed steps x {f['rounds']} rounds, mobilenetv2_unet (frozen encoder), "
-          f"{f['gpus']} GPU(s), {f['cpus']} CPUs, load average {f['load_after']:.1f}")
+    print(
+        f"bench_train: {f['examples']} photos 200-500 px -> {f['image_size']} px, batch {f['batch_size']}, "
+        f"{f['steps']} timed steps x {f['rounds']} rounds, mobilenetv2_unet (frozen encoder), "
+        f"{f['gpus']} GPU(s), {f['cpus']} CPUs, load average {f['load_after']:.1f}"
+    )
     print(f"{'':10s}{'first epoch s':>15s}{'pipeline img/s':>16s}{'training img/s':>16s}{'pipeline/training':>19s}")
     for name in ("project", "seed"):
-        print(f"{name:10s}{f['first_epoch_s'][name]:15.2f}{f['pipeline'][name]:16.1f}{f['training'][name]:16.2f}"
-              f"{f['pipeline'][name] / f['training'][name]:19.1f}")
+        print(
+            f"{name:10s}{f['first_epoch_s'][name]:15.2f}{f['pipeline'][name]:16.1f}{f['training'][name]:16.2f}"
+            f"{f['pipeline'][name] / f['training'][name]:19.1f}"
+        )
     print(f"project/seed pipeline throughput: {f['pipeline_ratio']:.2f}x")
     print(f"project/seed training throughput: {f['training_ratio']:.2f}x (goal >= {TRAINING_RATIO_GOAL:g})")
     print(f"project pipeline headroom over its training step: {f['headroom']:.1f}x (goal >= {HEADROOM_GOAL:g})")
-    print("best of rounds; rounds: " + "; ".join(
-        f"{k} {name} " + ",".join(f"{v:.1f}" for v in values)
-        for k in ("pipeline", "training") for name, values in f[f"{k}_rounds"].items()))
+    print(
+        "best of rounds; rounds: "
+        + "; ".join(
+            f"{k} {name} " + ",".join(f"{v:.1f}" for v in values)
+            for k in ("pipeline", "training")
+            for name, values in f[f"{k}_rounds"].items()
+        )
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ and the command. The Markdown goes to --out and to stdout.
 --quick uses small sizes (a few minutes on 2 busy cores); the default sizes
 are each script's own defaults. Exit status 1 if a benchmark failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,17 +46,34 @@ class Benchmark:
 BENCHMARKS = (
     # Fewer images than 1500 and the parallel run's start-up hides the speed-up on 2 cores.
     Benchmark("preprocess", "bench_preprocess.py", ("--examples", "1500")),
-    Benchmark("train", "bench_train.py",
-              ("--examples", "128", "--batch-size", "32", "--steps", "6", "--pipeline-batches", "20")),
-    Benchmark("serving", "bench_serving.py",
-              ("--seconds", "1.5", "--min-requests", "15", "--sizes", "128x128,500x375", "--batches", "1",
-               "--concurrency", "1,16")),
+    Benchmark(
+        "train",
+        "bench_train.py",
+        ("--examples", "128", "--batch-size", "32", "--steps", "6", "--pipeline-batches", "20"),
+    ),
+    Benchmark(
+        "serving",
+        "bench_serving.py",
+        (
+            "--seconds",
+            "1.5",
+            "--min-requests",
+            "15",
+            "--sizes",
+            "128x128,500x375",
+            "--batches",
+            "1",
+            "--concurrency",
+            "1,16",
+        ),
+    ),
 )
 
 
 @dataclass
 class Run:
     """One benchmark's outcome: its command, wall time, exit status and figures (None if it wrote none)."""
+
     name: str
     command: list[str]
     seconds: float
@@ -78,8 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_benchmark(bench: Benchmark, quick: bool, workdir: Path) -> Run:
     """Run one benchmark script in a fresh Python process; its printout goes to our stderr."""
     figures_file = workdir / f"{bench.name}.json"
-    command = [sys.executable, str(BENCH_DIR / bench.script),
-               *(bench.quick_args if quick else bench.full_args), "--json", str(figures_file)]
+    command = [
+        sys.executable,
+        str(BENCH_DIR / bench.script),
+        *(bench.quick_args if quick else bench.full_args),
+        "--json",
+        str(figures_file),
+    ]
     print(f"== {bench.name}: {shlex.join(display_command(command))}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     returncode = subprocess.run(command, cwd=REPO_ROOT, stdout=sys.stderr, stderr=sys.stderr).returncode
@@ -99,17 +122,24 @@ def display_command(command: list[str]) -> list[str]:
             next(parts, None)
             continue
         path = Path(part)
-        shown.append(str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT)
-                     else part)
+        shown.append(
+            str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else part
+        )
     return shown
 
 
 # ------------------------------------------------------------------- machine
 def machine_info() -> dict:
     """CPU model, cores, memory, load average, Python, and TensorFlow's version and GPUs (asked in a subprocess)."""
-    return dict(cpu=cpu_model(), cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
-                memory_gib=memory_gib(), python=platform.python_version(), system=platform.platform(terse=True),
-                **tensorflow_info())
+    return dict(
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        usable_cores=len(os.sched_getaffinity(0)),
+        memory_gib=memory_gib(),
+        python=platform.python_version(),
+        system=platform.platform(terse=True),
+        **tensorflow_info(),
+    )
 
 
 def cpu_model() -> str:
@@ -154,10 +184,16 @@ def tensorflow_info() -> dict:
 def git_revision() -> str:
     """The short commit, with '+ uncommitted changes' when the tree differs from it; '' outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
     return commit + (" + uncommitted changes" if dirty else "")
@@ -166,8 +202,10 @@ def git_revision() -> str:
 # ------------------------------------------------------------------- Markdown
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured Markdown table; `|` inside cells is escaped."""
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
     return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in rows)])
 
 
@@ -178,16 +216,36 @@ def met(flag: bool) -> str:
 def preprocess_section(f: dict) -> tuple[str, list[bool]]:
     """The preprocess table (1 worker = baseline) and its goal outcomes."""
     n, workers = f["images"], f["workers"]
-    intro = (f"{n} synthetic images (200-500 px) -> {f['image_size']} px, {f['examples_per_shard']} per shard; "
-             f"{f['cores']} cores; load average {f['load_before']:.2f} before / {f['load_after']:.2f} after.")
+    intro = (
+        f"{n} synthetic images (200-500 px) -> {f['image_size']} px, {f['examples_per_shard']} per shard; "
+        f"{f['cores']} cores; load average {f['load_before']:.2f} before / {f['load_after']:.2f} after."
+    )
     rows = [
         ["Wall time (s)", f"{f['serial_s']:.2f}", f"{f['parallel_s']:.2f}", "", "", ""],
-        ["Throughput (images/s)", f"{n / f['serial_s']:.1f}", f"{n / f['parallel_s']:.1f}", f"{f['speedup']:.2f}x",
-         f"> {f['speedup_goal']:g}x with all cores (ideal {workers}x)", met(f["speedup_met"])],
-        ["CPU time (s)", f"{f['serial_cpu_s']:.2f}", f"{f['parallel_cpu_s']:.2f}",
-         f"{f['parallel_cpu_s'] / f['serial_cpu_s']:.2f}x", "", ""],
-        ["Output (shards + manifest)", "", "identical" if f["identical"] else "DIFFERENT", "",
-         "byte-identical to 1 worker", met(f["identical"])],
+        [
+            "Throughput (images/s)",
+            f"{n / f['serial_s']:.1f}",
+            f"{n / f['parallel_s']:.1f}",
+            f"{f['speedup']:.2f}x",
+            f"> {f['speedup_goal']:g}x with all cores (ideal {workers}x)",
+            met(f["speedup_met"]),
+        ],
+        [
+            "CPU time (s)",
+            f"{f['serial_cpu_s']:.2f}",
+            f"{f['parallel_cpu_s']:.2f}",
+            f"{f['parallel_cpu_s'] / f['serial_cpu_s']:.2f}x",
+            "",
+            "",
+        ],
+        [
+            "Output (shards + manifest)",
+            "",
+            "identical" if f["identical"] else "DIFFERENT",
+            "",
+            "byte-identical to 1 worker",
+            met(f["identical"]),
+        ],
     ]
     table = markdown_table(["Figure", "1 worker (baseline)", f"{workers} workers", "Ratio", "Goal", "Met"], rows)
     return f"{intro}\n\n{table}", [f["speedup_met"], f["identical"]]
@@ -196,20 +254,45 @@ def preprocess_section(f: dict) -> tuple[str, list[bool]]:
 def train_section(f: dict) -> tuple[str, list[bool]]:
     """The training table (the seed tutorial's recipe = baseline) and its goal outcomes."""
     p, s = "project", "seed"
-    intro = (f"{f['examples']} synthetic photos (200-500 px) -> {f['image_size']} px, batch {f['batch_size']}, "
-             f"mobilenetv2_unet (frozen encoder); best of {f['rounds']} alternating rounds "
-             f"({f['pipeline_batches']} pipeline batches, {f['steps']} training steps each); "
-             f"{f['gpus']} GPU(s), {f['cpus']} CPUs; load average {f['load_after']:.2f} after.")
+    intro = (
+        f"{f['examples']} synthetic photos (200-500 px) -> {f['image_size']} px, batch {f['batch_size']}, "
+        f"mobilenetv2_unet (frozen encoder); best of {f['rounds']} alternating rounds "
+        f"({f['pipeline_batches']} pipeline batches, {f['steps']} training steps each); "
+        f"{f['gpus']} GPU(s), {f['cpus']} CPUs; load average {f['load_after']:.2f} after."
+    )
     rows = [
-        ["First epoch, input pipeline (s)", f"{f['first_epoch_s'][p]:.2f}", f"{f['first_epoch_s'][s]:.2f}",
-         f"{f['first_epoch_s'][p] / f['first_epoch_s'][s]:.2f}x", "", ""],
-        ["Input pipeline, warm (images/s)", f"{f['pipeline'][p]:.1f}", f"{f['pipeline'][s]:.1f}",
-         f"{f['pipeline_ratio']:.2f}x", "", ""],
-        ["Training (images/s)", f"{f['training'][p]:.2f}", f"{f['training'][s]:.2f}", f"{f['training_ratio']:.2f}x",
-         f">= {f['training_ratio_goal']:g}x seed", met(f["training_ratio_met"])],
-        ["Pipeline / training step consumption", f"{f['headroom']:.1f}x",
-         f"{f['pipeline'][s] / f['training'][s]:.1f}x", "", f"project >= {f['headroom_goal']:g}x",
-         met(f["headroom_met"])],
+        [
+            "First epoch, input pipeline (s)",
+            f"{f['first_epoch_s'][p]:.2f}",
+            f"{f['first_epoch_s'][s]:.2f}",
+            f"{f['first_epoch_s'][p] / f['first_epoch_s'][s]:.2f}x",
+            "",
+            "",
+        ],
+        [
+            "Input pipeline, warm (images/s)",
+            f"{f['pipeline'][p]:.1f}",
+            f"{f['pipeline'][s]:.1f}",
+            f"{f['pipeline_ratio']:.2f}x",
+            "",
+            "",
+        ],
+        [
+            "Training (images/s)",
+            f"{f['training'][p]:.2f}",
+            f"{f['training'][s]:.2f}",
+            f"{f['training_ratio']:.2f}x",
+            f">= {f['training_ratio_goal']:g}x seed",
+            met(f["training_ratio_met"]),
+        ],
+        [
+            "Pipeline / training step consumption",
+            f"{f['headroom']:.1f}x",
+            f"{f['pipeline'][s] / f['training'][s]:.1f}x",
+            "",
+            f"project >= {f['headroom_goal']:g}x",
+            met(f["headroom_met"]),
+        ],
     ]
     table = markdown_table(["Figure", "Project", "Seed recipe (baseline)", "Project / seed", "Goal", "Met"], rows)
     return f"{intro}\n\n{table}", [f["training_ratio_met"], f["headroom_met"]]
@@ -220,40 +303,72 @@ def serving_section(f: dict) -> tuple[str, list[bool]]:
     goals: dict[tuple, list[tuple[str, bool]]] = {}
     for g in f["overhead"]:
         goals.setdefault((g["width"], g["height"], g["batch"], g["concurrency"]), []).append(
-            (f"added p50 < {f['overhead_goal']:.0%}: {g['added']:+.1%} ({g['added_ms']:+.1f} ms)", g["met"]))
+            (f"added p50 < {f['overhead_goal']:.0%}: {g['added']:+.1%} ({g['added_ms']:+.1f} ms)", g["met"])
+        )
     for g in f["tail"]:
         goals.setdefault((g["width"], g["height"], g["batch"], g["concurrency"]), []).append(
-            (f"p99/p50 < {f['tail_goal']:g}: {g['ratio']:.2f}", g["met"]))
-    intro = (f"Model: {f['model']}; gRPC server with {f['server_workers']} workers on the same machine as the client; "
-             f"{f['seconds']:g} s per cell and side (at least {f['min_requests']} requests), 3 alternating rounds; "
-             f"{f['cpus']} CPUs; load average {f['load_after']:.2f} after. Latencies in ms per request.")
+            (f"p99/p50 < {f['tail_goal']:g}: {g['ratio']:.2f}", g["met"])
+        )
+    intro = (
+        f"Model: {f['model']}; gRPC server with {f['server_workers']} workers on the same machine as the client; "
+        f"{f['seconds']:g} s per cell and side (at least {f['min_requests']} requests), 3 alternating rounds; "
+        f"{f['cpus']} CPUs; load average {f['load_after']:.2f} after. Latencies in ms per request."
+    )
     rows = []
     for c in f["cells"]:
         cell_goals = goals.get((c["width"], c["height"], c["batch"], c["concurrency"]), [])
-        rows.append([f"{c['width']}x{c['height']}", str(c["batch"]), str(c["concurrency"]),
-                     f"{c['in_process_p50']:.1f} / {c['in_process_p99']:.1f}",
-                     f"{c['server_p50']:.1f} / {c['server_p99']:.1f}",
-                     f"{c['in_process_throughput']:.1f}", f"{c['server_throughput']:.1f}",
-                     f"{c['server_p50'] / c['in_process_p50']:.2f}x",
-                     "; ".join(text for text, _ in cell_goals),
-                     " / ".join(met(ok) for _, ok in cell_goals)])
-    table = markdown_table(["Image", "Batch", "Concurrency", "In-process p50 / p99 (baseline)", "Server p50 / p99",
-                            "In-process images/s", "Server images/s", "Server / in-process p50", "Goal", "Met"],
-                           rows)
+        rows.append(
+            [
+                f"{c['width']}x{c['height']}",
+                str(c["batch"]),
+                str(c["concurrency"]),
+                f"{c['in_process_p50']:.1f} / {c['in_process_p99']:.1f}",
+                f"{c['server_p50']:.1f} / {c['server_p99']:.1f}",
+                f"{c['in_process_throughput']:.1f}",
+                f"{c['server_throughput']:.1f}",
+                f"{c['server_p50'] / c['in_process_p50']:.2f}x",
+                "; ".join(text for text, _ in cell_goals),
+                " / ".join(met(ok) for _, ok in cell_goals),
+            ]
+        )
+    table = markdown_table(
+        [
+            "Image",
+            "Batch",
+            "Concurrency",
+            "In-process p50 / p99 (baseline)",
+            "Server p50 / p99",
+            "In-process images/s",
+            "Server images/s",
+            "Server / in-process p50",
+            "Goal",
+            "Met",
+        ],
+        rows,
+    )
     return f"{intro}\n\n{table}", [g["met"] for g in f["overhead"] + f["tail"]]
 
 
 SECTIONS = {
     "preprocess": ("Preprocess: 1 worker vs all cores (`bench/bench_preprocess.py`)", preprocess_section),
-    "train": ("Training input pipeline and training: project vs the seed recipe (`bench/bench_train.py`)",
-              train_section),
+    "train": (
+        "Training input pipeline and training: project vs the seed recipe (`bench/bench_train.py`)",
+        train_section,
+    ),
     "serving": ("Serving over gRPC vs in-process inference (`bench/bench_serving.py`)", serving_section),
 }
 
 
-def results_markdown(machine: dict, command: str, quick: bool, runs: list[Run],
-                     load_before: tuple[float, ...], load_after: tuple[float, ...], when: datetime.datetime,
-                     revision: str = "") -> str:
+def results_markdown(
+    machine: dict,
+    command: str,
+    quick: bool,
+    runs: list[Run],
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+    when: datetime.datetime,
+    revision: str = "",
+) -> str:
     """The whole RESULTS.md: heading with date, machine and command, then one section per benchmark."""
     gpus = machine["gpus"]
     gpu_text = ", ".join(gpus) if gpus else "none seen by TensorFlow"
@@ -272,13 +387,16 @@ def results_markdown(machine: dict, command: str, quick: bool, runs: list[Run],
         sections.append(f"## {title}\n\n{command_line}\n\n{body}")
     mode = "quick mode: small sizes, indicative figures" if quick else "full mode: each script's default sizes"
     cores = machine["cores"]
-    summary = (f"{'Quick' if quick else 'Full'} mode on a {cores}-core "
-               f"{'CPU-only machine with no GPU' if not gpus else f'machine with {len(gpus)} GPU(s)'}. "
-               f"Goals met: {sum(outcomes)} of {len(outcomes)}"
-               + ("" if all(run.ok for run in runs) else f"; {sum(not r.ok for r in runs)} benchmark(s) failed")
-               + ".")
+    summary = (
+        f"{'Quick' if quick else 'Full'} mode on a {cores}-core "
+        f"{'CPU-only machine with no GPU' if not gpus else f'machine with {len(gpus)} GPU(s)'}. "
+        f"Goals met: {sum(outcomes)} of {len(outcomes)}"
+        + ("" if all(run.ok for run in runs) else f"; {sum(not r.ok for r in runs)} benchmark(s) failed")
+        + "."
+    )
     load = "load average (1/5/15 min) {} before, {} after".format(
-        *("/".join(f"{v:.2f}" for v in values) for values in (load_before, load_after)))
+        *("/".join(f"{v:.2f}" for v in values) for values in (load_before, load_after))
+    )
     heading = [
         "# Benchmark results",
         "",
@@ -307,7 +425,7 @@ def write_text_atomically(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "bench/run_all.py", *(sys.argv[1:] if argv is None else argv)])
-    when = datetime.datetime.now(datetime.timezone.utc)
+    when = datetime.datetime.now(datetime.UTC)
     machine = machine_info()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-run-all-") as tmp:

@@ -13,6 +13,7 @@ the rule. An id listed in both `trainval.txt` and `test.txt` is not decided here
 download keeps both memberships so that validation's critical `no_train_test_leakage`
 expectation names it.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,10 @@ def decode_text(data: bytes, name: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise PetsegError(f"{name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                          f"{exc.start}); the list files are plain ASCII") from None
+        raise PetsegError(
+            f"{name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); the list files are plain ASCII"
+        ) from None
 
 
 def parse_list_file(data: bytes, name: str) -> list[ListEntry]:
@@ -66,8 +69,10 @@ def parse_list_file(data: bytes, name: str) -> list[ListEntry]:
             continue
         entry = _parse_line(line, f"{name} line {number}", number)
         if entry.id in first_line_of:
-            raise PetsegError(f"{name} line {number}: id {entry.id} already listed on line "
-                              f"{first_line_of[entry.id]}; remove the duplicate line")
+            raise PetsegError(
+                f"{name} line {number}: id {entry.id} already listed on line "
+                f"{first_line_of[entry.id]}; remove the duplicate line"
+            )
         first_line_of[entry.id] = number
         entries.append(entry)
     return entries
@@ -76,24 +81,28 @@ def parse_list_file(data: bytes, name: str) -> list[ListEntry]:
 def _parse_line(line: str, where: str, number: int) -> ListEntry:
     fields = line.split()
     if len(fields) != 4:
-        raise PetsegError(f"{where}: {len(fields)} fields, expected 4 (id, class id, species, breed id): "
-                          f"{_shown(line)}")
+        raise PetsegError(
+            f"{where}: {len(fields)} fields, expected 4 (id, class id, species, breed id): {_shown(line)}"
+        )
     example_id, class_text, species_text, breed_text = fields
     if not ID_PATTERN.fullmatch(example_id):
-        raise PetsegError(f"{where}: id {_shown(example_id)} is not a safe file name "
-                          "(letters, digits, _ . - only)")
+        raise PetsegError(f"{where}: id {_shown(example_id)} is not a safe file name (letters, digits, _ . - only)")
     class_id = _integer(class_text, "class id", where)
     if not 1 <= class_id <= len(BREEDS):
         raise PetsegError(f"{where}: class id {class_id} of {example_id} is outside 1-{len(BREEDS)}")
     breed = BREEDS[class_id - 1]
     species_code = _integer(species_text, "species", where)
     if SPECIES_CODES.get(species_code) != species_of_breed(breed):
-        raise PetsegError(f"{where}: species {species_code} of {example_id} does not match class id {class_id} "
-                          f"({breed}, a {species_of_breed(breed)}; species is 1 cat, 2 dog)")
+        raise PetsegError(
+            f"{where}: species {species_code} of {example_id} does not match class id {class_id} "
+            f"({breed}, a {species_of_breed(breed)}; species is 1 cat, 2 dog)"
+        )
     breed_id = _integer(breed_text, "breed id", where)
     if breed_id != breed_rank(class_id):
-        raise PetsegError(f"{where}: breed id {breed_id} of {example_id} does not match class id {class_id} "
-                          f"({breed} is {species_of_breed(breed)} breed {breed_rank(class_id)})")
+        raise PetsegError(
+            f"{where}: breed id {breed_id} of {example_id} does not match class id {class_id} "
+            f"({breed} is {species_of_breed(breed)} breed {breed_rank(class_id)})"
+        )
     return ListEntry(example_id, class_id, species_of_breed(breed), breed_id, number)
 
 

@@ -14,6 +14,7 @@ positive, fresh one. blessing.json (inside evaluate's output folder):
     data          {records, image_size, test_examples, manifest_sha256}
     push_target   <model_base_path>/<model_name> the baseline was looked up at
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

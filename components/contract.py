@@ -13,6 +13,7 @@ Resizing to the model's input size and normalisation happen inside the graph,
 so a client sends plain photos. Class names travel with the model in
 `assets.extra/class_names.txt` (one per line, class id order).
 """
+
 from petseg.components.records import CLASS_NAMES
 
 SIGNATURE_IMAGES = "serving_default"
@@ -24,6 +25,12 @@ OUTPUT_PROBABILITIES = "probabilities"
 CLASS_NAMES_FILE = "assets.extra/class_names.txt"
 
 __all__ = [
-    "CLASS_NAMES", "SIGNATURE_IMAGES", "SIGNATURE_BYTES", "INPUT_IMAGES", "INPUT_BYTES",
-    "OUTPUT_MASK", "OUTPUT_PROBABILITIES", "CLASS_NAMES_FILE",
+    "CLASS_NAMES",
+    "CLASS_NAMES_FILE",
+    "INPUT_BYTES",
+    "INPUT_IMAGES",
+    "OUTPUT_MASK",
+    "OUTPUT_PROBABILITIES",
+    "SIGNATURE_BYTES",
+    "SIGNATURE_IMAGES",
 ]

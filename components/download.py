@@ -18,6 +18,7 @@ Extracted files are recorded by sha256 (and checked against an optional SHA256SU
 for TFDS, the dataset version and the download checksums it pins are recorded.
 Validation then checks that what remains is sound.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,15 +31,14 @@ import re
 import socket
 import tarfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from PIL import Image
 
 from petseg.components.annotations import ListEntry, decode_text, parse_list_file
 from petseg.components.errors import PetsegError, stable_text
-from petseg.components.progress import progress_bar
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.params import (
     ArchivesParams,
@@ -47,6 +47,7 @@ from petseg.components.params import (
     params_to_dict,
     require_writable_folder,
 )
+from petseg.components.progress import progress_bar
 from petseg.components.rawdata import (
     BREEDS,
     DOWNLOAD_FILE,
@@ -68,9 +69,7 @@ REPAIR_POLICY = (
     "an image that decodes but is not an RGB JPEG is re-encoded as RGB JPEG (listed in repaired); "
     "an example whose image or trimap is missing or does not decode is dropped (listed in dropped)"
 )
-OFFLINE_HINT = (
-    "for offline use set data.source: archives (with data.archives.path) or data.source: synthetic"
-)
+OFFLINE_HINT = "for offline use set data.source: archives (with data.archives.path) or data.source: synthetic"
 
 
 @dataclass
@@ -204,8 +203,12 @@ def tfds_record(builder) -> dict:
     """
     import tensorflow_datasets as tfds
 
-    record = {"name": builder.name, "version": str(builder.version), "tensorflow_datasets": tfds.__version__,
-              "download_checksums": {}}
+    record = {
+        "name": builder.name,
+        "version": str(builder.version),
+        "tensorflow_datasets": tfds.__version__,
+        "download_checksums": {},
+    }
     try:
         tsv = Path(inspect.getfile(type(builder))).with_name("checksums.tsv")
         lines = tsv.read_text().splitlines()
@@ -260,8 +263,10 @@ def archive_records(params: ArchivesParams, result: DownloadResult) -> tuple[Ite
     """Records from the official archives (or their extracted folders) under params.path."""
     root = Path(params.path)
     if root.exists() and not root.is_dir():
-        raise PetsegError(f"data.archives.path {root}: is a file, not a folder "
-                          "(put images.tar.gz and annotations.tar.gz, or images/ and annotations/, in a folder)")
+        raise PetsegError(
+            f"data.archives.path {root}: is a file, not a folder "
+            "(put images.tar.gz and annotations.tar.gz, or images/ and annotations/, in a folder)"
+        )
     if not root.is_dir():
         raise PetsegError(f"data.archives.path {root}: no such folder (put images.tar.gz and annotations.tar.gz there)")
     source = ArchiveSource(root, params, result)
@@ -281,8 +286,10 @@ def read_archive_index(read: Callable[[str], bytes | None]) -> ArchiveIndex:
             raise PetsegError(f"{name}: missing from the annotations (it is in the official annotations.tar.gz)")
         for entry in parse_list_file(data, name):
             if entry.id in entries and entries[entry.id].class_id != entry.class_id:
-                raise PetsegError(f"{name} line {entry.line}: {entry.id} has class id {entry.class_id} here but "
-                                  f"{entries[entry.id].class_id} in {where[entry.id]}; fix one of the lists")
+                raise PetsegError(
+                    f"{name} line {entry.line}: {entry.id} has class id {entry.class_id} here but "
+                    f"{entries[entry.id].class_id} in {where[entry.id]}; fix one of the lists"
+                )
             splits.setdefault(entry.id, []).append(split)
             entries.setdefault(entry.id, entry)
             where.setdefault(entry.id, f"{name} line {entry.line}")
@@ -291,8 +298,10 @@ def read_archive_index(read: Callable[[str], bytes | None]) -> ArchiveIndex:
         for entry in parse_list_file(everything, ALL_LIST):
             known = entries.get(entry.id)
             if known is not None and known.class_id != entry.class_id:
-                raise PetsegError(f"{ALL_LIST} line {entry.line}: {entry.id} has class id {entry.class_id} here but "
-                                  f"{known.class_id} in {where[entry.id]}; fix one of the lists")
+                raise PetsegError(
+                    f"{ALL_LIST} line {entry.line}: {entry.id} has class id {entry.class_id} here but "
+                    f"{known.class_id} in {where[entry.id]}; fix one of the lists"
+                )
     return ArchiveIndex(splits, entries)
 
 
@@ -335,9 +344,11 @@ class ArchiveSource:
             if expected is None:
                 raise PetsegError(f"{path}: not listed in {self.root / PINNED_SUMS}; add its line or remove the file")
             if expected != digest:
-                raise PetsegError(f"{path}: sha256 {digest[:12]}… does not match {expected[:12]}… pinned in "
-                                  f"{self.root / PINNED_SUMS}; restore the file, or set "
-                                  "data.archives.verify_checksums: false for a modified copy")
+                raise PetsegError(
+                    f"{path}: sha256 {digest[:12]}… does not match {expected[:12]}… pinned in "
+                    f"{self.root / PINNED_SUMS}; restore the file, or set "
+                    "data.archives.verify_checksums: false for a modified copy"
+                )
         return data
 
     def _is_inside_file(self, path: Path) -> bool:
@@ -349,8 +360,10 @@ class ArchiveSource:
         except (OSError, RuntimeError) as exc:  # a symlink loop
             raise PetsegError(f"{path}: cannot be resolved ({exc}); replace the link with the file") from None
         if not resolved.is_relative_to(self.resolved_root):
-            raise PetsegError(f"{path}: a symlink to {resolved}, outside data.archives.path {self.root}; "
-                              "copy the file into the folder instead")
+            raise PetsegError(
+                f"{path}: a symlink to {resolved}, outside data.archives.path {self.root}; "
+                "copy the file into the folder instead"
+            )
         return resolved.is_file()
 
     def _read_pinned(self) -> dict[str, str] | None:
@@ -392,14 +405,17 @@ def _tar_errors_named(tarball: Path) -> Iterator[None]:
     try:
         yield
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
-        raise PetsegError(f"{tarball}: not a readable tar archive ({stable_text(exc)}); "
-                          "re-download it or extract it into images/ and annotations/") from None
+        raise PetsegError(
+            f"{tarball}: not a readable tar archive ({stable_text(exc)}); "
+            "re-download it or extract it into images/ and annotations/"
+        ) from None
 
 
 def _refuse_link(member: tarfile.TarInfo, name: str, tarball: Path) -> None:
     if member.issym() or member.islnk():
-        raise PetsegError(f"{tarball}: member {name} is a link (to {member.linkname}); "
-                          "the official archives hold only regular files")
+        raise PetsegError(
+            f"{tarball}: member {name} is a link (to {member.linkname}); the official archives hold only regular files"
+        )
 
 
 def _verify_archive(path: Path, params: ArchivesParams, result: DownloadResult) -> None:

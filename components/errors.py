@@ -3,6 +3,7 @@
 The CLI prints these as one line and exits non-zero; anything else is a bug
 and keeps its traceback.
 """
+
 import re
 
 

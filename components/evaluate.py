@@ -21,6 +21,7 @@ test_examples, confusion_matrix {labels, rows_true_columns_predicted}.
 blessing.json: see components/blessing.py, the contract push and the Kubeflow
 pipeline read.
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,30 +47,49 @@ TEST_SPLIT = "test"
 
 
 # --------------------------------------------------------------------- blessing
-def decide_blessing(candidate: SegmentationMetrics, baseline: SegmentationMetrics | None,
-                    params: EvaluateParams, baseline_version: int | None = None,
-                    baseline_error: str | None = None) -> dict:
+def decide_blessing(
+    candidate: SegmentationMetrics,
+    baseline: SegmentationMetrics | None,
+    params: EvaluateParams,
+    baseline_version: int | None = None,
+    baseline_error: str | None = None,
+) -> dict:
     """{"blessed", "reason", "checks"}: the thresholds, and no regression against the served model.
 
     `baseline_error` says why a served model could not be compared (it is then left out).
     """
     checks = [
-        {"name": "min_mean_iou", "value": candidate.mean_iou, "threshold": params.min_mean_iou,
-         "passed": candidate.mean_iou >= params.min_mean_iou,
-         "text": f"mean IoU {candidate.mean_iou:.4f} %s min_mean_iou {params.min_mean_iou:.4f}"},
-        {"name": "min_accuracy", "value": candidate.pixel_accuracy, "threshold": params.min_accuracy,
-         "passed": candidate.pixel_accuracy >= params.min_accuracy,
-         "text": f"pixel accuracy {candidate.pixel_accuracy:.4f} %s min_accuracy {params.min_accuracy:.4f}"},
+        {
+            "name": "min_mean_iou",
+            "value": candidate.mean_iou,
+            "threshold": params.min_mean_iou,
+            "passed": candidate.mean_iou >= params.min_mean_iou,
+            "text": f"mean IoU {candidate.mean_iou:.4f} %s min_mean_iou {params.min_mean_iou:.4f}",
+        },
+        {
+            "name": "min_accuracy",
+            "value": candidate.pixel_accuracy,
+            "threshold": params.min_accuracy,
+            "passed": candidate.pixel_accuracy >= params.min_accuracy,
+            "text": f"pixel accuracy {candidate.pixel_accuracy:.4f} %s min_accuracy {params.min_accuracy:.4f}",
+        },
     ]
     if baseline is not None:
         floor = baseline.mean_iou - params.max_regression
-        checks.append({
-            "name": "max_regression", "value": candidate.mean_iou, "threshold": floor,
-            "baseline_version": baseline_version, "baseline_mean_iou": baseline.mean_iou,
-            "passed": candidate.mean_iou >= floor,
-            "text": (f"mean IoU {candidate.mean_iou:.4f} %s served version {baseline_version}'s "
-                     f"{baseline.mean_iou:.4f} - max_regression {params.max_regression:.4f}"),
-        })
+        checks.append(
+            {
+                "name": "max_regression",
+                "value": candidate.mean_iou,
+                "threshold": floor,
+                "baseline_version": baseline_version,
+                "baseline_mean_iou": baseline.mean_iou,
+                "passed": candidate.mean_iou >= floor,
+                "text": (
+                    f"mean IoU {candidate.mean_iou:.4f} %s served version {baseline_version}'s "
+                    f"{baseline.mean_iou:.4f} - max_regression {params.max_regression:.4f}"
+                ),
+            }
+        )
     for check in checks:
         check["text"] = check["text"] % (">=" if check["passed"] else "<")
     blessed = all(c["passed"] for c in checks)
@@ -92,12 +112,13 @@ class ServingModel:
         self.path = model_store.require_savedmodel(path, what)
         try:
             self._loaded = tf.saved_model.load(self.path, tags=["serve"])
-        except Exception as exc:  # noqa: BLE001 - any load failure means "not servable"
+        except Exception as exc:
             raise PetsegError(f"{self.path}: cannot load the SavedModel ({first_line(exc)})") from None
         signature = self._loaded.signatures.get(contract.SIGNATURE_IMAGES)
         if signature is None:
-            raise PetsegError(f"{self.path}: no '{contract.SIGNATURE_IMAGES}' signature; "
-                              "export it with components/export.py")
+            raise PetsegError(
+                f"{self.path}: no '{contract.SIGNATURE_IMAGES}' signature; export it with components/export.py"
+            )
         self._signature = signature
         self.class_names = read_class_names(self.path)
 
@@ -105,12 +126,15 @@ class ServingModel:
         """uint8 [N, H, W, 3] -> class ids [N, H, W]."""
         outputs = self._signature(**{contract.INPUT_IMAGES: images})
         if contract.OUTPUT_MASK not in outputs:
-            raise PetsegError(f"{self.path}: signature '{contract.SIGNATURE_IMAGES}' has no "
-                              f"'{contract.OUTPUT_MASK}' output (has {', '.join(outputs)})")
+            raise PetsegError(
+                f"{self.path}: signature '{contract.SIGNATURE_IMAGES}' has no "
+                f"'{contract.OUTPUT_MASK}' output (has {', '.join(outputs)})"
+            )
         mask = outputs[contract.OUTPUT_MASK].numpy()
         if mask.shape != images.shape[:3]:
-            raise PetsegError(f"{self.path}: mask shape {list(mask.shape)} does not match the images' "
-                              f"{list(images.shape[:3])}")
+            raise PetsegError(
+                f"{self.path}: mask shape {list(mask.shape)} does not match the images' {list(images.shape[:3])}"
+            )
         return mask
 
 
@@ -123,8 +147,9 @@ class _Scores:
     examples: int = 0
 
 
-def score_models(models: dict[str, ServingModel], batches, num_classes: int, samples: int,
-                 total: int | None = None) -> _Scores:
+def score_models(
+    models: dict[str, ServingModel], batches, num_classes: int, samples: int, total: int | None = None
+) -> _Scores:
     """Stream the batches through every model once; keep only confusion matrices and `samples` examples.
 
     The first model is the candidate (its predictions feed the sample sheet).
@@ -138,11 +163,12 @@ def score_models(models: dict[str, ServingModel], batches, num_classes: int, sam
                 try:
                     scores.confusion[name] += confusion_counts(masks, pred, num_classes)
                 except ValueError as exc:
-                    raise PetsegError(f"{model.path}: {exc}; do the model and the records agree "
-                                      "on the classes?") from None
+                    raise PetsegError(
+                        f"{model.path}: {exc}; do the model and the records agree on the classes?"
+                    ) from None
                 if name == candidate and len(scores.samples) < samples:
                     take = samples - len(scores.samples)
-                    scores.samples.extend(zip(images[:take], masks[:take], pred[:take]))
+                    scores.samples.extend(zip(images[:take], masks[:take], pred[:take], strict=True))
             scores.examples += len(images)
             bar.update(len(images))
     if scores.examples == 0:
@@ -200,8 +226,9 @@ class EvaluationResult:
         return {**self.metrics.to_dict(), "test_examples": self.test_examples}
 
 
-def evaluate(model_dir: Path, records_dir: Path, params: EvaluateParams, push: PushParams,
-             out_dir: Path) -> EvaluationResult:
+def evaluate(
+    model_dir: Path, records_dir: Path, params: EvaluateParams, push: PushParams, out_dir: Path
+) -> EvaluationResult:
     """Score `model_dir` (and the served model, if any) on the test shards; write metrics, plots, blessing."""
     records_dir, out_dir = Path(records_dir), Path(out_dir)
     manifest = load_manifest(records_dir)
@@ -209,36 +236,56 @@ def evaluate(model_dir: Path, records_dir: Path, params: EvaluateParams, push: P
     fingerprint = model_store.model_fingerprint(model_dir)  # of what was loaded: push checks it is unchanged
     class_names = candidate.class_names
     if manifest.class_names and manifest.class_names != class_names:
-        raise PetsegError(f"{model_dir} predicts classes {list(class_names)} but {records_dir} holds "
-                          f"{list(manifest.class_names)}; train and evaluate on the same records")
+        raise PetsegError(
+            f"{model_dir} predicts classes {list(class_names)} but {records_dir} holds "
+            f"{list(manifest.class_names)}; train and evaluate on the same records"
+        )
 
     baseline = load_baseline(push, class_names)
     models = {"candidate": candidate}
     if baseline is not None and baseline.model is not None:
         models["baseline"] = baseline.model
     batches = inputs.numpy_batches(records_dir, TEST_SPLIT, manifest.image_size, params.batch_size)
-    scores = score_models(models, batches, len(class_names), params.sample_predictions,
-                          total=manifest.counts.get(TEST_SPLIT))
+    scores = score_models(
+        models, batches, len(class_names), params.sample_predictions, total=manifest.counts.get(TEST_SPLIT)
+    )
     metrics = SegmentationMetrics(class_names, scores.confusion["candidate"])
     baseline_metrics = SegmentationMetrics(class_names, scores.confusion["baseline"]) if "baseline" in models else None
-    decision = decide_blessing(metrics, baseline_metrics, params, baseline.version if baseline else None,
-                               baseline_error=baseline.error if baseline else None)
+    decision = decide_blessing(
+        metrics,
+        baseline_metrics,
+        params,
+        baseline.version if baseline else None,
+        baseline_error=baseline.error if baseline else None,
+    )
     blessing = Blessing(
         blessed=decision["blessed"],
         reason=decision["reason"],
         checks=tuple(decision["checks"]),
         candidate=metrics.summary(),
         baseline=_baseline_record(baseline, baseline_metrics),
-        thresholds={"min_mean_iou": params.min_mean_iou, "min_accuracy": params.min_accuracy,
-                    "max_regression": params.max_regression},
+        thresholds={
+            "min_mean_iou": params.min_mean_iou,
+            "min_accuracy": params.min_accuracy,
+            "max_regression": params.max_regression,
+        },
         model_path=str(model_dir),
         model_fingerprint=fingerprint,
-        data={"records": str(records_dir), "image_size": manifest.image_size, "test_examples": scores.examples,
-              "manifest_sha256": sha256_file(manifest_path(records_dir))},
+        data={
+            "records": str(records_dir),
+            "image_size": manifest.image_size,
+            "test_examples": scores.examples,
+            "manifest_sha256": sha256_file(manifest_path(records_dir)),
+        },
         push_target=model_store.model_root(push),
     )
-    result = EvaluationResult(out_dir=out_dir, blessing=blessing, metrics=metrics, test_examples=scores.examples,
-                              baseline_metrics=baseline_metrics)
+    result = EvaluationResult(
+        out_dir=out_dir,
+        blessing=blessing,
+        metrics=metrics,
+        test_examples=scores.examples,
+        baseline_metrics=baseline_metrics,
+    )
     with atomic_directory(out_dir) as staging:
         write_json(staging / METRICS_FILE, result.metrics_record())
         write_blessing(staging, blessing)
@@ -274,11 +321,13 @@ def load_baseline(push: PushParams, class_names: tuple[str, ...]) -> Baseline | 
     except PetsegError as exc:
         return _not_compared(version, path, str(exc))
     except OSError as exc:
-        raise PetsegError(f"cannot read the served model at {path} ({first_line(exc)}); "
-                          "check the store's credentials and endpoint") from None
+        raise PetsegError(
+            f"cannot read the served model at {path} ({first_line(exc)}); check the store's credentials and endpoint"
+        ) from None
     if model.class_names != class_names:
-        return _not_compared(version, path, f"served model predicts classes {list(model.class_names)}, "
-                                            f"the candidate {list(class_names)}")
+        return _not_compared(
+            version, path, f"served model predicts classes {list(model.class_names)}, the candidate {list(class_names)}"
+        )
     return Baseline(version, path, model=model)
 
 

@@ -6,17 +6,19 @@ bilinear filter preprocess used (PIL BILINEAR), run the model (which holds
 its own normalisation), upsample the logits back to the sent size, and
 return the class mask and probabilities there. See components/contract.py.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from petseg.components import contract
 from petseg.components.fsutil import atomic_directory
 
 
-def export_serving_model(model, export_dir: Path, image_size: int,
-                         class_names: Sequence[str] = contract.CLASS_NAMES) -> Path:
+def export_serving_model(
+    model, export_dir: Path, image_size: int, class_names: Sequence[str] = contract.CLASS_NAMES
+) -> Path:
     """Write `model` as a SavedModel with the contract's two signatures; return export_dir.
 
     Written to a staging folder and renamed into place, so a reader never sees
@@ -37,11 +39,16 @@ def export_serving_model(model, export_dir: Path, image_size: int,
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(contract.SIGNATURE_IMAGES, serve_images,
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                        name=contract.INPUT_IMAGES)])
-    archive.add_endpoint(contract.SIGNATURE_BYTES, serve_bytes,
-                         input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_BYTES)])
+    archive.add_endpoint(
+        contract.SIGNATURE_IMAGES,
+        serve_images,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.INPUT_IMAGES)],
+    )
+    archive.add_endpoint(
+        contract.SIGNATURE_BYTES,
+        serve_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_BYTES)],
+    )
     with atomic_directory(export_dir) as staging:
         archive.write_out(str(staging), verbose=False)
         names_file = staging / contract.CLASS_NAMES_FILE
@@ -79,8 +86,7 @@ def resize_for_model(images, image_size: int):
     """
     import tensorflow as tf
 
-    pixels = tf.image.resize(tf.cast(images, tf.float32), [image_size, image_size], method="bilinear",
-                             antialias=True)
+    pixels = tf.image.resize(tf.cast(images, tf.float32), [image_size, image_size], method="bilinear", antialias=True)
     return tf.clip_by_value(tf.round(pixels), 0.0, 255.0)
 
 

@@ -1,4 +1,5 @@
 """Writing step outputs so a reader never sees them half-written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +9,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from petseg.components.errors import PetsegError, first_line
 
@@ -92,8 +94,10 @@ def io_errors_named(target: str | Path, step: str) -> Iterator[None]:
         staging = re.compile(rf"{re.escape(str(Path(target).parent))}/\.{re.escape(Path(target).name)}\.partial-[^/]+")
         where = staging.sub(str(target), str(exc.filename)) if exc.filename else target
         reason = exc.strerror or first_line(exc)
-        raise PetsegError(f"I/O error on {where}: {reason}; {target} left as it was (partial output removed); "
-                          f"free space or fix permissions, then run `petseg {step}` again") from None
+        raise PetsegError(
+            f"I/O error on {where}: {reason}; {target} left as it was (partial output removed); "
+            f"free space or fix permissions, then run `petseg {step}` again"
+        ) from None
 
 
 def check_output_dir(path: str | Path, marker: str, step: str, owned: tuple[str, ...] = ()) -> None:
@@ -111,5 +115,7 @@ def check_output_dir(path: str | Path, marker: str, step: str, owned: tuple[str,
         return
     foreign = [p.name for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, pattern) for pattern in owned)]
     if foreign:
-        raise PetsegError(f"--out {path}: holds {foreign[0]!r} and no {marker}, so `petseg {step}` did not write it; "
-                          "choose another --out or empty it yourself")
+        raise PetsegError(
+            f"--out {path}: holds {foreign[0]!r} and no {marker}, so `petseg {step}` did not write it; "
+            "choose another --out or empty it yourself"
+        )

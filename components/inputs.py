@@ -12,6 +12,7 @@ image only. Random decisions come from stateless ops whose seeds are a
 seeded stream zipped to the examples, so a run is repeatable from
 `train.seed` and differs from epoch to epoch.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,10 @@ def split_files(records_dir: Path, split: str) -> list[str]:
     """The shard files of `split` as strings, or a PetsegError saying how to make them."""
     files = records.shard_paths(records_dir, split)
     if not files:
-        raise PetsegError(f"{records_dir}: no {split} shards ({records.shard_name(split, 0, 1)} ...); "
-                          "run `petseg preprocess` first" + (" with preprocess.val_fraction > 0" if split == "val" else ""))
+        raise PetsegError(
+            f"{records_dir}: no {split} shards ({records.shard_name(split, 0, 1)} ...); "
+            "run `petseg preprocess` first" + (" with preprocess.val_fraction > 0" if split == "val" else "")
+        )
     return [str(f) for f in files]
 
 
@@ -44,8 +47,9 @@ def read_split(records_dir: Path, split: str, image_size: int, shuffle_files_see
     if shuffle_files_seed is not None:
         ds = ds.shuffle(len(files), seed=shuffle_files_seed, reshuffle_each_iteration=False)
     cycle = 1 if shuffle_files_seed is None else min(len(files), 8)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
 
     def parse(serialized):
         example = records.parse_example(serialized, image_size)
@@ -75,8 +79,9 @@ def training_dataset(records_dir: Path, image_size: int, params: TrainParams, co
     return ds.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(records_dir: Path, split: str, image_size: int, batch_size: int, cache: bool = True,
-                       count: int | None = None):
+def evaluation_dataset(
+    records_dir: Path, split: str, image_size: int, batch_size: int, cache: bool = True, count: int | None = None
+):
     """Batches of (float32 images, int32 masks) of `split` in file order (the manifest's ids order), not augmented."""
     import tensorflow as tf
 
@@ -102,15 +107,17 @@ def augmenter(params: AugmentParams):
     def augment(pair, seed):
         image, mask = pair
         flip_seed, brightness_seed, contrast_seed = tf.unstack(
-            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+        )
         if params.flip:
             image, mask = flip_together(image, mask, flip_seed)
         image, mask = to_model_inputs(image, mask)
         if params.brightness > 0:
             image = tf.image.stateless_random_brightness(image, params.brightness * 255.0, brightness_seed)
         if params.contrast > 0:
-            image = tf.image.stateless_random_contrast(image, 1.0 - params.contrast, 1.0 + params.contrast,
-                                                       contrast_seed)
+            image = tf.image.stateless_random_contrast(
+                image, 1.0 - params.contrast, 1.0 + params.contrast, contrast_seed
+            )
         if params.brightness > 0 or params.contrast > 0:
             image = tf.clip_by_value(image, 0.0, 255.0)
         return image, mask
@@ -142,5 +149,6 @@ def numpy_batches(records_dir: Path, split: str, image_size: int, batch_size: in
         except StopIteration:
             return
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-            raise PetsegError(f"{records_dir}: unreadable {split} shard ({first_line(exc)}); "
-                              "run `petseg preprocess` again") from None
+            raise PetsegError(
+                f"{records_dir}: unreadable {split} shard ({first_line(exc)}); run `petseg preprocess` again"
+            ) from None

@@ -3,6 +3,7 @@
 The DVC stages (dvc.yaml), the CLI defaults and the Kubeflow components all
 take these names from here; tests/test_layout.py checks dvc.yaml against them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,27 +22,36 @@ Record (lineage.json keys written here; push adds version, metrics, blessing...)
     params                every params.yaml section, as the run used them
     metrics               the candidate's test metrics from the blessing (when a blessing is given)
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from petseg.components.blessing import read_blessing
+from petseg.components.manifest import manifest_path
 from petseg.components.params import Params, params_to_dict
 from petseg.components.rawdata import sha256_file
-from petseg.components.manifest import manifest_path
 
 # Set in the project's images at build time (`--build-arg PETSEG_GIT_COMMIT=$(git rev-parse HEAD)`).
 COMMIT_ENV = "PETSEG_GIT_COMMIT"
 
 
-def collect_lineage(records_dir: Path | None, params: Params, repo_dir: Path | None = None, *,
-                    blessing_file: Path | None = None, runner: str = "cli", run_id: str | None = None,
-                    run_name: str | None = None, code_commit: str | None = None,
-                    code_images: dict | None = None) -> dict:
+def collect_lineage(
+    records_dir: Path | None,
+    params: Params,
+    repo_dir: Path | None = None,
+    *,
+    blessing_file: Path | None = None,
+    runner: str = "cli",
+    run_id: str | None = None,
+    run_name: str | None = None,
+    code_commit: str | None = None,
+    code_images: dict | None = None,
+) -> dict:
     """The lineage record of a model about to be pushed (see the module docstring for the keys).
 
     The commit is, in order: the git checkout at `repo_dir` (default: the
@@ -55,12 +64,13 @@ def collect_lineage(records_dir: Path | None, params: Params, repo_dir: Path | N
     blessing = read_blessing(blessing_file) if blessing_file else None
     return {
         "runner": runner,
-        "run_id": run_id or f"{runner}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
+        "run_id": run_id or f"{runner}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
         "run_name": run_name,
         "git_commit": commit,
         "git_dirty": dirty,
         "code_images": dict(code_images or {}),
-        "data_manifest_sha256": _manifest_hash(records_dir) or (blessing.data.get("manifest_sha256") if blessing else None),
+        "data_manifest_sha256": _manifest_hash(records_dir)
+        or (blessing.data.get("manifest_sha256") if blessing else None),
         "params": params_to_dict(params),
         **({"metrics": blessing.candidate} if blessing and blessing.candidate else {}),
     }

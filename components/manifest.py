@@ -4,6 +4,7 @@ manifest.json holds what a reader needs to read the shards (image size, class
 names, counts, shard files with their sha256, ids per split) and what makes
 them reproducible (the split rule, the params, the raw data's fingerprint).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ def load_manifest(records_dir: str | Path) -> Manifest:
     raw = read_step_json(path, "preprocess", missing="not found, so this is not a records folder")
     size = raw.get("image_size") if isinstance(raw, dict) else None
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise PetsegError(f"{path}: not a preprocess manifest (no positive integer image_size); "
-                          "run `petseg preprocess` again")
+        raise PetsegError(
+            f"{path}: not a preprocess manifest (no positive integer image_size); run `petseg preprocess` again"
+        )
     try:
         return Manifest(
             image_size=size,

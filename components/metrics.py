@@ -10,6 +10,7 @@ A class absent from both the truth and the predictions has no IoU (None) and
 is left out of the mean, as Keras' MeanIoU does: an empty class is neither
 right nor wrong.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,7 @@ def confusion_counts(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np
         if values.size and (values.min() < 0 or values.max() >= num_classes):
             bad = values[(values < 0) | (values >= num_classes)][0]
             raise ValueError(f"{name} class id {bad} is outside 0..{num_classes - 1}")
-    return np.bincount(true * num_classes + pred, minlength=num_classes * num_classes) \
-        .reshape(num_classes, num_classes)
+    return np.bincount(true * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,7 @@ class SegmentationMetrics:
         c = self.confusion.astype(np.float64)
         tp = np.diag(c)
         union = c.sum(axis=0) + c.sum(axis=1) - tp
-        return {name: (float(tp[k] / union[k]) if union[k] > 0 else None)
-                for k, name in enumerate(self.class_names)}
+        return {name: (float(tp[k] / union[k]) if union[k] > 0 else None) for k, name in enumerate(self.class_names)}
 
     @property
     def mean_iou(self) -> float:
@@ -71,6 +70,8 @@ class SegmentationMetrics:
         return {
             **self.summary(),
             "pixels": self.pixels,
-            "confusion_matrix": {"labels": list(self.class_names),
-                                 "rows_true_columns_predicted": self.confusion.tolist()},
+            "confusion_matrix": {
+                "labels": list(self.class_names),
+                "rows_true_columns_predicted": self.confusion.tolist(),
+            },
         }

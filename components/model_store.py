@@ -43,6 +43,7 @@ aspired one is ready. So the store moves the served version like this:
 Only local base paths are locked (flock); object stores have no lock here, see
 `store_lock`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,10 +54,10 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from petseg.components import storage
 from petseg.components.errors import PetsegError, first_line
@@ -110,8 +111,11 @@ def list_version_numbers(params: PushParams) -> list[int]:
 def _complete_versions(root: str) -> set[int]:
     if not storage.isdir(root):
         return set()
-    return {int(name) for name in storage.listdir(root)
-            if name.isdigit() and int(name) > 0 and storage.exists(join(root, name, SAVED_MODEL_FILE))}
+    return {
+        int(name)
+        for name in storage.listdir(root)
+        if name.isdigit() and int(name) > 0 and storage.exists(join(root, name, SAVED_MODEL_FILE))
+    }
 
 
 def available_versions(model_base_path: str | Path, model_name: str) -> dict[int, Path]:
@@ -140,8 +144,10 @@ def read_model_server_config(path: str):
     try:
         text_format.Parse(storage.read_text(path), config)
     except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise PetsegError(f"{path}: not a TF Serving ModelServerConfig text proto ({first_line(exc)}); "
-                          "fix it or delete it and push again") from None
+        raise PetsegError(
+            f"{path}: not a TF Serving ModelServerConfig text proto ({first_line(exc)}); "
+            "fix it or delete it and push again"
+        ) from None
     return config
 
 
@@ -152,8 +158,9 @@ def read_serving_config(params: PushParams) -> ServingConfig | None:
         return None
     for entry in config.model_config_list.config:
         if entry.name == params.model_name:
-            return ServingConfig(tuple(sorted(entry.model_version_policy.specific.versions)),
-                                 dict(entry.version_labels))
+            return ServingConfig(
+                tuple(sorted(entry.model_version_policy.specific.versions)), dict(entry.version_labels)
+            )
     return None
 
 
@@ -199,8 +206,13 @@ def served_version(params: PushParams) -> int | None:
 
 
 # --------------------------------------------------------- TF Serving's label rule
-def label_refusal(model_name: str, labels: dict[str, int], previous_labels: dict[str, int],
-                  available: set[int], allow_unavailable: bool) -> str | None:
+def label_refusal(
+    model_name: str,
+    labels: dict[str, int],
+    previous_labels: dict[str, int],
+    available: set[int],
+    allow_unavailable: bool,
+) -> str | None:
     """Why a server would refuse these version labels, or None when it accepts them.
 
     The decision of `ServerCore::UpdateModelVersionLabelMap` (server_core.cc):
@@ -212,8 +224,10 @@ def label_refusal(model_name: str, labels: dict[str, int], previous_labels: dict
         keeps = previous_labels.get(label, version) == version
         if version in available or (allow_unavailable and keeps):
             continue
-        return (f"Request to assign label to version {version} of model {model_name}, "
-                "which is not currently available for inference")
+        return (
+            f"Request to assign label to version {version} of model {model_name}, "
+            "which is not currently available for inference"
+        )
     return None
 
 
@@ -257,8 +271,10 @@ def wait_until_available(params: PushParams, version: int, log: Callable[[str], 
             if state:
                 last = f"state {state}"
             if time.monotonic() > deadline:
-                raise PetsegError(f"{target} did not report version {version} AVAILABLE within "
-                                  f"{params.promote_timeout_seconds:g}s (push.promote_timeout_seconds; {last})")
+                raise PetsegError(
+                    f"{target} did not report version {version} AVAILABLE within "
+                    f"{params.promote_timeout_seconds:g}s (push.promote_timeout_seconds; {last})"
+                )
             time.sleep(0.2)
 
 
@@ -277,8 +293,10 @@ def serve_version(params: PushParams, version: int, log: Callable[[str], None] =
         write_serving_config(params, (version,), {label: version})
         return
     if not _serving_targets(params):
-        raise PetsegError(f"moving label '{label}' from version {labelled} to {version} needs "
-                          "push.serving_target (TF Serving refuses a label on a version it has not loaded)")
+        raise PetsegError(
+            f"moving label '{label}' from version {labelled} to {version} needs "
+            "push.serving_target (TF Serving refuses a label on a version it has not loaded)"
+        )
     write_serving_config(params, (labelled, version), {label: labelled})
     log(f"store: models.config loads version {version} beside {labelled}; waiting for it to be AVAILABLE")
     try:
@@ -304,8 +322,10 @@ def read_record(params: PushParams) -> dict:
         try:
             loaded = json.loads(storage.read_text(path))
         except ValueError as exc:
-            raise PetsegError(f"{path}: unreadable store record ({first_line(exc)}); restore it or delete it "
-                              "(retention then deletes nothing it cannot prove push wrote)") from None
+            raise PetsegError(
+                f"{path}: unreadable store record ({first_line(exc)}); restore it or delete it "
+                "(retention then deletes nothing it cannot prove push wrote)"
+            ) from None
         record.update(loaded)
     record["published"] = {int(k): v for k, v in record["published"].items()}
     return record
@@ -348,11 +368,12 @@ def store_lock(params: PushParams) -> Iterator[None]:
                     raise StoreBusyError(
                         f"{root} is locked by another push or rollback ({holder}); waited "
                         f"{params.lock_timeout_seconds:g}s (push.lock_timeout_seconds); try again when it has "
-                        "finished") from None
+                        "finished"
+                    ) from None
                 time.sleep(0.1)
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
         fh.flush()
         try:
             yield
@@ -489,8 +510,10 @@ class VersionInfo:
 def list_versions(params: PushParams) -> list[VersionInfo]:
     """The kept versions, newest first, with which one is served and each one's lineage record."""
     served = served_version(params)
-    return [VersionInfo(v, version_path(params, v), v == served, read_lineage(params, v))
-            for v in reversed(list_version_numbers(params))]
+    return [
+        VersionInfo(v, version_path(params, v), v == served, read_lineage(params, v))
+        for v in reversed(list_version_numbers(params))
+    ]
 
 
 # ----------------------------------------------------------------------- rollback
@@ -501,8 +524,7 @@ class RollbackResult:
     config_file: str
 
 
-def rollback(params: PushParams, to_version: int | None = None,
-             log: Callable[[str], None] = print) -> RollbackResult:
+def rollback(params: PushParams, to_version: int | None = None, log: Callable[[str], None] = print) -> RollbackResult:
     """Serve `to_version` (default: the newest version older than the served one) after infra-validating it.
 
     The target must load and answer its warm-up requests through the contract's
@@ -520,18 +542,20 @@ def rollback(params: PushParams, to_version: int | None = None,
         if to_version is None:
             older = [v for v in versions if current is not None and v < current]
             if not older:
-                raise PetsegError(f"version {current} is the oldest kept under {root} (kept: {kept}); "
-                                  "nothing earlier to roll back to")
+                raise PetsegError(
+                    f"version {current} is the oldest kept under {root} (kept: {kept}); nothing earlier to roll back to"
+                )
             to_version = older[-1]
         elif to_version not in versions:
-            raise PetsegError(f"version {to_version} is not under {root} (kept: {kept}); "
-                              "see `petseg rollback --list`")
+            raise PetsegError(f"version {to_version} is not under {root} (kept: {kept}); see `petseg rollback --list`")
         try:
             validate_served_copy(version_path(params, to_version), params.model_name)
         except PetsegError as exc:
             reason = str(exc).removesuffix("; not pushed")
-            raise PetsegError(f"rollback to version {to_version} refused: {reason}; models.config unchanged "
-                              f"(version {current} is still served)") from None
+            raise PetsegError(
+                f"rollback to version {to_version} refused: {reason}; models.config unchanged "
+                f"(version {current} is still served)"
+            ) from None
         serve_version(params, to_version, log)
         record = read_record(params)
         _write_record(params, {**record, "rolled_back_to": to_version})
@@ -556,8 +580,9 @@ def require_savedmodel(model_dir: str | Path, what: str = "model") -> str:
     """The path as a string, or PetsegError when it is not a SavedModel folder."""
     path = str(model_dir)
     if not storage.exists(join(path, SAVED_MODEL_FILE)):
-        raise PetsegError(f"{path}: no saved_model.pb, not a SavedModel; "
-                          f"pass the {what} folder that `petseg train` exported")
+        raise PetsegError(
+            f"{path}: no saved_model.pb, not a SavedModel; pass the {what} folder that `petseg train` exported"
+        )
     return path
 
 
@@ -577,7 +602,7 @@ class VersionPolicy:
             return sorted(available)
         if self.kind == "specific":
             return sorted(v for v in available if v in self.specific)
-        return sorted(available)[-self.num_latest:]
+        return sorted(available)[-self.num_latest :]
 
 
 def read_version_policy(model_base_path: str | Path, model_name: str) -> VersionPolicy:

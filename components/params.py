@@ -6,6 +6,7 @@ validated at the edge: an unknown key, a wrong type or an out-of-range value
 raises ParamsError naming the key, so no step ever sees a bad value.
 Steps receive only their own section.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -202,11 +203,15 @@ class PushParams:
             if problem:
                 raise ParamsError(f"'push.{key}' {problem}; got {getattr(self, key)!r}")
         if self.version_label and not _SAFE_LABEL.fullmatch(self.version_label):
-            raise ParamsError(f"'push.version_label' must be a letter followed by letters, digits, '_' or '-'; "
-                              f"got {self.version_label!r}")
+            raise ParamsError(
+                f"'push.version_label' must be a letter followed by letters, digits, '_' or '-'; "
+                f"got {self.version_label!r}"
+            )
         if self.version_label and not self.serving_target.strip():
-            raise ParamsError("'push.version_label' needs 'push.serving_target' (HOST:PORT of the model servers): "
-                              "a label may only move to a version the server reports AVAILABLE")
+            raise ParamsError(
+                "'push.version_label' needs 'push.serving_target' (HOST:PORT of the model servers): "
+                "a label may only move to a version the server reports AVAILABLE"
+            )
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -216,8 +221,10 @@ _SAFE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 def check_model_name(name: str, key: str) -> None:
     """ParamsError unless `name` is safe as a folder name and URL path segment (no '/', '..', spaces)."""
     if not _SAFE_NAME.fullmatch(name):
-        raise ParamsError(f"'{key}' must be letters, digits, '.', '_' or '-' and start with a "
-                          f"letter or digit (it names a folder and a URL path); got {name!r}")
+        raise ParamsError(
+            f"'{key}' must be letters, digits, '.', '_' or '-' and start with a "
+            f"letter or digit (it names a folder and a URL path); got {name!r}"
+        )
 
 
 def _unsafe_path(path: str, required: bool) -> str | None:
@@ -352,10 +359,12 @@ def params_from_yaml(data: bytes, source: str = "params") -> Params:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ParamsError(f"{source} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                          f"{exc.start}); save it as UTF-8") from None
+        raise ParamsError(
+            f"{source} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_StrictLoader)
     except ParamsError as exc:
         raise ParamsError(f"{source} {exc}") from None
     except yaml.YAMLError as exc:
@@ -363,8 +372,9 @@ def params_from_yaml(data: bytes, source: str = "params") -> Params:
     except RecursionError:
         raise ParamsError(f"{source}: nested too deeply to be a params file") from None
     if raw is None:
-        raise ParamsError(f"{source}: empty; it must set at least data.source "
-                          "(copy the project's params.yaml and edit it)")
+        raise ParamsError(
+            f"{source}: empty; it must set at least data.source (copy the project's params.yaml and edit it)"
+        )
     return params_from_dict(raw, source=source)
 
 
@@ -384,8 +394,9 @@ class _StrictLoader(yaml.SafeLoader):
                     continue
                 line = key_node.start_mark.line + 1
                 if seen:
-                    raise ParamsError(f"line {line}: duplicate key {_shown(key)} (first on line "
-                                      f"{first_line[key]}); keep one")
+                    raise ParamsError(
+                        f"line {line}: duplicate key {_shown(key)} (first on line {first_line[key]}); keep one"
+                    )
                 first_line[key] = line
         return super().construct_mapping(node, deep=deep)
 

@@ -1,4 +1,5 @@
 """The evaluation plots: the confusion matrix and a sheet of sample predictions, as PNG files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,15 @@ def plot_confusion_matrix(metrics: SegmentationMetrics, path: Path) -> None:
     ax.set_ylabel("true")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{share[i, j]:.1%}\n{counts[i, j]:,}", ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{share[i, j]:.1%}\n{counts[i, j]:,}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
     ax.set_title(f"mean IoU {metrics.mean_iou:.3f}, pixel accuracy {metrics.pixel_accuracy:.3f}")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -36,8 +44,9 @@ def plot_confusion_matrix(metrics: SegmentationMetrics, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_samples(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], class_names: tuple[str, ...],
-                 path: Path) -> None:
+def plot_samples(
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], class_names: tuple[str, ...], path: Path
+) -> None:
     """One row per example: input image, true mask, predicted mask (the TF tutorial's display())."""
     import matplotlib
 
@@ -51,8 +60,8 @@ def plot_samples(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], class
         ax.text(0.5, 0.5, "no samples (evaluate.sample_predictions is 0)", ha="center", va="center")
     else:
         fig, axes = plt.subplots(len(samples), 3, figsize=(9, 3 * len(samples)), squeeze=False)
-        for row, example in zip(axes, samples):
-            for col, (ax, picture) in enumerate(zip(row, example)):
+        for row, example in zip(axes, samples, strict=True):
+            for col, (ax, picture) in enumerate(zip(row, example, strict=True)):
                 if col == 0:
                     ax.imshow(picture)
                 else:

@@ -24,6 +24,7 @@ What it does, in order:
 Shards and manifest are a pure function of (raw data, params minus workers): 1 worker
 or many write byte-identical folders. The output folder appears whole or not at all.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,20 +35,20 @@ import multiprocessing
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from petseg.components import records
 from petseg.components.errors import PetsegError
-from petseg.components.progress import progress_bar
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, read_json
 from petseg.components.manifest import MANIFEST_FILE, Manifest, write_manifest
 from petseg.components.params import PreprocessParams, params_to_dict
+from petseg.components.progress import progress_bar
 from petseg.components.rawdata import RawExample, read_index, sha256_file
 from petseg.components.validation_gate import SUMMARY_FILE, require_validated
 
@@ -134,12 +135,16 @@ def split_dataset(examples: Iterable[RawExample], val_fraction: float, seed: int
         elif ex.split == "test":
             test.append(ex)
         else:
-            raise PetsegError(f"example {ex.id} has split {ex.split!r}, not trainval or test; run `petseg download` again")
+            raise PetsegError(
+                f"example {ex.id} has split {ex.split!r}, not trainval or test; run `petseg download` again"
+            )
     train, val = stratified_split(trainval, val_fraction, seed)
     return {"train": train, "val": val, "test": sorted(test, key=_by_id)}
 
 
-def stratified_split(examples: list[RawExample], val_fraction: float, seed: int) -> tuple[list[RawExample], list[RawExample]]:
+def stratified_split(
+    examples: list[RawExample], val_fraction: float, seed: int
+) -> tuple[list[RawExample], list[RawExample]]:
     """(train, val): a seeded per-breed split; train shuffled, val sorted by id."""
     by_class: dict[int, list[RawExample]] = defaultdict(list)
     for ex in examples:
@@ -178,10 +183,14 @@ def load_example(raw_dir: str | Path, example: RawExample, image_size: int) -> t
         with Image.open(raw_dir / example.trimap) as im:
             trimap = np.asarray(im)
     except (OSError, UnidentifiedImageError) as exc:
-        raise PetsegError(f"example {example.id}: cannot read its files ({exc}); run `petseg validate` on {raw_dir}") from None
+        raise PetsegError(
+            f"example {example.id}: cannot read its files ({exc}); run `petseg validate` on {raw_dir}"
+        ) from None
     if trimap.ndim != 2 or trimap.shape != (image.height, image.width):
-        raise PetsegError(f"example {example.id}: trimap {trimap.shape} does not match image "
-                          f"{image.height}x{image.width}; run `petseg validate` on {raw_dir}")
+        raise PetsegError(
+            f"example {example.id}: trimap {trimap.shape} does not match image "
+            f"{image.height}x{image.width}; run `petseg validate` on {raw_dir}"
+        )
     try:
         classes = trimap_to_classes(trimap)
     except ValueError as exc:
@@ -225,22 +234,25 @@ def _can_spawn() -> bool:
     return main_file is None or Path(main_file).is_file()
 
 
-def plan_shards(raw_dir: Path, out_dir: Path, splits: dict[str, list[RawExample]],
-                image_size: int, examples_per_shard: int) -> list[ShardTask]:
+def plan_shards(
+    raw_dir: Path, out_dir: Path, splits: dict[str, list[RawExample]], image_size: int, examples_per_shard: int
+) -> list[ShardTask]:
     """Cut each split, in order, into ceil(n / examples_per_shard) shards of near-equal size (none if empty)."""
     tasks = []
     for split in records.SPLITS:
         examples = splits[split]
         count = math.ceil(len(examples) / examples_per_shard)
         for index in range(count):
-            chunk = examples[index * len(examples) // count:(index + 1) * len(examples) // count]
-            tasks.append(ShardTask(
-                raw_dir=str(raw_dir),
-                out_path=str(Path(out_dir) / records.shard_name(split, index, count)),
-                split=split,
-                examples=tuple(chunk),
-                image_size=image_size,
-            ))
+            chunk = examples[index * len(examples) // count : (index + 1) * len(examples) // count]
+            tasks.append(
+                ShardTask(
+                    raw_dir=str(raw_dir),
+                    out_path=str(Path(out_dir) / records.shard_name(split, index, count)),
+                    split=split,
+                    examples=tuple(chunk),
+                    image_size=image_size,
+                )
+            )
     return tasks
 
 
@@ -253,8 +265,10 @@ def write_shards(tasks: list[ShardTask], workers: int) -> list[ShardResult]:
     second instead of the ~4 s a TensorFlow import costs per process.
     """
     results: list[ShardResult | None] = [None] * len(tasks)
-    with progress_bar(total=sum(len(t.examples) for t in tasks), desc="preprocess", unit="img") as bar, \
-            contextlib.closing(_decoded_shards(tasks, workers)) as decoded_shards:
+    with (
+        progress_bar(total=sum(len(t.examples) for t in tasks), desc="preprocess", unit="img") as bar,
+        contextlib.closing(_decoded_shards(tasks, workers)) as decoded_shards,
+    ):
         for index, decoded in decoded_shards:
             results[index] = write_shard(tasks[index], decoded)
             bar.update(len(tasks[index].examples))
@@ -302,7 +316,7 @@ def write_shard(task: ShardTask, decoded: DecodedShard) -> ShardResult:
 
     try:
         with tf.io.TFRecordWriter(task.out_path) as writer:
-            for ex, image, mask in zip(task.examples, decoded.images, decoded.masks):
+            for ex, image, mask in zip(task.examples, decoded.images, decoded.masks, strict=True):
                 writer.write(records.serialize_example(ex.id, image, mask, ex.class_id, ex.species))
     except tf.errors.OpError as exc:  # TF reports a full disk or a file size limit as its own error type
         raise OSError(errno.EIO, exc.message.rsplit("; ", 1)[-1], task.out_path) from None
@@ -316,11 +330,10 @@ def write_shard(task: ShardTask, decoded: DecodedShard) -> ShardResult:
     )
 
 
-
-
 # ---------------------------------------------------------------- manifest
-def build_manifest(splits: dict[str, list[RawExample]], results: list[ShardResult],
-                   params: PreprocessParams, fingerprint: str) -> Manifest:
+def build_manifest(
+    splits: dict[str, list[RawExample]], results: list[ShardResult], params: PreprocessParams, fingerprint: str
+) -> Manifest:
     """The manifest: what train/evaluate need to read the shards, and what makes them reproducible."""
     manifest: dict = {
         "image_size": params.image_size,
@@ -351,4 +364,7 @@ def build_manifest(splits: dict[str, list[RawExample]], results: list[ShardResul
 
 def _fractions(pixels: np.ndarray) -> dict[str, float]:
     total = float(np.sum(pixels))
-    return {name: (round(float(n) / total, 6) if total else 0.0) for name, n in zip(records.CLASS_NAMES, pixels)}
+    return {
+        name: (round(float(n) / total, 6) if total else 0.0)
+        for name, n in zip(records.CLASS_NAMES, pixels, strict=True)
+    }

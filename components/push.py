@@ -22,15 +22,16 @@ Killed at any point, a push leaves nothing that counts as a version: before
 the store records the version as published it is not listed, not named by
 models.config, and the next push removes it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from petseg.components import model_store, storage
-from petseg.components.errors import PetsegError, first_line
 from petseg.components.blessing import Blessing, read_blessing
+from petseg.components.errors import PetsegError, first_line
 from petseg.components.fsutil import write_json
 from petseg.components.params import PushParams
 from petseg.components.storage import join
@@ -57,13 +58,20 @@ class PushResult:
     removed_versions: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "reason": self.reason, "version": self.version, "path": self.path,
-                "served_version": self.served_version, "removed_versions": self.removed_versions}
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "version": self.version,
+            "path": self.path,
+            "served_version": self.served_version,
+            "removed_versions": self.removed_versions,
+        }
 
 
 # -------------------------------------------------------------------- the step
-def push(model_dir: Path, blessing_file: Path, params: PushParams, lineage: dict,
-         record_file: Path | None = None) -> PushResult:
+def push(
+    model_dir: Path, blessing_file: Path, params: PushParams, lineage: dict, record_file: Path | None = None
+) -> PushResult:
     """Publish `model_dir` as the next served version if its blessing says so; see the module docstring.
 
     `lineage` (see collect_lineage) is stored with the version; `record_file`,
@@ -73,12 +81,26 @@ def push(model_dir: Path, blessing_file: Path, params: PushParams, lineage: dict
     try:
         result = _push(str(model_dir), blessing, params, lineage)
     except PetsegError as exc:
-        status = ("infra_validation_failed" if isinstance(exc, InfraValidationError)
-                  else "busy" if isinstance(exc, model_store.StoreBusyError) else "failed")
+        status = (
+            "infra_validation_failed"
+            if isinstance(exc, InfraValidationError)
+            else "busy"
+            if isinstance(exc, model_store.StoreBusyError)
+            else "failed"
+        )
         try:
-            _write_record(record_file, params, {"status": status, "reason": str(exc), "version": None,
-                                                "path": None, "served_version": model_store.served_version(params),
-                                                "removed_versions": []})
+            _write_record(
+                record_file,
+                params,
+                {
+                    "status": status,
+                    "reason": str(exc),
+                    "version": None,
+                    "path": None,
+                    "served_version": model_store.served_version(params),
+                    "removed_versions": [],
+                },
+            )
         except (OSError, PetsegError):
             pass  # e.g. the disk is full: the error itself is what the user must see
         raise
@@ -88,51 +110,81 @@ def push(model_dir: Path, blessing_file: Path, params: PushParams, lineage: dict
 
 def _push(model_dir: str, blessing: Blessing, params: PushParams, lineage: dict) -> PushResult:
     if not blessing.blessed:
-        return PushResult("declined", f"model not blessed: {blessing.reason or 'no reason recorded'}",
-                          served_version=model_store.served_version(params))
+        return PushResult(
+            "declined",
+            f"model not blessed: {blessing.reason or 'no reason recorded'}",
+            served_version=model_store.served_version(params),
+        )
     model_store.require_savedmodel(model_dir)
     fingerprint = model_store.model_fingerprint(model_dir)
     if blessing.model_fingerprint != fingerprint:
-        raise PetsegError(f"the blessing is for a different model than {model_dir} (it changed since it "
-                          "was evaluated); run `petseg evaluate` again")
+        raise PetsegError(
+            f"the blessing is for a different model than {model_dir} (it changed since it "
+            "was evaluated); run `petseg evaluate` again"
+        )
     storage.makedirs(model_store.model_root(params))
     with model_store.store_lock(params):
         model_store.remove_leftovers(params)
         served = model_store.served_version(params)
-        if served is not None and (model_store.read_lineage(params, served) or {}).get(
-                "model_fingerprint") == fingerprint:
-            return PushResult("unchanged", f"this model is already served as version {served}", version=served,
-                              path=model_store.version_path(params, served), served_version=served)
+        if (
+            served is not None
+            and (model_store.read_lineage(params, served) or {}).get("model_fingerprint") == fingerprint
+        ):
+            return PushResult(
+                "unchanged",
+                f"this model is already served as version {served}",
+                version=served,
+                path=model_store.version_path(params, served),
+                served_version=served,
+            )
         _require_fresh_blessing(blessing, params, served)
         version = model_store.next_version(params)
-        final = _stage_and_publish(model_dir, params, version, served, {
-            **lineage,
-            "model_name": params.model_name,
-            "version": version,
-            "source_model": model_dir,
-            "model_fingerprint": fingerprint,
-            "metrics": blessing.candidate,
-            "blessing": {"blessed": blessing.blessed, "reason": blessing.reason, "checks": list(blessing.checks),
-                         "baseline": blessing.baseline, "thresholds": blessing.thresholds},
-            "data": blessing.data,
-        })
+        final = _stage_and_publish(
+            model_dir,
+            params,
+            version,
+            served,
+            {
+                **lineage,
+                "model_name": params.model_name,
+                "version": version,
+                "source_model": model_dir,
+                "model_fingerprint": fingerprint,
+                "metrics": blessing.candidate,
+                "blessing": {
+                    "blessed": blessing.blessed,
+                    "reason": blessing.reason,
+                    "checks": list(blessing.checks),
+                    "baseline": blessing.baseline,
+                    "thresholds": blessing.thresholds,
+                },
+                "data": blessing.data,
+            },
+        )
         try:
             model_store.serve_version(params, version)
         except PetsegError as exc:
             raise PetsegError(f"version {version} was published but is not served: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - the version is whole; say how to finish the switch
+        except Exception as exc:
             if not _is_io_error(exc):
                 raise
-            raise PetsegError(f"version {version} was written but {model_store.config_path(params)} could not be "
-                              f"updated ({first_line(exc)}); version {served} is still served; "
-                              f"run `petseg rollback --to {version}` to serve it") from None
+            raise PetsegError(
+                f"version {version} was written but {model_store.config_path(params)} could not be "
+                f"updated ({first_line(exc)}); version {served} is still served; "
+                f"run `petseg rollback --to {version}` to serve it"
+            ) from None
         removed = model_store.apply_retention(params, params.keep_versions)
-    return PushResult("pushed", f"version {version} is now served (was {served})", version=version, path=final,
-                      served_version=version, removed_versions=removed)
+    return PushResult(
+        "pushed",
+        f"version {version} is now served (was {served})",
+        version=version,
+        path=final,
+        served_version=version,
+        removed_versions=removed,
+    )
 
 
-def _stage_and_publish(model_dir: str, params: PushParams, version: int, served: int | None,
-                       lineage: dict) -> str:
+def _stage_and_publish(model_dir: str, params: PushParams, version: int, served: int | None, lineage: dict) -> str:
     """Stage, validate and publish one version; on failure nothing is left and the cause is one line.
 
     TensorFlow writes the warm-up file and loads the staged copy, and it cannot
@@ -145,17 +197,27 @@ def _stage_and_publish(model_dir: str, params: PushParams, version: int, served:
         print(f"push: staging version {version} in {staging}", flush=True)
         try:
             validation = stage_version(model_dir, staging, params, lineage)
-            print(f"push: infra validation passed ({validation['requests']} requests); publishing version {version}",
-                  flush=True)
-            final = model_store.publish(params, staging, version, {
-                "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "model_fingerprint": lineage["model_fingerprint"]})
+            print(
+                f"push: infra validation passed ({validation['requests']} requests); publishing version {version}",
+                flush=True,
+            )
+            final = model_store.publish(
+                params,
+                staging,
+                version,
+                {
+                    "pushed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "model_fingerprint": lineage["model_fingerprint"],
+                },
+            )
         except BaseException as exc:
             storage.remove_tree(staging)
             if isinstance(exc, PetsegError) or not _is_io_error(exc):
                 raise
-            raise PetsegError(f"push of version {version} failed ({first_line(exc)}); nothing was published and "
-                              f"version {served} is still served") from None
+            raise PetsegError(
+                f"push of version {version} failed ({first_line(exc)}); nothing was published and "
+                f"version {served} is still served"
+            ) from None
     print(f"push: published {final}; pointing models.config at it", flush=True)
     return final
 
@@ -172,11 +234,14 @@ def stage_version(model_dir: str, staging: str, params: PushParams, lineage: dic
         write_warmup_file(join(staging, WARMUP_FILE), requests)
         requests = read_warmup_file(join(staging, WARMUP_FILE))  # validate what a server will replay
     validation = infra_validate(staging, requests)
-    _write_json_file(join(staging, model_store.LINEAGE_FILE), {
-        **lineage,
-        "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "infra_validation": validation,
-    })
+    _write_json_file(
+        join(staging, model_store.LINEAGE_FILE),
+        {
+            **lineage,
+            "pushed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "infra_validation": validation,
+        },
+    )
     return validation
 
 
@@ -190,20 +255,30 @@ def _require_fresh_blessing(blessing: Blessing, params: PushParams, served: int 
     """The blessing's regression check must have been against what is served at this target now."""
     target = model_store.model_root(params)
     if blessing.push_target not in (None, target):
-        raise PetsegError(f"the blessing compared against the model served at {blessing.push_target}, "
-                          f"but push targets {target}; run `petseg evaluate` with the same push params")
+        raise PetsegError(
+            f"the blessing compared against the model served at {blessing.push_target}, "
+            f"but push targets {target}; run `petseg evaluate` with the same push params"
+        )
     compared = blessing.baseline_version
     if compared != served:
-        raise PetsegError(f"the served version changed since evaluation (evaluated against {compared}, "
-                          f"now {served}); run `petseg evaluate` again")
+        raise PetsegError(
+            f"the served version changed since evaluation (evaluated against {compared}, "
+            f"now {served}); run `petseg evaluate` again"
+        )
 
 
 def _write_record(record_file: Path | None, params: PushParams, outcome: dict) -> None:
     if record_file is None:
         return
-    write_json(record_file, {**outcome, "model_name": params.model_name,
-                             "model_root": model_store.model_root(params),
-                             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_json(
+        record_file,
+        {
+            **outcome,
+            "model_name": params.model_name,
+            "model_root": model_store.model_root(params),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def _write_json_file(path: str, data: dict) -> None:

@@ -11,6 +11,7 @@ the same layout, so nothing downstream can tell them apart:
 `split` is the official one: `trainval` or `test`. `class_id` is the official
 1-37 breed id (0 when unknown), `species` is `cat`, `dog` or empty.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,13 +29,43 @@ DOWNLOAD_FILE = "download.json"
 
 # The 37 Oxford-IIIT Pet breeds in official class-id order (1-based); capitalised names are cats.
 BREEDS = (
-    "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle",
-    "Bengal", "Birman", "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau",
-    "english_cocker_spaniel", "english_setter", "german_shorthaired", "great_pyrenees",
-    "havanese", "japanese_chin", "keeshond", "leonberger", "Maine_Coon", "miniature_pinscher",
-    "newfoundland", "Persian", "pomeranian", "pug", "Ragdoll", "Russian_Blue", "saint_bernard",
-    "samoyed", "scottish_terrier", "shiba_inu", "Siamese", "Sphynx",
-    "staffordshire_bull_terrier", "wheaten_terrier", "yorkshire_terrier",
+    "Abyssinian",
+    "american_bulldog",
+    "american_pit_bull_terrier",
+    "basset_hound",
+    "beagle",
+    "Bengal",
+    "Birman",
+    "Bombay",
+    "boxer",
+    "British_Shorthair",
+    "chihuahua",
+    "Egyptian_Mau",
+    "english_cocker_spaniel",
+    "english_setter",
+    "german_shorthaired",
+    "great_pyrenees",
+    "havanese",
+    "japanese_chin",
+    "keeshond",
+    "leonberger",
+    "Maine_Coon",
+    "miniature_pinscher",
+    "newfoundland",
+    "Persian",
+    "pomeranian",
+    "pug",
+    "Ragdoll",
+    "Russian_Blue",
+    "saint_bernard",
+    "samoyed",
+    "scottish_terrier",
+    "shiba_inu",
+    "Siamese",
+    "Sphynx",
+    "staffordshire_bull_terrier",
+    "wheaten_terrier",
+    "yorkshire_terrier",
 )
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # use with fullmatch: an id is a safe file name
@@ -150,17 +181,21 @@ def read_index(root: str | Path) -> list[RawExample]:
     if not rows:
         raise PetsegError(f"{index}: empty (no header row); {redo}")
     if tuple(rows[0]) != INDEX_COLUMNS:
-        raise PetsegError(f"{index} line 1: header is {_cut(','.join(rows[0]))!r}, expected "
-                          f"{','.join(INDEX_COLUMNS)}; {redo}")
+        raise PetsegError(
+            f"{index} line 1: header is {_cut(','.join(rows[0]))!r}, expected {','.join(INDEX_COLUMNS)}; {redo}"
+        )
     resolved_root = root.resolve()
-    return [_index_row(row, f"{index} row {number}", root, resolved_root, redo)
-            for number, row in enumerate(rows[1:], start=2) if row]
+    return [
+        _index_row(row, f"{index} row {number}", root, resolved_root, redo)
+        for number, row in enumerate(rows[1:], start=2)
+        if row
+    ]
 
 
 def _index_row(row: list[str], where: str, root: Path, resolved_root: Path, redo: str) -> RawExample:
     if len(row) != len(INDEX_COLUMNS):
         raise PetsegError(f"{where}: {len(row)} values, expected {len(INDEX_COLUMNS)}; {redo}")
-    values = dict(zip(INDEX_COLUMNS, row))
+    values = dict(zip(INDEX_COLUMNS, row, strict=True))
     if not ID_PATTERN.fullmatch(values["id"]):
         raise PetsegError(f"{where}: id {_cut(values['id'])!r} is not a safe file name; {redo}")
     class_text = values["class_id"] or "0"

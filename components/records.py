@@ -14,6 +14,7 @@ input pipeline, and the shards stay a few hundred MB for the whole dataset.
 Shards are `<split>-<index>-of-<count>.tfrecord`; manifest.json beside them
 holds counts, class fractions, per-shard sha256 and the params used.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,9 @@ def shard_paths(records_dir: str | Path, split: str) -> list[Path]:
     return sorted(Path(records_dir).glob(f"{split}-*-of-*.tfrecord"))
 
 
-def serialize_example(example_id: str, image: np.ndarray, mask: np.ndarray,
-                      class_id: int = 0, species: str = "") -> bytes:
+def serialize_example(
+    example_id: str, image: np.ndarray, mask: np.ndarray, class_id: int = 0, species: str = ""
+) -> bytes:
     """A serialized tf.train.Example for one resized image [S, S, 3] and mask [S, S]."""
     import tensorflow as tf
 

@@ -27,13 +27,15 @@ it, makedirs is a no-op there, and a folder exists once an object is under it.
 Listings are never cached, because other processes (another push, a rollback)
 change the store between two calls.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 import uuid
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from petseg.components.errors import PetsegError
 
@@ -101,7 +103,7 @@ class _Gfile:
     def find(self, root: str) -> list[str]:
         found = []
         for folder, _, names in self.g.walk(root):
-            rel = str(folder).rstrip("/")[len(root):].strip("/")
+            rel = str(folder).rstrip("/")[len(root) :].strip("/")
             found += [f"{rel}/{name}" if rel else name for name in names]
         return found
 
@@ -160,7 +162,7 @@ class _Fsspec:
         base = self.fs._strip_protocol(root).rstrip("/")
         if not self.fs.isdir(root):
             return []
-        return [str(p)[len(base):].lstrip("/") for p in self.fs.find(root) if str(p) != base]
+        return [str(p)[len(base) :].lstrip("/") for p in self.fs.find(root) if str(p) != base]
 
     def copy_within(self, src: str, dst: str) -> None:
         self.fs.cp_file(src, dst)
@@ -202,8 +204,9 @@ def filesystem(path: str) -> Any:
         hint = f"pip install 'petseg[{extra}]'" if extra else "install the fsspec implementation for it"
         raise PetsegError(f"{path}: the {kind}:// file system is not installed; {hint}") from None
     except ValueError:
-        raise PetsegError(f"{path}: unknown URI scheme '{kind}://' (use a local path, s3://, gs:// or memory://)"
-                          ) from None
+        raise PetsegError(
+            f"{path}: unknown URI scheme '{kind}://' (use a local path, s3://, gs:// or memory://)"
+        ) from None
 
 
 def _plain(path: str) -> str:

@@ -10,11 +10,12 @@ trivial, and the thin border class is the hardest.
 Every example is a pure function of (seed, split, index): the same params
 give byte-identical data, and adding examples does not change earlier ones.
 """
+
 from __future__ import annotations
 
 import io
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -25,8 +26,17 @@ from petseg.components.rawdata import BREEDS, RawRecord, species_of_breed
 PET, BACKGROUND, BORDER = 1, 2, 3
 
 _FUR_COLOURS = np.array(
-    [[120, 85, 50], [200, 160, 110], [60, 55, 50], [230, 225, 215], [190, 110, 40],
-     [150, 150, 155], [95, 70, 55], [30, 28, 30], [215, 190, 150]],
+    [
+        [120, 85, 50],
+        [200, 160, 110],
+        [60, 55, 50],
+        [230, 225, 215],
+        [190, 110, 40],
+        [150, 150, 155],
+        [95, 70, 55],
+        [30, 28, 30],
+        [215, 190, 150],
+    ],
     dtype=np.float32,
 )
 
@@ -144,7 +154,9 @@ def _pet_silhouette(rng: np.random.Generator, height: int, width: int, species: 
     for side_sign in (-1, 1):
         ex = hx + side_sign * hr * 0.55
         if species == "cat":  # pointed ears
-            draw.polygon([(ex - hr * 0.35, hy - hr * 0.6), (ex + hr * 0.35, hy - hr * 0.6), (ex, hy - hr * 1.5)], fill=255)
+            draw.polygon(
+                [(ex - hr * 0.35, hy - hr * 0.6), (ex + hr * 0.35, hy - hr * 0.6), (ex, hy - hr * 1.5)], fill=255
+            )
         else:  # floppy ears
             draw.ellipse([ex - hr * 0.3, hy - hr * 0.4, ex + hr * 0.3, hy + hr * 0.7], fill=255)
     leg_w = bw * 0.12

@@ -33,6 +33,7 @@ turns on TF op determinism for bitwise repeatable runs, at some speed cost.
 A resumed run restarts the shuffle/augmentation streams at the resume epoch,
 so it is equivalent to, not bitwise equal to, an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,10 +47,10 @@ from petseg.components import inputs
 from petseg.components.errors import PetsegError
 from petseg.components.export import export_serving_model
 from petseg.components.fsutil import atomic_directory, read_json, remove_output, write_json
-from petseg.components.model import build_model, encoder_of, set_encoder_trainable
-from petseg.components.params import ModelParams, TrainParams, params_to_dict
 from petseg.components.layout import checkpoint_dir, savedmodel_dir
 from petseg.components.manifest import load_manifest
+from petseg.components.model import build_model, encoder_of, set_encoder_trainable
+from petseg.components.params import ModelParams, TrainParams, params_to_dict
 from petseg.components.records import CLASS_NAMES
 
 MONITOR = "val_mean_iou"  # the best checkpoint
@@ -102,8 +103,9 @@ class Phase:
 
 
 # ------------------------------------------------------------------ the step
-def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out_dir: Path,
-          live_dir: Path) -> TrainResult:
+def train(
+    records_dir: Path, model_params: ModelParams, params: TrainParams, out_dir: Path, live_dir: Path
+) -> TrainResult:
     """Train on `records_dir`'s shards, checkpointing under out_dir; export out_dir/savedmodel."""
     import keras
     import tensorflow as tf
@@ -131,8 +133,9 @@ def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
     train_ds = inputs.training_dataset(records_dir, image_size, params, counts.get("train"))
-    val_ds = inputs.evaluation_dataset(records_dir, "val", image_size, params.batch_size, params.cache,
-                                       counts.get("val"))
+    val_ds = inputs.evaluation_dataset(
+        records_dir, "val", image_size, params.batch_size, params.cache, counts.get("val")
+    )
 
     previous_policy = keras.config.dtype_policy()
     try:
@@ -152,13 +155,28 @@ def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out
     export_model = build_model(model_params, image_size)
     export_model.load_weights(best)
     savedmodel = export_serving_model(export_model, savedmodel_dir(out_dir), image_size, CLASS_NAMES)
-    return TrainResult(savedmodel=savedmodel, checkpoints=checkpoints, image_size=image_size,
-                       epochs_run=state.epoch, best_epoch=state.best_epoch, best_metrics=dict(state.best_metrics),
-                       resumed_from_epoch=resumed_from, stopped_early=state.stopped_early)
+    return TrainResult(
+        savedmodel=savedmodel,
+        checkpoints=checkpoints,
+        image_size=image_size,
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        best_metrics=dict(state.best_metrics),
+        resumed_from_epoch=resumed_from,
+        stopped_early=state.stopped_early,
+    )
 
 
-def _fit_phases(model, phases: list[Phase], state: RunState, params: TrainParams, strategy, datasets: tuple,
-                checkpoints: Path, live_dir: Path) -> None:
+def _fit_phases(
+    model,
+    phases: list[Phase],
+    state: RunState,
+    params: TrainParams,
+    strategy,
+    datasets: tuple,
+    checkpoints: Path,
+    live_dir: Path,
+) -> None:
     """Run the remaining epochs phase by phase, restoring the last checkpoint first if there is one."""
     from dvclive import Live
 
@@ -181,8 +199,15 @@ def _fit_phases(model, phases: list[Phase], state: RunState, params: TrainParams
                 _say(f"epoch {state.epoch + 1}: unfreezing the encoder, learning rate {phase.learning_rate:g}")
                 state.phase, state.plateau_wait, state.wait = phase.name, 0, 0
                 _configure(model, phase, strategy, params)
-            model.fit(datasets[0], validation_data=datasets[1], epochs=phase.end_epoch, initial_epoch=state.epoch,
-                      callbacks=[controller], shuffle=False, verbose=_verbosity())
+            model.fit(
+                datasets[0],
+                validation_data=datasets[1],
+                epochs=phase.end_epoch,
+                initial_epoch=state.epoch,
+                callbacks=[controller],
+                shuffle=False,
+                verbose=_verbosity(),
+            )
         live.log_metric("best/epoch", state.best_epoch, plot=False)
         for name, value in state.best_metrics.items():
             live.log_metric(f"best/{name}", value, plot=False)
@@ -222,14 +247,18 @@ def epoch_controller_class():
                 new_rate = max(learning_rate * LR_FACTOR, MIN_LEARNING_RATE)
                 if new_rate < learning_rate:
                     self.model.optimizer.learning_rate.assign(new_rate)
-                    _say(f"epoch {epoch + 1}: val loss flat for {state.plateau_wait} epochs, "
-                         f"learning rate {learning_rate:g} -> {new_rate:g}")
+                    _say(
+                        f"epoch {epoch + 1}: val loss flat for {state.plateau_wait} epochs, "
+                        f"learning rate {learning_rate:g} -> {new_rate:g}"
+                    )
                 state.plateau_wait = 0
             if params.early_stopping_patience and state.wait >= params.early_stopping_patience:
                 state.stopped_early = True
                 self.model.stop_training = True
-                _say(f"epoch {epoch + 1}: stopping early, val loss flat for {state.wait} epochs "
-                     f"(best val mean IoU {state.best_value:.4f} at epoch {state.best_epoch})")
+                _say(
+                    f"epoch {epoch + 1}: stopping early, val loss flat for {state.wait} epochs "
+                    f"(best val mean IoU {state.best_value:.4f} at epoch {state.best_epoch})"
+                )
             self._log(logs, learning_rate)  # before the checkpoint: a resume trims what a crash left past it
             save_checkpoint(self.model, state, self.checkpoints)
 
@@ -251,8 +280,10 @@ def plan_phases(model, params: TrainParams) -> list[Phase]:
     frozen = encoder is not None and not encoder.trainable
     k = params.unfreeze_after_epochs
     if frozen and 0 < k < params.epochs:
-        return [Phase("train", k, params.learning_rate, None),
-                Phase("fine_tune", params.epochs, params.fine_tune_learning_rate, True)]
+        return [
+            Phase("train", k, params.learning_rate, None),
+            Phase("fine_tune", params.epochs, params.fine_tune_learning_rate, True),
+        ]
     if k and not frozen:
         _say("train.unfreeze_after_epochs ignored: the model has no frozen pretrained encoder")
     return [Phase("train", params.epochs, params.learning_rate, None)]
@@ -265,8 +296,11 @@ def _configure(model, phase: Phase, strategy, params: TrainParams) -> None:
     if phase.encoder_trainable is not None:
         set_encoder_trainable(model, phase.encoder_trainable)
     with strategy.scope():
-        model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss_function(params.loss),
-                      metrics=segmentation_metrics())
+        model.compile(
+            optimizer=keras.optimizers.Adam(phase.learning_rate),
+            loss=loss_function(params.loss),
+            metrics=segmentation_metrics(),
+        )
 
 
 def loss_function(name: str):
@@ -304,8 +338,12 @@ def segmentation_metrics() -> list:
     return [
         keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
         keras.metrics.MeanIoU(num_classes=n, sparse_y_true=True, sparse_y_pred=False, name="mean_iou"),
-        *[keras.metrics.IoU(num_classes=n, target_class_ids=[i], sparse_y_true=True, sparse_y_pred=False,
-                            name=f"iou_{name}") for i, name in enumerate(CLASS_NAMES)],
+        *[
+            keras.metrics.IoU(
+                num_classes=n, target_class_ids=[i], sparse_y_true=True, sparse_y_pred=False, name=f"iou_{name}"
+            )
+            for i, name in enumerate(CLASS_NAMES)
+        ],
     ]
 
 
@@ -324,9 +362,11 @@ def distribution(require_gpu: bool = False):
         _say(f"training on {len(gpus)} GPU(s): {', '.join(names)} (mixed_float16, MirroredStrategy)")
         return tf.distribute.MirroredStrategy(), True
     if require_gpu:
-        raise PetsegError("train.require_gpu is true but TensorFlow sees no GPU (CUDA build: "
-                          f"{tf.test.is_built_with_cuda()}); check the node's NVIDIA driver and the image's "
-                          "CUDA/cuDNN, or set train.require_gpu=false to train on the CPU")
+        raise PetsegError(
+            "train.require_gpu is true but TensorFlow sees no GPU (CUDA build: "
+            f"{tf.test.is_built_with_cuda()}); check the node's NVIDIA driver and the image's "
+            "CUDA/cuDNN, or set train.require_gpu=false to train on the CPU"
+        )
     _say(f"training on the CPU ({len(tf.config.list_physical_devices('CPU'))} device(s), float32): no GPU visible")
     return tf.distribute.get_strategy(), False
 

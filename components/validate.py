@@ -39,6 +39,7 @@ any undecodable, non-RGB or malformed example that reaches it fails a critical
 expectation. Non-JPEG bytes that still decode are only flagged (image_is_jpeg is a
 warning by default) because every decoder downstream reads them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,20 +49,21 @@ import logging
 import multiprocessing
 import os
 import re
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from petseg.components.errors import DataValidationError, ParamsError, PetsegError, stable_text
-from petseg.components.progress import progress_bar
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.params import ValidateParams
+from petseg.components.progress import progress_bar
 from petseg.components.rawdata import SPLITS, RawExample, dataset_fingerprint, read_index
 from petseg.components.validation_gate import SUMMARY_FILE, write_summary
 
@@ -140,8 +142,13 @@ def validate_dataset(raw_dir: str | Path, params: ValidateParams, out_dir: str |
             gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
             write_json(staging / GX_RESULT_FILE, stable_gx_result(gx_result))
             result = summarise(gx_result, params, out_dir, table)
-            write_summary(staging, success=result.success, fingerprint=fingerprint,
-                          failed_critical=result.failed_critical, failed_warnings=result.failed_warnings)
+            write_summary(
+                staging,
+                success=result.success,
+                fingerprint=fingerprint,
+                failed_critical=result.failed_critical,
+                failed_warnings=result.failed_warnings,
+            )
     for name in result.failed_warnings:
         log.warning("validate: warning: %s", _describe_failure(name, result, gx_result, params))
     if not result.success:
@@ -153,8 +160,9 @@ def check_critical_names(critical: Iterable[str]) -> None:
     """ParamsError naming the first entry of validate.critical that is not an expectation of the suite."""
     for name in critical:
         if name not in EXPECTATION_NAMES:
-            raise ParamsError(f"'validate.critical' names unknown expectation {name!r} "
-                              f"(known: {', '.join(EXPECTATION_NAMES)})")
+            raise ParamsError(
+                f"'validate.critical' names unknown expectation {name!r} (known: {', '.join(EXPECTATION_NAMES)})"
+            )
 
 
 # ------------------------------------------------------------------------ table
@@ -169,8 +177,11 @@ def example_table(raw_dir: Path, examples: list[RawExample], workers: int = 0) -
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
             chunk = max(1, min(32, len(examples) // (4 * n_workers)))
-            rows = list(progress_bar(pool.map(stats, examples, chunksize=chunk), total=len(examples),
-                                     desc="validate (scan)", unit="ex"))
+            rows = list(
+                progress_bar(
+                    pool.map(stats, examples, chunksize=chunk), total=len(examples), desc="validate (scan)", unit="ex"
+                )
+            )
     table = pd.DataFrame(rows, columns=list(_EMPTY_ROW))
     for column in ("image_height", "image_width", "image_channels", "mask_height", "mask_width", "mask_channels"):
         table[column] = table[column].astype("Int64")
@@ -182,20 +193,43 @@ def example_table(raw_dir: Path, examples: list[RawExample], workers: int = 0) -
 
 
 _EMPTY_ROW: dict[str, Any] = {
-    "id": "", "split": "", "class_id": 0, "breed": "", "species": "",
-    "image_decodes": False, "image_error": "", "image_format": None, "image_mode": None,
-    "image_height": None, "image_width": None, "image_channels": None, "image_size": None,
-    "mask_decodes": False, "mask_error": "", "mask_height": None, "mask_width": None,
-    "mask_channels": None, "mask_size": None, "mask_values": None,
-    "pet_fraction": np.nan, "background_fraction": np.nan, "border_fraction": np.nan,
+    "id": "",
+    "split": "",
+    "class_id": 0,
+    "breed": "",
+    "species": "",
+    "image_decodes": False,
+    "image_error": "",
+    "image_format": None,
+    "image_mode": None,
+    "image_height": None,
+    "image_width": None,
+    "image_channels": None,
+    "image_size": None,
+    "mask_decodes": False,
+    "mask_error": "",
+    "mask_height": None,
+    "mask_width": None,
+    "mask_channels": None,
+    "mask_size": None,
+    "mask_values": None,
+    "pet_fraction": np.nan,
+    "background_fraction": np.nan,
+    "border_fraction": np.nan,
     "image_sha256": None,
 }
 
 
 def example_stats(raw_dir: Path, example: RawExample) -> dict[str, Any]:
     """The table row of one example; a file that is missing or does not decode gives `*_decodes` False."""
-    row = dict(_EMPTY_ROW, id=example.id, split=example.split, class_id=example.class_id,
-               breed=example.breed, species=example.species)
+    row = dict(
+        _EMPTY_ROW,
+        id=example.id,
+        split=example.split,
+        class_id=example.class_id,
+        breed=example.breed,
+        species=example.species,
+    )
     row.update(_image_stats(Path(raw_dir) / example.image))
     row.update(_mask_stats(Path(raw_dir) / example.trimap))
     return row
@@ -211,9 +245,15 @@ def _image_stats(path: Path) -> dict[str, Any]:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # decodes every pixel; PIL raises on a truncated file
             width, height = image.size
-            out.update(image_decodes=True, image_format=image.format, image_mode=image.mode,
-                       image_height=height, image_width=width, image_channels=len(image.getbands()),
-                       image_size=f"{height}x{width}")
+            out.update(
+                image_decodes=True,
+                image_format=image.format,
+                image_mode=image.mode,
+                image_height=height,
+                image_width=width,
+                image_channels=len(image.getbands()),
+                image_size=f"{height}x{width}",
+            )
     except Exception as exc:  # PIL raises many exception types for a broken file
         out["image_error"] = f"{type(exc).__name__}: {stable_text(exc)}"
     return out
@@ -233,9 +273,12 @@ def _mask_stats(path: Path) -> dict[str, Any]:
     plane = pixels if pixels.ndim == 2 else pixels[..., 0]
     height, width = plane.shape
     values, value_counts = np.unique(plane, return_counts=True)
-    counts = dict(zip(values.tolist(), value_counts.tolist()))
+    counts = dict(zip(values.tolist(), value_counts.tolist(), strict=True))
     return {
-        "mask_decodes": True, "mask_height": height, "mask_width": width, "mask_channels": channels,
+        "mask_decodes": True,
+        "mask_height": height,
+        "mask_width": width,
+        "mask_channels": channels,
         "mask_size": f"{height}x{width}",
         "mask_values": " ".join(str(v) for v in values.tolist()),
         "pet_fraction": counts.get(1, 0) / plane.size,
@@ -252,48 +295,112 @@ def build_expectations(params: ValidateParams) -> list:
 
     def named(name: str, expectation_cls, description: str, **kwargs):
         severity = "critical" if name in params.critical else "warning"
-        return expectation_cls(meta={"name": name}, severity=severity,
-                               description=f"{name} ({severity}): {description}", **kwargs)
+        return expectation_cls(
+            meta={"name": name}, severity=severity, description=f"{name} ({severity}): {description}", **kwargs
+        )
 
     def count_in_bounds(name: str, split: str, lo: int, hi: int):
-        return named(name, gxe.ExpectTableRowCountToBeBetween,
-                     f"between {lo} and {hi} examples in split {split}",
-                     min_value=lo, max_value=hi, row_condition=Column("split") == split)
+        return named(
+            name,
+            gxe.ExpectTableRowCountToBeBetween,
+            f"between {lo} and {hi} examples in split {split}",
+            min_value=lo,
+            max_value=hi,
+            row_condition=Column("split") == split,
+        )
 
     trimap_digits = "".join(str(v) for v in TRIMAP_VALUES)
     return [
         named("ids_unique", gxe.ExpectColumnValuesToBeUnique, "every id appears once", column="id"),
-        named("split_is_known", gxe.ExpectColumnValuesToBeInSet, f"split is one of {', '.join(SPLITS)}",
-              column="split", value_set=list(SPLITS)),
-        named("image_decodes", gxe.ExpectColumnValuesToBeInSet, "the image exists and decodes fully",
-              column="image_decodes", value_set=[True]),
-        named("mask_decodes", gxe.ExpectColumnValuesToBeInSet, "the trimap exists and decodes fully",
-              column="mask_decodes", value_set=[True]),
-        named("image_is_rgb", gxe.ExpectColumnValuesToBeInSet, "the image has 3 channels",
-              column="image_channels", value_set=[3]),
-        named("image_is_jpeg", gxe.ExpectColumnValuesToBeInSet, "the image bytes are a JPEG",
-              column="image_format", value_set=["JPEG"]),
-        named("mask_is_single_channel", gxe.ExpectColumnValuesToBeInSet, "the trimap has one channel",
-              column="mask_channels", value_set=[1]),
-        named("mask_size_matches_image", gxe.ExpectColumnPairValuesToBeEqual,
-              "trimap height x width equals the image's",
-              column_A="image_size", column_B="mask_size", ignore_row_if="either_value_is_missing"),
-        named("mask_values_in_trimap_set", gxe.ExpectColumnValuesToMatchRegex,
-              "trimap values are only 1 (pet), 2 (background), 3 (border)",
-              column="mask_values", regex=f"^[{trimap_digits}](?: [{trimap_digits}])*$"),
+        named(
+            "split_is_known",
+            gxe.ExpectColumnValuesToBeInSet,
+            f"split is one of {', '.join(SPLITS)}",
+            column="split",
+            value_set=list(SPLITS),
+        ),
+        named(
+            "image_decodes",
+            gxe.ExpectColumnValuesToBeInSet,
+            "the image exists and decodes fully",
+            column="image_decodes",
+            value_set=[True],
+        ),
+        named(
+            "mask_decodes",
+            gxe.ExpectColumnValuesToBeInSet,
+            "the trimap exists and decodes fully",
+            column="mask_decodes",
+            value_set=[True],
+        ),
+        named(
+            "image_is_rgb",
+            gxe.ExpectColumnValuesToBeInSet,
+            "the image has 3 channels",
+            column="image_channels",
+            value_set=[3],
+        ),
+        named(
+            "image_is_jpeg",
+            gxe.ExpectColumnValuesToBeInSet,
+            "the image bytes are a JPEG",
+            column="image_format",
+            value_set=["JPEG"],
+        ),
+        named(
+            "mask_is_single_channel",
+            gxe.ExpectColumnValuesToBeInSet,
+            "the trimap has one channel",
+            column="mask_channels",
+            value_set=[1],
+        ),
+        named(
+            "mask_size_matches_image",
+            gxe.ExpectColumnPairValuesToBeEqual,
+            "trimap height x width equals the image's",
+            column_A="image_size",
+            column_B="mask_size",
+            ignore_row_if="either_value_is_missing",
+        ),
+        named(
+            "mask_values_in_trimap_set",
+            gxe.ExpectColumnValuesToMatchRegex,
+            "trimap values are only 1 (pet), 2 (background), 3 (border)",
+            column="mask_values",
+            regex=f"^[{trimap_digits}](?: [{trimap_digits}])*$",
+        ),
         count_in_bounds("train_count_in_bounds", "trainval", params.min_train_examples, params.max_train_examples),
         count_in_bounds("test_count_in_bounds", "test", params.min_test_examples, params.max_test_examples),
-        named("no_train_test_leakage", gxe.ExpectColumnValuesToBeInSet,
-              "no id appears in more than one split", column="id_split_count", value_set=[1]),
-        named("no_train_test_leakage", gxe.ExpectColumnValuesToBeInSet,
-              "no image content (sha256) appears in more than one split",
-              column="image_sha256_split_count", value_set=[1]),
-        named("pet_fraction_in_range", gxe.ExpectColumnValuesToBeBetween,
-              f"pet pixel fraction between {params.min_pet_fraction} and {params.max_pet_fraction}",
-              column="pet_fraction", min_value=params.min_pet_fraction, max_value=params.max_pet_fraction),
-        named("border_fraction_in_range", gxe.ExpectColumnValuesToBeBetween,
-              f"border pixel fraction at most {params.max_border_fraction}",
-              column="border_fraction", min_value=0.0, max_value=params.max_border_fraction),
+        named(
+            "no_train_test_leakage",
+            gxe.ExpectColumnValuesToBeInSet,
+            "no id appears in more than one split",
+            column="id_split_count",
+            value_set=[1],
+        ),
+        named(
+            "no_train_test_leakage",
+            gxe.ExpectColumnValuesToBeInSet,
+            "no image content (sha256) appears in more than one split",
+            column="image_sha256_split_count",
+            value_set=[1],
+        ),
+        named(
+            "pet_fraction_in_range",
+            gxe.ExpectColumnValuesToBeBetween,
+            f"pet pixel fraction between {params.min_pet_fraction} and {params.max_pet_fraction}",
+            column="pet_fraction",
+            min_value=params.min_pet_fraction,
+            max_value=params.max_pet_fraction,
+        ),
+        named(
+            "border_fraction_in_range",
+            gxe.ExpectColumnValuesToBeBetween,
+            f"border pixel fraction at most {params.max_border_fraction}",
+            column="border_fraction",
+            min_value=0.0,
+            max_value=params.max_border_fraction,
+        ),
     ]
 
 
@@ -318,14 +425,17 @@ def run_suite(table: pd.DataFrame, params: ValidateParams, docs_dir: Path) -> di
         analytics_enabled=False,
     )
     context = gx.get_context(project_config=config, mode="ephemeral")
-    batch = (context.data_sources.add_pandas("raw_dataset")
-             .add_dataframe_asset("examples")
-             .add_batch_definition_whole_dataframe("all_examples"))
+    batch = (
+        context.data_sources.add_pandas("raw_dataset")
+        .add_dataframe_asset("examples")
+        .add_batch_definition_whole_dataframe("all_examples")
+    )
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
     for expectation in build_expectations(params):
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="validate_raw_dataset", data=batch, suite=suite))
+        gx.ValidationDefinition(name="validate_raw_dataset", data=batch, suite=suite)
+    )
     result = definition.run(
         batch_parameters={"dataframe": table},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]},
@@ -366,8 +476,14 @@ def _data_docs_errors_raised(docs_dir: Path) -> Iterator[None]:
         os_error = re.search(r"\[Errno (\d+)\] ([^\"]+)", handler.messages[0])
         if os_error:
             raise OSError(int(os_error[1]), os_error[2].strip(), str(docs_dir))
-        detail = next((line.strip() for line in handler.messages[0].splitlines()
-                       if line.strip() and "Detailed information follows" not in line), "unknown error")
+        detail = next(
+            (
+                line.strip()
+                for line in handler.messages[0].splitlines()
+                if line.strip() and "Detailed information follows" not in line
+            ),
+            "unknown error",
+        )
         raise PetsegError(f"{docs_dir}: Great Expectations could not write the Data Docs ({detail[:200]})")
 
 
@@ -427,10 +543,16 @@ def _describe_failure(name: str, result: ValidationResult, gx_result: dict, para
         shown = ids[: params.unexpected_examples_shown]
         more = f" and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""
         return f"{name} ({len(ids)} example{'s' if len(ids) != 1 else ''}: {', '.join(shown)}{more})"
-    observed = [item["result"].get("observed_value") for item in gx_result["results"]
-                if not item["success"] and item["expectation_config"]["meta"]["name"] == name]
+    observed = [
+        item["result"].get("observed_value")
+        for item in gx_result["results"]
+        if not item["success"] and item["expectation_config"]["meta"]["name"] == name
+    ]
     if observed and observed[0] is not None:
-        kwargs = next(item["expectation_config"]["kwargs"] for item in gx_result["results"]
-                      if item["expectation_config"]["meta"]["name"] == name)
+        kwargs = next(
+            item["expectation_config"]["kwargs"]
+            for item in gx_result["results"]
+            if item["expectation_config"]["meta"]["name"] == name
+        )
         return f"{name} (observed {observed[0]}, expected {kwargs.get('min_value')}-{kwargs.get('max_value')})"
     return name

@@ -4,6 +4,7 @@ validate writes `<report>/summary.json` with `success` and the fingerprint of th
 raw dataset it checked; preprocess refuses to run unless that summary exists,
 says success, and matches the raw dataset it is given now.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,14 +16,18 @@ from petseg.components.rawdata import dataset_fingerprint
 SUMMARY_FILE = "summary.json"
 
 
-def write_summary(report_dir: str | Path, *, success: bool, fingerprint: str,
-                  failed_critical: list[str], failed_warnings: list[str]) -> None:
-    write_json(Path(report_dir) / SUMMARY_FILE, {
-        "success": success,
-        "fingerprint": fingerprint,
-        "failed_critical": failed_critical,
-        "failed_warnings": failed_warnings,
-    })
+def write_summary(
+    report_dir: str | Path, *, success: bool, fingerprint: str, failed_critical: list[str], failed_warnings: list[str]
+) -> None:
+    write_json(
+        Path(report_dir) / SUMMARY_FILE,
+        {
+            "success": success,
+            "fingerprint": fingerprint,
+            "failed_critical": failed_critical,
+            "failed_warnings": failed_warnings,
+        },
+    )
 
 
 def require_validated(raw_dir: str | Path, report_dir: str | Path) -> None:

@@ -8,6 +8,7 @@ warm-up request through its signature); the local server replays the same file
 with answer_request. Kept apart from push as TFX keeps InfraValidator apart
 from Pusher.
 """
+
 from __future__ import annotations
 
 import time
@@ -50,8 +51,10 @@ def warmup_requests(model_dir: str, model_name: str, count: int, image_size: int
 
     signatures = model_signatures(model_dir)
     if contract.SIGNATURE_IMAGES not in signatures:
-        raise InfraValidationError(f"{model_dir}: no '{contract.SIGNATURE_IMAGES}' signature "
-                                   f"(has {', '.join(sorted(signatures)) or 'none'}); not pushed")
+        raise InfraValidationError(
+            f"{model_dir}: no '{contract.SIGNATURE_IMAGES}' signature "
+            f"(has {', '.join(sorted(signatures)) or 'none'}); not pushed"
+        )
     kinds = [contract.SIGNATURE_IMAGES]
     if contract.SIGNATURE_BYTES in signatures:
         kinds.append(contract.SIGNATURE_BYTES)
@@ -98,9 +101,10 @@ def infra_validate(model_dir: str, logs: list) -> dict:
     started = time.perf_counter()
     try:
         loaded = tf.saved_model.load(model_dir, tags=["serve"])
-    except Exception as exc:  # noqa: BLE001 - any load failure means "not servable"
-        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)}); not pushed") \
-            from None
+    except Exception as exc:
+        raise InfraValidationError(
+            f"infra validation: the model does not load ({first_line(exc)}); not pushed"
+        ) from None
     load_seconds = time.perf_counter() - started
     for i, log in enumerate(logs):
         request = log.predict_log.request
@@ -108,11 +112,15 @@ def infra_validate(model_dir: str, logs: list) -> dict:
         try:
             inputs, outputs = answer_request(loaded.signatures, request)
             _check_answer(outputs, _expected_mask_shape(inputs))
-        except Exception as exc:  # noqa: BLE001 - any failure to answer means "not servable"
-            raise InfraValidationError(f"infra validation: warm-up request {i} ({name}) failed "
-                                       f"({first_line(exc)}); not pushed") from None
-    return {"requests": len(logs), "load_seconds": round(load_seconds, 3),
-            "total_seconds": round(time.perf_counter() - started, 3)}
+        except Exception as exc:
+            raise InfraValidationError(
+                f"infra validation: warm-up request {i} ({name}) failed ({first_line(exc)}); not pushed"
+            ) from None
+    return {
+        "requests": len(logs),
+        "load_seconds": round(load_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def answer_request(signatures, request) -> tuple[dict, dict]:
@@ -156,17 +164,19 @@ def validate_served_copy(model_dir: str, model_name: str) -> dict:
         raise InfraValidationError(f"{model_dir} is not a SavedModel (no saved_model.pb)")
     try:
         signatures = model_signatures(model_dir)
-    except Exception as exc:  # noqa: BLE001 - an unparsable saved_model.pb is not servable
+    except Exception as exc:
         raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
     missing = {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES} - signatures
     if missing:
-        raise InfraValidationError(f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
-                                   f"(has {', '.join(sorted(signatures)) or 'none'})")
+        raise InfraValidationError(
+            f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
+            f"(has {', '.join(sorted(signatures)) or 'none'})"
+        )
     with storage.local_copy(model_dir) as local:
         warmup = storage.join(local, WARMUP_FILE)
         try:
             logs = read_warmup_file(warmup) if storage.exists(warmup) else []
-        except Exception as exc:  # noqa: BLE001 - an unreadable warm-up file would fail the server's load too
+        except Exception as exc:
             raise InfraValidationError(f"{model_dir}: unreadable warm-up file ({first_line(exc)})") from None
         logs = logs or warmup_requests(local, model_name, 2, DEFAULT_WARMUP_IMAGE_SIZE)
         return infra_validate(local, logs)

@@ -11,6 +11,7 @@ no step logic, only translation between KFP's world and the step functions':
 - the steps' reports (JSON numbers, Data Docs, PNG plots) are turned into what the
   KFP UI renders: Metrics scalars and self-contained HTML pages.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,8 +20,9 @@ import html
 import json
 import shutil
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from petseg.components.errors import PetsegError
 from petseg.components.params import Params, params_from_dict
@@ -98,8 +100,7 @@ def copy_validation_report(validation_dir: str | Path, html_path: str | Path) ->
     shutil.copyfile(data_docs_page(validation_dir), html_path)
 
 
-def keep_validation_report(validation_dir: str | Path, html_path: str | Path, html_uri: str, *,
-                           failed: bool) -> bool:
+def keep_validation_report(validation_dir: str | Path, html_path: str | Path, html_uri: str, *, failed: bool) -> bool:
     """Write the Data Docs page to the HTML artifact; after a failure also upload it to `html_uri` if a store.
 
     Kubeflow uploads a step's outputs only when it succeeds, so a failed
@@ -120,7 +121,7 @@ def keep_validation_report(validation_dir: str | Path, html_path: str | Path, ht
             try:
                 storage.copy_file(str(html_path), html_uri)
                 print(f"validate: the report was uploaded to {html_uri}", flush=True)
-            except Exception as exc:  # noqa: BLE001 - evidence is best effort; the validation error is the news
+            except Exception as exc:
                 print(f"validate: could not upload the report to {html_uri} ({exc})", flush=True)
     return True
 
@@ -148,8 +149,7 @@ def run_params(sections: Mapping[str, Mapping[str, Any]]) -> Params:
 
     Sections that are not run parameters (serve, pipeline) keep their defaults.
     """
-    raw = {name: restore_integers(typing.get_type_hints(Params)[name], dict(value))
-           for name, value in sections.items()}
+    raw = {name: restore_integers(typing.get_type_hints(Params)[name], dict(value)) for name, value in sections.items()}
     return params_from_dict(raw, source="pipeline parameters")
 
 
@@ -159,12 +159,16 @@ def write_image_sheet(title: str, images: Iterable[str | Path], html_path: str |
     for path in images:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         caption = html.escape(Path(path).stem.replace("_", " "))
-        figures.append(f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{caption}</figcaption></figure>")
+        figures.append(
+            f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
     body = "\n".join(figures) or "<p>No images were written.</p>"
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif}img{max-width:100%}figure{margin:1em 0}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        "<style>body{font-family:sans-serif}img{max-width:100%}figure{margin:1em 0}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(page)

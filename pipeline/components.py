@@ -19,12 +19,13 @@ KFP (see petseg.pipeline.pipeline for why no PVC).
 
 (No `from __future__ import annotations` here: KFP reads these annotations as types.)
 """
+
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
-
 
 
 # Component bodies. Their parameter names are the names the pipeline and the KFP UI show.
@@ -34,8 +35,14 @@ def download(data: dict, raw: Output[Dataset]):
     from petseg.pipeline.component_io import section_params
 
     result = download_step(section_params("data", data), raw.path)
-    raw.metadata.update({"source": result.source, "examples": dict(result.counts),
-                         "repaired": len(result.repaired), "dropped": len(result.dropped)})
+    raw.metadata.update(
+        {
+            "source": result.source,
+            "examples": dict(result.counts),
+            "repaired": len(result.repaired),
+            "dropped": len(result.dropped),
+        }
+    )
 
 
 def validate(raw: Input[Dataset], validate: dict, validation: Output[Artifact], report: Output[HTML]):
@@ -54,8 +61,9 @@ def validate(raw: Input[Dataset], validate: dict, validation: Output[Artifact], 
         keep_validation_report(validation.path, report.path, report.uri, failed=True)
         raise
     keep_validation_report(validation.path, report.path, report.uri, failed=False)
-    validation.metadata.update({"success": result.success, "examples": result.examples,
-                                "failed_warnings": list(result.failed_warnings)})
+    validation.metadata.update(
+        {"success": result.success, "examples": result.examples, "failed_warnings": list(result.failed_warnings)}
+    )
 
 
 def preprocess(raw: Input[Dataset], validation: Input[Artifact], preprocess: dict, records: Output[Dataset]):
@@ -67,8 +75,16 @@ def preprocess(raw: Input[Dataset], validation: Input[Artifact], preprocess: dic
     records.metadata.update({"image_size": result.image_size, "examples": dict(result.counts)})
 
 
-def train(records: Input[Dataset], model: dict, train: dict, require_gpu: bool, trained_model: Output[Model],
-          checkpoints: Output[Artifact], training_metrics: Output[Metrics], training_log: Output[Artifact]):
+def train(
+    records: Input[Dataset],
+    model: dict,
+    train: dict,
+    require_gpu: bool,
+    trained_model: Output[Model],
+    checkpoints: Output[Artifact],
+    training_metrics: Output[Metrics],
+    training_log: Output[Artifact],
+):
     """Step 4: train the U-Net. The Model artifact is the SavedModel alone; the checkpoints (and the
     rest of train's output folder) are their own artifact, used only to resume a run."""
     import dataclasses
@@ -79,17 +95,24 @@ def train(records: Input[Dataset], model: dict, train: dict, require_gpu: bool, 
     train_params = section_params("train", train)
     if require_gpu:  # the step was scheduled onto a GPU: training on the CPU would be a silent failure
         train_params = dataclasses.replace(train_params, require_gpu=True)
-    result = train_step(records.path, section_params("model", model), train_params, checkpoints.path,
-                        training_log.path)
+    result = train_step(records.path, section_params("model", model), train_params, checkpoints.path, training_log.path)
     split_savedmodel(checkpoints.path, trained_model.path)
     log_metrics(training_metrics, dataclasses.asdict(result))
-    trained_model.metadata.update({"image_size": result.image_size, "best_epoch": result.best_epoch,
-                                   "epochs_run": result.epochs_run})
+    trained_model.metadata.update(
+        {"image_size": result.image_size, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+    )
 
 
-def evaluate(trained_model: Input[Model], records: Input[Dataset], evaluate: dict, push: dict,
-             evaluation: Output[Artifact], metrics: Output[Metrics],
-             confusion_matrix: Output[ClassificationMetrics], predictions: Output[HTML]) -> bool:
+def evaluate(
+    trained_model: Input[Model],
+    records: Input[Dataset],
+    evaluate: dict,
+    push: dict,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion_matrix: Output[ClassificationMetrics],
+    predictions: Output[HTML],
+) -> bool:
     """Step 5: test-set metrics, plots and the blessing (against the served model, if any).
 
     Returns whether the model is blessed: the pipeline's push runs only then.
@@ -98,25 +121,43 @@ def evaluate(trained_model: Input[Model], records: Input[Dataset], evaluate: dic
 
     from petseg.components.evaluate import evaluate as evaluate_step
     from petseg.components.layout import CONFUSION_PLOT, SAMPLES_PLOT
-    from petseg.pipeline.component_io import (log_metrics, section_params, write_image_sheet,
-                                               write_metadata_file)
+    from petseg.pipeline.component_io import log_metrics, section_params, write_image_sheet, write_metadata_file
 
-    result = evaluate_step(Path(trained_model.path), records.path,
-                           section_params("evaluate", evaluate), section_params("push", push), evaluation.path)
+    result = evaluate_step(
+        Path(trained_model.path),
+        records.path,
+        section_params("evaluate", evaluate),
+        section_params("push", push),
+        evaluation.path,
+    )
     scores = result.metrics_record()
     log_metrics(metrics, scores)
     matrix = scores["confusion_matrix"]
     confusion_matrix.log_confusion_matrix(matrix["labels"], matrix["rows_true_columns_predicted"])
     write_metadata_file(confusion_matrix)
-    write_image_sheet(f"Test set: {'blessed' if result.blessed else 'not blessed'} ({result.reason})",
-                      [Path(evaluation.path) / SAMPLES_PLOT, Path(evaluation.path) / CONFUSION_PLOT],
-                      predictions.path)
+    write_image_sheet(
+        f"Test set: {'blessed' if result.blessed else 'not blessed'} ({result.reason})",
+        [Path(evaluation.path) / SAMPLES_PLOT, Path(evaluation.path) / CONFUSION_PLOT],
+        predictions.path,
+    )
     evaluation.metadata.update({"blessed": result.blessed, "reason": result.reason})
     return bool(result.blessed)
 
 
-def push(trained_model: Input[Model], evaluation: Input[Artifact], data: dict, validate: dict, preprocess: dict,
-         model: dict, train: dict, evaluate: dict, push: dict, code: dict, run_name: str, run_id: str) -> str:
+def push(
+    trained_model: Input[Model],
+    evaluation: Input[Artifact],
+    data: dict,
+    validate: dict,
+    preprocess: dict,
+    model: dict,
+    train: dict,
+    evaluate: dict,
+    push: dict,
+    code: dict,
+    run_name: str,
+    run_id: str,
+) -> str:
     """Step 6, only when blessed: publish the SavedModel as the next TF Serving version.
 
     Returns push's outcome as JSON (status, version, path). The lineage record is
@@ -132,11 +173,28 @@ def push(trained_model: Input[Model], evaluation: Input[Artifact], data: dict, v
     from petseg.components.push import push as push_step
     from petseg.pipeline.component_io import run_params
 
-    params = run_params({"data": data, "validate": validate, "preprocess": preprocess, "model": model,
-                         "train": train, "evaluate": evaluate, "push": push})
+    params = run_params(
+        {
+            "data": data,
+            "validate": validate,
+            "preprocess": preprocess,
+            "model": model,
+            "train": train,
+            "evaluate": evaluate,
+            "push": push,
+        }
+    )
     blessing_file = blessing_path(evaluation.path)
-    lineage = collect_lineage(None, params, blessing_file=blessing_file, runner="kubeflow", run_id=run_id,
-                              run_name=run_name, code_commit=code.get("commit"), code_images=code.get("images"))
+    lineage = collect_lineage(
+        None,
+        params,
+        blessing_file=blessing_file,
+        runner="kubeflow",
+        run_id=run_id,
+        run_name=run_name,
+        code_commit=code.get("commit"),
+        code_images=code.get("images"),
+    )
     lineage.update({"model_artifact": trained_model.uri, "evaluation_artifact": evaluation.uri})
     result = push_step(Path(trained_model.path), blessing_file, params.push, lineage)
     print(f"push: {result.status}: {result.reason}")
@@ -164,8 +222,10 @@ def deploy_kserve(push_result: str, push: dict, serve: dict, pipeline: dict) -> 
     pipeline_params = section_params("pipeline", pipeline)
     body = inference_service(push_params, section_params("serve", serve), pipeline_params, int(version))
     result = deploy(custom_objects_api(), body, pipeline_params.kserve, int(version))
-    print(f"deploy: {result.status}: {result.namespace}/{result.name} version {result.version} "
-          f"on revision {result.revision}")
+    print(
+        f"deploy: {result.status}: {result.namespace}/{result.name} version {result.version} "
+        f"on revision {result.revision}"
+    )
     return json.dumps(result.__dict__)
 
 
@@ -184,6 +244,7 @@ class Components:
 
 def make_components(image: str, gpu_image: str) -> Components:
     """The components run in `image`, train in `gpu_image` (pipeline/images.py resolves both from params.yaml)."""
+
     def component(func: Callable, base_image: str) -> Any:
         return dsl.component(func, base_image=base_image, install_kfp_package=False)
 

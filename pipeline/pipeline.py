@@ -43,9 +43,11 @@ ordinary node.
 
 (No `from __future__ import annotations` here: KFP reads the pipeline's annotations as types.)
 """
+
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
@@ -53,8 +55,10 @@ from petseg.components.errors import ParamsError
 from petseg.components.params import Params, PipelineParams, StepResources, params_to_dict
 
 PIPELINE_NAME = "petseg"
-PIPELINE_DESCRIPTION = ("Pet segmentation: download, validate (Great Expectations), preprocess (TFRecords), "
-                        "train U-Net (GPU), evaluate, push to TF Serving when blessed")
+PIPELINE_DESCRIPTION = (
+    "Pet segmentation: download, validate (Great Expectations), preprocess (TFRecords), "
+    "train U-Net (GPU), evaluate, push to TF Serving when blessed"
+)
 # The params.yaml sections that are run parameters, in step order.
 RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push")
 STEPS = ("download", "validate", "preprocess", "train", "evaluate", "push")
@@ -98,8 +102,8 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     from kfp import dsl
 
     from petseg.pipeline.components import make_components
-    from petseg.serving.kserve import check_deploy_settings
     from petseg.pipeline.images import code_tag, has_tag, resolve_image
+    from petseg.serving.kserve import check_deploy_settings
 
     settings = params.pipeline
     check_settings(params, for_cluster=for_cluster)
@@ -111,8 +115,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     ops = make_components(images["components"], images["train"])
     defaults = pipeline_arguments(params)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION,
-                  pipeline_root=settings.pipeline_root or None)
+    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION, pipeline_root=settings.pipeline_root or None)
     def petseg_pipeline(
         data: dict = defaults["data"],
         validate: dict = defaults["validate"],
@@ -124,26 +127,51 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     ) -> PipelineOutputs:
         download_task = ops.download(data=data)
         validate_task = ops.validate(raw=download_task.outputs["raw"], validate=validate)
-        preprocess_task = ops.preprocess(raw=download_task.outputs["raw"],
-                                         validation=validate_task.outputs["validation"], preprocess=preprocess)
-        train_task = ops.train(records=preprocess_task.outputs["records"], model=model, train=train,
-                               require_gpu=for_cluster and settings.accelerator_limit > 0)
-        evaluate_task = ops.evaluate(trained_model=train_task.outputs["trained_model"],
-                                     records=preprocess_task.outputs["records"], evaluate=evaluate, push=push)
-        tasks = {"download": download_task, "validate": validate_task, "preprocess": preprocess_task,
-                 "train": train_task, "evaluate": evaluate_task}
+        preprocess_task = ops.preprocess(
+            raw=download_task.outputs["raw"], validation=validate_task.outputs["validation"], preprocess=preprocess
+        )
+        train_task = ops.train(
+            records=preprocess_task.outputs["records"],
+            model=model,
+            train=train,
+            require_gpu=for_cluster and settings.accelerator_limit > 0,
+        )
+        evaluate_task = ops.evaluate(
+            trained_model=train_task.outputs["trained_model"],
+            records=preprocess_task.outputs["records"],
+            evaluate=evaluate,
+            push=push,
+        )
+        tasks = {
+            "download": download_task,
+            "validate": validate_task,
+            "preprocess": preprocess_task,
+            "train": train_task,
+            "evaluate": evaluate_task,
+        }
         # A single bool return is the component's "Output"; KFP's local runner resolves conditions on it.
         with dsl.If(evaluate_task.outputs["Output"] == True, name=BLESSED_CONDITION):  # noqa: E712 (a KFP expression)
-            tasks["push"] = ops.push(trained_model=train_task.outputs["trained_model"],
-                                     evaluation=evaluate_task.outputs["evaluation"], data=data,
-                                     validate=validate, preprocess=preprocess, model=model, train=train,
-                                     evaluate=evaluate, push=push, code={"commit": tag.commit or "", "images": images},
-                                     run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+            tasks["push"] = ops.push(
+                trained_model=train_task.outputs["trained_model"],
+                evaluation=evaluate_task.outputs["evaluation"],
+                data=data,
+                validate=validate,
+                preprocess=preprocess,
+                model=model,
+                train=train,
+                evaluate=evaluate,
+                push=push,
+                code={"commit": tag.commit or "", "images": images},
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
             if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.serving.kserve)
-                tasks["deploy"] = ops.deploy_kserve(push_result=tasks["push"].output, push=push,
-                                                    serve=params_to_dict(params.serve),
-                                                    pipeline=params_to_dict(settings))
+                tasks["deploy"] = ops.deploy_kserve(
+                    push_result=tasks["push"].output,
+                    push=push,
+                    serve=params_to_dict(params.serve),
+                    pipeline=params_to_dict(settings),
+                )
         for step, task in tasks.items():
             configure_task(step, task, settings, cache=cacheable)
         return PipelineOutputs(
@@ -176,25 +204,33 @@ def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool =
         task.set_accelerator_type(settings.accelerator_type)
         task.set_accelerator_limit(settings.accelerator_limit)
         if settings.gpu_node_selector_key and settings.gpu_node_selector_value:
-            kubernetes.add_node_selector(task, label_key=settings.gpu_node_selector_key,
-                                         label_value=settings.gpu_node_selector_value)
+            kubernetes.add_node_selector(
+                task, label_key=settings.gpu_node_selector_key, label_value=settings.gpu_node_selector_value
+            )
         if settings.gpu_toleration_key:
-            kubernetes.add_toleration(task, key=settings.gpu_toleration_key, operator="Exists",
-                                      effect=settings.gpu_toleration_effect)
+            kubernetes.add_toleration(
+                task, key=settings.gpu_toleration_key, operator="Exists", effect=settings.gpu_toleration_effect
+            )
     if step in ("evaluate", "push") and settings.serving_pvc:
         kubernetes.mount_pvc(task, pvc_name=settings.serving_pvc, mount_path=settings.serving_mount_path)
 
 
 def set_resources(task: Any, resources: StepResources, key: str) -> None:
     """Apply CPU/memory requests and limits, naming the params key KFP rejects a quantity for."""
-    for field, setter in (("cpu_request", task.set_cpu_request), ("cpu_limit", task.set_cpu_limit),
-                          ("memory_request", task.set_memory_request), ("memory_limit", task.set_memory_limit)):
+    for field, setter in (
+        ("cpu_request", task.set_cpu_request),
+        ("cpu_limit", task.set_cpu_limit),
+        ("memory_request", task.set_memory_request),
+        ("memory_limit", task.set_memory_limit),
+    ):
         value = getattr(resources, field)
         try:
             setter(value)
         except ValueError:
-            raise ParamsError(f"'{key}.{field}' is not a Kubernetes quantity: {value!r} "
-                              "(e.g. \"500m\" or \"2\" CPUs, \"512Mi\" or \"4Gi\" memory)") from None
+            raise ParamsError(
+                f"'{key}.{field}' is not a Kubernetes quantity: {value!r} "
+                '(e.g. "500m" or "2" CPUs, "512Mi" or "4Gi" memory)'
+            ) from None
 
 
 def check_settings(params: Params, *, for_cluster: bool = True) -> None:
@@ -204,16 +240,17 @@ def check_settings(params: Params, *, for_cluster: bool = True) -> None:
         if not getattr(settings, key).strip():
             raise ParamsError(f"'pipeline.{key}' must name a container image")
     if bool(settings.gpu_node_selector_key) != bool(settings.gpu_node_selector_value):
-        raise ParamsError("set both pipeline.gpu_node_selector_key and pipeline.gpu_node_selector_value, "
-                          "or neither")
+        raise ParamsError("set both pipeline.gpu_node_selector_key and pipeline.gpu_node_selector_value, or neither")
     if for_cluster:
         check_durable_push_target(params)
     if settings.serving_pvc:
         mount = settings.serving_mount_path.rstrip("/")
         base = params.push.model_base_path
         if not mount.startswith("/") or not (base == mount or base.startswith(mount + "/")):
-            raise ParamsError(f"with pipeline.serving_pvc set, push.model_base_path ({base}) must lie under "
-                              f"pipeline.serving_mount_path ({settings.serving_mount_path}, an absolute path)")
+            raise ParamsError(
+                f"with pipeline.serving_pvc set, push.model_base_path ({base}) must lie under "
+                f"pipeline.serving_mount_path ({settings.serving_mount_path}, an absolute path)"
+            )
 
 
 def check_durable_push_target(params: Params) -> None:
@@ -227,9 +264,11 @@ def check_durable_push_target(params: Params) -> None:
     base = params.push.model_base_path
     if scheme(base) in DURABLE_SCHEMES or params.pipeline.serving_pvc:
         return
-    raise ParamsError(f"push.model_base_path '{base}' is inside the push pod and lost when it ends; set it to "
-                      "an object store (s3://bucket/models, gs://bucket/models) or set pipeline.serving_pvc "
-                      "with push.model_base_path under pipeline.serving_mount_path")
+    raise ParamsError(
+        f"push.model_base_path '{base}' is inside the push pod and lost when it ends; set it to "
+        "an object store (s3://bucket/models, gs://bucket/models) or set pipeline.serving_pvc "
+        "with push.model_base_path under pipeline.serving_mount_path"
+    )
 
 
 def compile_pipeline(params: Params, out_file: str | Path) -> Path:

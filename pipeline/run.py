@@ -7,19 +7,20 @@
   has petseg installed) and reports where each artifact landed.
 - `parse_overrides` turns `--param key=value` options into params overrides.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
-import socket
 import tempfile
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -61,8 +62,15 @@ class SubmittedRun:
     experiment: str
 
 
-def submit(params: Params, host: str, *, namespace: str | None = None, experiment: str | None = None,
-           run_name: str | None = None, token: str | None = None) -> SubmittedRun:
+def submit(
+    params: Params,
+    host: str,
+    *,
+    namespace: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    token: str | None = None,
+) -> SubmittedRun:
     """Compile the pipeline for `params` and start a run of it on the KFP API at `host`."""
     from petseg.pipeline.pipeline import check_settings
 
@@ -85,11 +93,16 @@ def submit(params: Params, host: str, *, namespace: str | None = None, experimen
                 warnings.simplefilter("ignore", FutureWarning)  # kfp.Client's note about KFP server versions
                 client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
             result = client.create_run_from_pipeline_package(
-                str(package), arguments=pipeline_arguments(params), run_name=run_name,
-                experiment_name=experiment, namespace=namespace)
+                str(package),
+                arguments=pipeline_arguments(params),
+                run_name=run_name,
+                experiment_name=experiment,
+                namespace=namespace,
+            )
         except kfp_server_api.ApiException as exc:
-            raise PetsegError(f"Kubeflow Pipelines at {host} refused the run: HTTP {exc.status} {exc.reason}"
-                              f"{_auth_hint(exc.status)}") from None
+            raise PetsegError(
+                f"Kubeflow Pipelines at {host} refused the run: HTTP {exc.status} {exc.reason}{_auth_hint(exc.status)}"
+            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise PetsegError(f"lost the connection to Kubeflow Pipelines at {host}: {first_line(exc)}") from None
     return SubmittedRun(run_id=result.run_id, url=f"{host}/#/runs/details/{result.run_id}", experiment=experiment)
@@ -113,18 +126,22 @@ def check_api_reachable(host: str, token: str | None, timeout: float = CONNECT_T
         with opener.open(request, timeout=timeout) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
-        raise PetsegError(f"{host} is not a Kubeflow Pipelines API: HTTP {exc.code} on {HEALTHZ_PATH}"
-                          f"{_auth_hint(exc.code)}") from None
-    except (urllib.error.URLError, socket.timeout, OSError) as exc:
+        raise PetsegError(
+            f"{host} is not a Kubeflow Pipelines API: HTTP {exc.code} on {HEALTHZ_PATH}{_auth_hint(exc.code)}"
+        ) from None
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise PetsegError(f"cannot reach Kubeflow Pipelines at {host} ({first_line(reason)}); check --host, "
-                          "or forward the API, e.g. `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`"
-                          ) from None
+        raise PetsegError(
+            f"cannot reach Kubeflow Pipelines at {host} ({first_line(reason)}); check --host, "
+            "or forward the API, e.g. `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`"
+        ) from None
     try:
         json.loads(body or b"{}")
     except ValueError:
-        raise PetsegError(f"{host} is not a Kubeflow Pipelines API ({HEALTHZ_PATH} did not answer JSON; "
-                          f"a login page? set {TOKEN_ENV})") from None
+        raise PetsegError(
+            f"{host} is not a Kubeflow Pipelines API ({HEALTHZ_PATH} did not answer JSON; "
+            f"a login page? set {TOKEN_ENV})"
+        ) from None
 
 
 def _auth_hint(status: int | None) -> str:
@@ -134,10 +151,18 @@ def _auth_hint(status: int | None) -> str:
 # ---------------------------------------------------------------------- run-local
 # The pipeline outputs run_local reports, in step order: (step, output name).
 LOCAL_OUTPUTS = (
-    ("download", "raw"), ("validate", "validation"), ("validate", "validation_report"),
-    ("preprocess", "records"), ("train", "trained_model"), ("train", "checkpoints"), ("train", "training_metrics"),
-    ("train", "training_log"), ("evaluate", "evaluation"), ("evaluate", "metrics"),
-    ("evaluate", "confusion_matrix"), ("evaluate", "predictions"),
+    ("download", "raw"),
+    ("validate", "validation"),
+    ("validate", "validation_report"),
+    ("preprocess", "records"),
+    ("train", "trained_model"),
+    ("train", "checkpoints"),
+    ("train", "training_metrics"),
+    ("train", "training_log"),
+    ("evaluate", "evaluation"),
+    ("evaluate", "metrics"),
+    ("evaluate", "confusion_matrix"),
+    ("evaluate", "predictions"),
 )
 
 
@@ -165,17 +190,24 @@ def run_local(params: Params, workdir: str | Path, *, cache: bool = False) -> Lo
 
     workdir = Path(workdir).resolve()
     pipeline = build_pipeline(params, for_cluster=False)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "runs"),
-               workspace_root=str(_ensure_dir(workdir / "workspace")), raise_on_error=True,
-               enable_caching=cache, cache_root=str(workdir / "cache"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(workdir / "runs"),
+        workspace_root=str(_ensure_dir(workdir / "workspace")),
+        raise_on_error=True,
+        enable_caching=cache,
+        cache_root=str(workdir / "cache"),
+    )
     with warnings.catch_warnings():
         # Local runs ignore images and Kubernetes settings; KFP warns about each, every task.
         warnings.filterwarnings("ignore", message=".*(custom or non-Python base image|have no effect).*")
         try:
             task = pipeline(**pipeline_arguments(params))
         except RuntimeError as exc:
-            raise PetsegError(f"local pipeline run failed: {failed_step(exc)} (its log is above; "
-                              f"outputs so far under {workdir / 'runs'})") from None
+            raise PetsegError(
+                f"local pipeline run failed: {failed_step(exc)} (its log is above; "
+                f"outputs so far under {workdir / 'runs'})"
+            ) from None
     return local_run_result(task.outputs)
 
 
@@ -198,8 +230,9 @@ def local_run_result(outputs: dict[str, Any]) -> LocalRun:
     if push_output.is_file():
         pushed = json.loads(json.loads(push_output.read_text())["parameterValues"]["Output"])
     blessing = read_blessing(outputs["evaluation"].path)
-    return LocalRun(run_dir=run_dir, artifacts=artifacts, blessed=bool(outputs["blessed"]),
-                    reason=blessing.reason, pushed=pushed)
+    return LocalRun(
+        run_dir=run_dir, artifacts=artifacts, blessed=bool(outputs["blessed"]), reason=blessing.reason, pushed=pushed
+    )
 
 
 def _ensure_dir(path: Path) -> Path:

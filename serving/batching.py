@@ -14,6 +14,7 @@ proto is not in the tensorflow-serving-api wheel, so its fields are declared
 here and the file is parsed with protobuf's own text_format: a misspelt or
 unknown field fails here as it fails TF Serving's start-up.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -23,10 +24,14 @@ from petseg.components.errors import PetsegError
 
 # BatchingParameters fields: (name, number, type); "int64" fields are google.protobuf wrappers.
 _FIELDS = [
-    ("max_batch_size", 1, "Int64Value"), ("batch_timeout_micros", 2, "Int64Value"),
-    ("max_enqueued_batches", 3, "Int64Value"), ("num_batch_threads", 4, "Int64Value"),
-    ("thread_pool_name", 5, "StringValue"), ("allowed_batch_sizes", 6, "repeated int64"),
-    ("pad_variable_length_inputs", 7, "bool"), ("enable_large_batch_splitting", 8, "BoolValue"),
+    ("max_batch_size", 1, "Int64Value"),
+    ("batch_timeout_micros", 2, "Int64Value"),
+    ("max_enqueued_batches", 3, "Int64Value"),
+    ("num_batch_threads", 4, "Int64Value"),
+    ("thread_pool_name", 5, "StringValue"),
+    ("allowed_batch_sizes", 6, "repeated int64"),
+    ("pad_variable_length_inputs", 7, "bool"),
+    ("enable_large_batch_splitting", 8, "BoolValue"),
     ("max_execution_batch_size", 9, "Int64Value"),
 ]
 
@@ -37,8 +42,12 @@ def _message_class():
 
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    file = descriptor_pb2.FileDescriptorProto(name="petseg_batching.proto", package="tensorflow.serving",
-                                              syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    file = descriptor_pb2.FileDescriptorProto(
+        name="petseg_batching.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     message = file.message_type.add(name="BatchingParameters")
     F = descriptor_pb2.FieldDescriptorProto
     for name, number, kind in _FIELDS:
@@ -64,8 +73,10 @@ def read_max_batch_size(path: str | Path) -> int | None:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise PetsegError(f"cannot read the batching parameters file {path}: {exc.strerror}; fix "
-                          "serve.batching_parameters_file (\"\" = no batch limit)") from None
+        raise PetsegError(
+            f"cannot read the batching parameters file {path}: {exc.strerror}; fix "
+            'serve.batching_parameters_file ("" = no batch limit)'
+        ) from None
     params = _message_class()()
     try:
         text_format.Parse(text, params)

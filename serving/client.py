@@ -8,12 +8,13 @@ batches that fit the message limit; each call has a deadline, and a call
 answered UNAVAILABLE (server starting, restarting, or a version not loaded
 yet) is retried with backoff until the deadline.
 """
+
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,23 +38,31 @@ class ServingRequestError(PetsegError):
 class Segmentation:
     """The model's answer for one image: class ids at the image's size, and which version gave it."""
 
-    mask: np.ndarray                    # uint8 [H, W], values index contract.CLASS_NAMES
+    mask: np.ndarray  # uint8 [H, W], values index contract.CLASS_NAMES
     model_version: int
     probabilities: np.ndarray | None = None  # float32 [H, W, C] when asked for
 
     def class_fractions(self, class_names: Sequence[str] = contract.CLASS_NAMES) -> dict[str, float]:
         """Share of the image's pixels given to each class."""
         counts = np.bincount(self.mask.ravel(), minlength=len(class_names))[: len(class_names)]
-        return {name: float(n) / self.mask.size for name, n in zip(class_names, counts)}
+        return {name: float(n) / self.mask.size for name, n in zip(class_names, counts, strict=True)}
 
 
 class SegmentationClient:
     """Talks to one model server; use as a context manager or call close()."""
 
-    def __init__(self, target: str, model_name: str = "petseg", *,
-                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
-                 batch_size: int = DEFAULT_BATCH_SIZE, backoff_seconds: float = 0.25,
-                 version: int | None = None, with_probabilities: bool = False):
+    def __init__(
+        self,
+        target: str,
+        model_name: str = "petseg",
+        *,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        backoff_seconds: float = 0.25,
+        version: int | None = None,
+        with_probabilities: bool = False,
+    ):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -74,7 +83,7 @@ class SegmentationClient:
         self._channel = grpc.insecure_channel(target, options=options)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
-    def __enter__(self) -> "SegmentationClient":
+    def __enter__(self) -> SegmentationClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -89,8 +98,9 @@ class SegmentationClient:
         for i, image in enumerate(images):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise PetsegError(f"image {i} must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
-        return self._in_batches([image.shape[:2] for image in images],
-                                lambda idx: self._images_request(np.stack([images[i] for i in idx])))
+        return self._in_batches(
+            [image.shape[:2] for image in images], lambda idx: self._images_request(np.stack([images[i] for i in idx]))
+        )
 
     def segment_encoded(self, encoded: Sequence[bytes]) -> list[Segmentation]:
         """Masks for encoded JPEG/PNG images via the bytes signature (much smaller requests)."""
@@ -125,14 +135,18 @@ class SegmentationClient:
             groups.setdefault(tuple(size), []).append(i)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
+                chunk = indices[start : start + self.batch_size]
                 response = self.predict(make_request(chunk))
                 masks = tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])
-                probabilities = (tf.make_ndarray(response.outputs[contract.OUTPUT_PROBABILITIES])
-                                 if self.with_probabilities else None)
+                probabilities = (
+                    tf.make_ndarray(response.outputs[contract.OUTPUT_PROBABILITIES])
+                    if self.with_probabilities
+                    else None
+                )
                 for j, i in enumerate(chunk):
-                    results[i] = Segmentation(masks[j], response.model_spec.version.value,
-                                              None if probabilities is None else probabilities[j])
+                    results[i] = Segmentation(
+                        masks[j], response.model_spec.version.value, None if probabilities is None else probabilities[j]
+                    )
         return results  # type: ignore[return-value]
 
     def _request(self, signature: str):
@@ -167,11 +181,15 @@ class SegmentationClient:
         code = exc.code()
         detail = (exc.details() or "").strip().splitlines()[0] if exc.details() else ""
         if code == grpc.StatusCode.UNAVAILABLE:
-            message = (f"cannot get an answer from a model server at {self.target} after {attempts} "
-                       f"attempt(s) in {self.timeout_seconds:g}s ({detail}); start one with `petseg serve` "
-                       "or check --target")
+            message = (
+                f"cannot get an answer from a model server at {self.target} after {attempts} "
+                f"attempt(s) in {self.timeout_seconds:g}s ({detail}); start one with `petseg serve` "
+                "or check --target"
+            )
         elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            message = f"no answer from {self.target} within {self.timeout_seconds:g}s; raise --timeout or send fewer images"
+            message = (
+                f"no answer from {self.target} within {self.timeout_seconds:g}s; raise --timeout or send fewer images"
+            )
         else:
             message = f"{self.target} refused the request: {code.name}: {detail}"
         return ServingRequestError(message, code)

@@ -1,4 +1,5 @@
 """A request the server refuses, with the status TF Serving would answer it with (gRPC code and HTTP code)."""
+
 from __future__ import annotations
 
 import re

@@ -15,6 +15,7 @@ process-wide decompression-bomb limit (a warning above 89 MP, an error above
 seeking through (decoding) them; the frames are what the decoder allocates.
 The tests check these sizes against Pillow's.
 """
+
 from __future__ import annotations
 
 import struct
@@ -57,8 +58,9 @@ def declared_size(data: bytes) -> DeclaredSize:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp(data)
     if data[:2] == b"\xff\x0a" or data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
-        raise UnreadableHeader(f"JPEG XL is not accepted (its size cannot be checked before decoding); "
-                               f"send one of {FORMATS}")
+        raise UnreadableHeader(
+            f"JPEG XL is not accepted (its size cannot be checked before decoding); send one of {FORMATS}"
+        )
     raise UnreadableHeader(f"Unknown image file format. One of {FORMATS} required.")
 
 

@@ -24,12 +24,14 @@ Everything here is a plain function over a `kubernetes.client.CustomObjectsApi`,
 so tests can read the exact requests (method, path, content type, body) the
 Kubernetes client would send.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from petseg.components.errors import ParamsError, PetsegError
 from petseg.components.params import KServeParams, PipelineParams, PushParams, ServeParams
@@ -93,23 +95,30 @@ def storage_uri(push: PushParams, pipeline: PipelineParams) -> str:
     if "://" in base:
         scheme = base.split("://", 1)[0]
         if scheme not in STORAGE_SCHEMES:
-            raise ParamsError(f"push.model_base_path {base!r}: KServe's storage initializer does not read "
-                              f"{scheme}:// (use one of {', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+            raise ParamsError(
+                f"push.model_base_path {base!r}: KServe's storage initializer does not read "
+                f"{scheme}:// (use one of {', '.join(s + '://' for s in STORAGE_SCHEMES)})"
+            )
         return f"{base}/{push.model_name}"
     if pipeline.serving_pvc:
         mount = pipeline.serving_mount_path.rstrip("/")
         if not (base == mount or base.startswith(mount + "/")):
-            raise ParamsError(f"push.model_base_path ({base}) must lie under pipeline.serving_mount_path "
-                              f"({pipeline.serving_mount_path}) for KServe to read it from pipeline.serving_pvc")
-        inside = base[len(mount):].strip("/")
+            raise ParamsError(
+                f"push.model_base_path ({base}) must lie under pipeline.serving_mount_path "
+                f"({pipeline.serving_mount_path}) for KServe to read it from pipeline.serving_pvc"
+            )
+        inside = base[len(mount) :].strip("/")
         return f"pvc://{pipeline.serving_pvc}/" + "/".join(p for p in (inside, push.model_name) if p)
-    raise ParamsError(f"pipeline.deploy: kserve needs push.model_base_path to be an object-store URI "
-                      f"(gs://, s3://) or pipeline.serving_pvc to be set; {base!r} is a path only one "
-                      "machine sees, which KServe cannot read")
+    raise ParamsError(
+        f"pipeline.deploy: kserve needs push.model_base_path to be an object-store URI "
+        f"(gs://, s3://) or pipeline.serving_pvc to be set; {base!r} is a path only one "
+        "machine sees, which KServe cannot read"
+    )
 
 
-def inference_service(push: PushParams, serve: ServeParams, pipeline: PipelineParams,
-                      version: int | None = None) -> dict[str, Any]:
+def inference_service(
+    push: PushParams, serve: ServeParams, pipeline: PipelineParams, version: int | None = None
+) -> dict[str, Any]:
     """The InferenceService body for params; with `version`, stamped so that it makes a new revision."""
     settings = pipeline.kserve
     limit = serve.max_message_mb * MIB
@@ -122,8 +131,9 @@ def inference_service(push: PushParams, serve: ServeParams, pipeline: PipelinePa
             "protocolVersion": PROTOCOL_VERSIONS[settings.protocol],
             "storageUri": storage_uri(push, pipeline),
             # Appended to the runtime's flags: the same message limits as the plain Deployment.
-            "args": [f"--grpc_channel_arguments=grpc.max_send_message_length={limit},"
-                     f"grpc.max_receive_message_length={limit}"],
+            "args": [
+                f"--grpc_channel_arguments=grpc.max_send_message_length={limit},grpc.max_receive_message_length={limit}"
+            ],
             "ports": [dict(PORTS[settings.protocol])],
             "resources": {
                 "requests": {"cpu": settings.resources.cpu_request, "memory": settings.resources.memory_request},
@@ -175,10 +185,13 @@ def new_revision_ready(isvc: dict, generation: int, old_revision: str | None) ->
     status = isvc.get("status") or {}
     predictor = _predictor_status(isvc)
     latest = predictor.get("latestReadyRevision")
-    return (int(status.get("observedGeneration") or 0) >= generation
-            and _ready_condition(isvc).get("status") == "True"
-            and latest is not None and latest == predictor.get("latestCreatedRevision")
-            and latest != old_revision)
+    return (
+        int(status.get("observedGeneration") or 0) >= generation
+        and _ready_condition(isvc).get("status") == "True"
+        and latest is not None
+        and latest == predictor.get("latestCreatedRevision")
+        and latest != old_revision
+    )
 
 
 def rollback_target(isvc: dict) -> str | None:
@@ -247,13 +260,26 @@ def get_inference_service(api: Any, namespace: str, name: str) -> dict | None:
 
 
 def _patch(api: Any, namespace: str, name: str, body: dict) -> dict:
-    return _call("patch", name, namespace,
-                 lambda: api.patch_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body))
+    return _call(
+        "patch",
+        name,
+        namespace,
+        lambda: api.patch_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, name, body),
+    )
 
 
-def wait_until_ready(api: Any, namespace: str, name: str, generation: int, old_revision: str | None,
-                     timeout_seconds: float, poll_seconds: float, *, sleep: Callable[[float], None] = time.sleep,
-                     clock: Callable[[], float] = time.monotonic) -> dict | str:
+def wait_until_ready(
+    api: Any,
+    namespace: str,
+    name: str,
+    generation: int,
+    old_revision: str | None,
+    timeout_seconds: float,
+    poll_seconds: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict | str:
     """Poll until a new revision is Ready: the InferenceService then, or the last reason it was not."""
     deadline = clock() + timeout_seconds
     while True:
@@ -268,9 +294,16 @@ def wait_until_ready(api: Any, namespace: str, name: str, generation: int, old_r
 
 
 # ----------------------------------------------------------------------- the step
-def deploy(api: Any, body: dict, settings: KServeParams, version: int, *,
-           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-           log: Callable[[str], None] = print) -> DeployResult:
+def deploy(
+    api: Any,
+    body: dict,
+    settings: KServeParams,
+    version: int,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = print,
+) -> DeployResult:
     """Create the InferenceService, or roll `version` out on it: canary, wait for Ready, promote to 100%.
 
     A new revision that is not Ready within `settings.ready_timeout_seconds`
@@ -278,45 +311,60 @@ def deploy(api: Any, body: dict, settings: KServeParams, version: int, *,
     out before) and KServeError says so in one line.
     """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    wait = dict(timeout_seconds=settings.ready_timeout_seconds, poll_seconds=settings.poll_seconds,
-                sleep=sleep, clock=clock)
+    wait = dict(
+        timeout_seconds=settings.ready_timeout_seconds, poll_seconds=settings.poll_seconds, sleep=sleep, clock=clock
+    )
     existing = get_inference_service(api, namespace, name)
     if existing is None:
         log(f"deploy: creating InferenceService {namespace}/{name} (version {version})")
-        created = _call("create", name, namespace, lambda: api.create_namespaced_custom_object(
-            GROUP, API_VERSION, namespace, PLURAL, body))
+        created = _call(
+            "create",
+            name,
+            namespace,
+            lambda: api.create_namespaced_custom_object(GROUP, API_VERSION, namespace, PLURAL, body),
+        )
         outcome = wait_until_ready(api, namespace, name, int(created["metadata"].get("generation", 1)), None, **wait)
         if isinstance(outcome, str):
-            raise KServeError(f"InferenceService {namespace}/{name} (version {version}) was not Ready within "
-                              f"{settings.ready_timeout_seconds:g}s: {outcome}; no earlier revision to fall back to")
+            raise KServeError(
+                f"InferenceService {namespace}/{name} (version {version}) was not Ready within "
+                f"{settings.ready_timeout_seconds:g}s: {outcome}; no earlier revision to fall back to"
+            )
         return DeployResult("created", name, namespace, version, _predictor_status(outcome).get("latestReadyRevision"))
 
     if deployed_version(existing) == version:
         predictor = _predictor_status(existing)
-        if _ready_condition(existing).get("status") != "True" or \
-                predictor.get("latestReadyRevision") != predictor.get("latestCreatedRevision"):
+        if _ready_condition(existing).get("status") != "True" or predictor.get("latestReadyRevision") != predictor.get(
+            "latestCreatedRevision"
+        ):
             condition = _ready_condition(existing)
-            raise KServeError(f"version {version} is already on InferenceService {namespace}/{name} but its "
-                              f"revision is not Ready ({condition.get('message') or 'no Ready condition'}); "
-                              "fix that, or push a new version to roll out")
+            raise KServeError(
+                f"version {version} is already on InferenceService {namespace}/{name} but its "
+                f"revision is not Ready ({condition.get('message') or 'no Ready condition'}); "
+                "fix that, or push a new version to roll out"
+            )
         log(f"deploy: {namespace}/{name} already rolls out version {version}; nothing to do")
         return DeployResult("unchanged", name, namespace, version, predictor.get("latestReadyRevision"))
     old_revision = _predictor_status(existing).get("latestReadyRevision")
     percent = settings.canary_traffic_percent
     log(f"deploy: rolling out version {version} on {namespace}/{name} with {percent}% of the traffic")
     patched = _patch(api, namespace, name, with_canary(body, percent))
-    outcome = wait_until_ready(api, namespace, name, int(patched["metadata"].get("generation", 0)), old_revision,
-                               **wait)
+    outcome = wait_until_ready(
+        api, namespace, name, int(patched["metadata"].get("generation", 0)), old_revision, **wait
+    )
     if isinstance(outcome, str):
         late = get_inference_service(api, namespace, name) or existing
         target = rollback_target(late)
         if target is None:
-            raise KServeError(f"version {version} on InferenceService {namespace}/{name} was not Ready within "
-                              f"{settings.ready_timeout_seconds:g}s ({outcome}); it has no earlier rolled-out "
-                              "revision to send traffic back to")
+            raise KServeError(
+                f"version {version} on InferenceService {namespace}/{name} was not Ready within "
+                f"{settings.ready_timeout_seconds:g}s ({outcome}); it has no earlier rolled-out "
+                "revision to send traffic back to"
+            )
         _patch(api, namespace, name, canary_patch(0))
-        raise KServeError(f"version {version} on InferenceService {namespace}/{name} was not Ready within "
-                          f"{settings.ready_timeout_seconds:g}s ({outcome}); all traffic rolled back to {target}")
+        raise KServeError(
+            f"version {version} on InferenceService {namespace}/{name} was not Ready within "
+            f"{settings.ready_timeout_seconds:g}s ({outcome}); all traffic rolled back to {target}"
+        )
     revision = _predictor_status(outcome).get("latestReadyRevision")
     if percent < 100:
         log(f"deploy: {revision} is Ready; promoting it to 100% of the traffic")
@@ -328,12 +376,14 @@ def rollback_traffic(api: Any, namespace: str, name: str) -> RollbackResult:
     """Send all traffic back to the revision rolled out before the newest one (canaryTrafficPercent 0)."""
     isvc = get_inference_service(api, namespace, name)
     if isvc is None:
-        raise KServeError(f"no InferenceService {namespace}/{name} to roll back (check pipeline.kserve.namespace "
-                          "and push.model_name)")
+        raise KServeError(
+            f"no InferenceService {namespace}/{name} to roll back (check pipeline.kserve.namespace and push.model_name)"
+        )
     target = rollback_target(isvc)
     if target is None:
-        raise KServeError(f"InferenceService {namespace}/{name} has no earlier rolled-out revision to send "
-                          "traffic back to")
+        raise KServeError(
+            f"InferenceService {namespace}/{name} has no earlier rolled-out revision to send traffic back to"
+        )
     _patch(api, namespace, name, canary_patch(0))
     return RollbackResult(name, namespace, target, _predictor_status(isvc).get("latestReadyRevision"))
 
@@ -348,6 +398,8 @@ def custom_objects_api() -> Any:
         try:
             config.load_kube_config()
         except (config.ConfigException, OSError) as exc:
-            raise KServeError(f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({exc}); "
-                              "set KUBECONFIG or run `kubectl config use-context`") from None
+            raise KServeError(
+                f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({exc}); "
+                "set KUBECONFIG or run `kubectl config use-context`"
+            ) from None
     return client.CustomObjectsApi()

@@ -14,13 +14,15 @@ with --allow_version_labels_for_unavailable_models as serving/deploy sets it)
 is refused whole, logged, and retried on the next poll while the previous
 config stays in force; a label therefore only ever names a loaded version.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -44,10 +46,10 @@ class LoadedVersion:
 
     version: int
     path: Path
-    signatures: dict[str, Any]           # name -> ConcreteFunction
-    input_specs: dict[str, dict]         # name -> {input key: tf.TensorSpec}
-    output_keys: dict[str, list[str]]    # name -> output keys
-    signature_defs: Any                  # tensorflow_serving GetModelMetadata SignatureDefMap
+    signatures: dict[str, Any]  # name -> ConcreteFunction
+    input_specs: dict[str, dict]  # name -> {input key: tf.TensorSpec}
+    output_keys: dict[str, list[str]]  # name -> output keys
+    signature_defs: Any  # tensorflow_serving GetModelMetadata SignatureDefMap
     saved_model: Any = field(repr=False)  # keeps the loaded object (and its variables) alive
 
 
@@ -110,9 +112,14 @@ def warm_up(loaded: LoadedVersion) -> int:
 class ModelManager:
     """The loaded versions of `model_name` under `model_base_path`, kept in step with the disk."""
 
-    def __init__(self, model_base_path: str | Path, model_name: str, poll_seconds: float,
-                 log: Callable[[str], None] = print,
-                 loader: Callable[[int, Path], LoadedVersion] = load_version):
+    def __init__(
+        self,
+        model_base_path: str | Path,
+        model_name: str,
+        poll_seconds: float,
+        log: Callable[[str], None] = print,
+        loader: Callable[[int, Path], LoadedVersion] = load_version,
+    ):
         self.model_base_path = Path(model_base_path)
         self.model_name = model_name
         self.poll_seconds = poll_seconds
@@ -128,8 +135,9 @@ class ModelManager:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lookups
-    def resolve(self, version: int | None = None, label: str | None = None, *,
-                model_name: str | None = None) -> LoadedVersion:
+    def resolve(
+        self, version: int | None = None, label: str | None = None, *, model_name: str | None = None
+    ) -> LoadedVersion:
         """The loaded version a request asks for (newest when it names none), or TF Serving's refusal.
 
         Mirrors ServerCore::ServableRequestFromModelSpec (server_core.cc), then
@@ -146,14 +154,17 @@ class ModelManager:
         name = self.model_name if model_name is None else model_name
         with self._lock:
             if not self._loaded:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   f"no version of model {self.model_name} is loaded yet "
-                                   f"(waiting for one under {self.model_base_path / self.model_name})")
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"no version of model {self.model_name} is loaded yet "
+                    f"(waiting for one under {self.model_base_path / self.model_name})",
+                )
             if label is not None:
                 labels = self._policy.labels if name == self.model_name else {}
                 if label not in labels:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"Unrecognized servable version label: {label}")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}"
+                    )
                 version = labels[label]
             wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
             if name != self.model_name or (version is not None and version not in self._loaded):
@@ -210,12 +221,14 @@ class ModelManager:
             return self._policy
         with self._lock:
             loaded = set(self._loaded)
-        refusal = model_store.label_refusal(self.model_name, policy.labels, self._policy.labels, loaded,
-                                            ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS)
+        refusal = model_store.label_refusal(
+            self.model_name, policy.labels, self._policy.labels, loaded, ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS
+        )
         if refusal is not None:
             if refusal != self._refusal:
-                self._log(f"petseg serve: refused models.config, keeping the previous one: "
-                          f"FAILED_PRECONDITION: {refusal}")
+                self._log(
+                    f"petseg serve: refused models.config, keeping the previous one: FAILED_PRECONDITION: {refusal}"
+                )
             self._refusal = refusal
             return self._policy
         self._refusal = None
@@ -240,8 +253,10 @@ class ModelManager:
         with self._lock:
             self._loaded[version] = loaded
             self._states[version] = VersionState(AVAILABLE)
-        self._log(f"petseg serve: loaded {self.model_name} version {version} from {path} "
-                  f"in {time.perf_counter() - started:.1f}s (signatures: {', '.join(sorted(loaded.signatures))})")
+        self._log(
+            f"petseg serve: loaded {self.model_name} version {version} from {path} "
+            f"in {time.perf_counter() - started:.1f}s (signatures: {', '.join(sorted(loaded.signatures))})"
+        )
 
     def _unload_one(self, version: int) -> None:
         with self._lock:

@@ -6,12 +6,13 @@ mask) and `<stem>.overlay.png` (the photo with the mask blended over it),
 and reports the share of pixels in each class. Optionally all of them go on
 one sheet (photo, mask, overlay per row) for a person to look at.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -34,10 +35,17 @@ class ImageResult:
     model_version: int
 
 
-def predict_files(target: str, images: Sequence[Path], out_dir: Path, *, model_name: str,
-                  max_message_mb: int, encoded: bool = False,
-                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-                  sheet: Path | None = None) -> list[ImageResult]:
+def predict_files(
+    target: str,
+    images: Sequence[Path],
+    out_dir: Path,
+    *,
+    model_name: str,
+    max_message_mb: int,
+    encoded: bool = False,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    sheet: Path | None = None,
+) -> list[ImageResult]:
     """Segment `images` on the server at `target`; write mask and overlay PNGs into out_dir.
 
     Every image is read before anything is sent, so a bad path fails at once
@@ -47,8 +55,9 @@ def predict_files(target: str, images: Sequence[Path], out_dir: Path, *, model_n
     paths = [Path(p) for p in images]
     _check_unique_stems(paths)
     pixels = [read_rgb(p) for p in paths]
-    with SegmentationClient(target, model_name, timeout_seconds=timeout_seconds,
-                            max_message_mb=max_message_mb) as client:
+    with SegmentationClient(
+        target, model_name, timeout_seconds=timeout_seconds, max_message_mb=max_message_mb
+    ) as client:
         if encoded:
             answers = client.segment_encoded([_encoded_bytes(p) for p in paths])
         else:
@@ -56,15 +65,26 @@ def predict_files(target: str, images: Sequence[Path], out_dir: Path, *, model_n
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for path, image, answer in zip(paths, pixels, answers):
+    for path, image, answer in zip(paths, pixels, answers, strict=True):
         mask_png = out_dir / f"{path.stem}.mask.png"
         overlay_png = out_dir / f"{path.stem}.overlay.png"
         _write_png(mask_png, mask_image(answer.mask))
         _write_png(overlay_png, overlay_image(image, answer.mask))
-        results.append(ImageResult(path, mask_png, overlay_png, answer.class_fractions(),
-                                   image.shape[0], image.shape[1], answer.model_version))
+        results.append(
+            ImageResult(
+                path,
+                mask_png,
+                overlay_png,
+                answer.class_fractions(),
+                image.shape[0],
+                image.shape[1],
+                answer.model_version,
+            )
+        )
     if sheet is not None:
-        _write_png(Path(sheet), prediction_sheet([(image, answer.mask) for image, answer in zip(pixels, answers)]))
+        _write_png(
+            Path(sheet), prediction_sheet([(image, answer.mask) for image, answer in zip(pixels, answers, strict=True)])
+        )
     return results
 
 
@@ -75,8 +95,12 @@ def prediction_sheet(rows: Sequence[tuple[np.ndarray, np.ndarray]], row_height: 
     tiles = []
     for image, mask in rows:
         width = max(1, round(image.shape[1] * row_height / image.shape[0]))
-        tiles.append([picture.convert("RGB").resize((width, row_height))
-                      for picture in (Image.fromarray(image), mask_image(mask), overlay_image(image, mask))])
+        tiles.append(
+            [
+                picture.convert("RGB").resize((width, row_height))
+                for picture in (Image.fromarray(image), mask_image(mask), overlay_image(image, mask))
+            ]
+        )
     gap = 4
     sheet_width = max(sum(t.width for t in row) + gap * (len(row) - 1) for row in tiles)
     sheet = Image.new("RGB", (sheet_width, len(tiles) * (row_height + gap) - gap), "white")
@@ -124,8 +148,10 @@ def overlay_image(image: np.ndarray, mask: np.ndarray):
 def format_result(result: ImageResult) -> str:
     """One line per image: its size, the class fractions and the model version that answered."""
     shares = ", ".join(f"{name} {share:.1%}" for name, share in result.fractions.items())
-    return (f"{result.image.name} ({result.width}x{result.height}): {shares} "
-            f"[version {result.model_version}] -> {result.mask_png}")
+    return (
+        f"{result.image.name} ({result.width}x{result.height}): {shares} "
+        f"[version {result.model_version}] -> {result.mask_png}"
+    )
 
 
 def _encoded_bytes(path: Path) -> bytes:
@@ -139,8 +165,10 @@ def _check_unique_stems(paths: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in paths:
         if path.stem in seen:
-            raise PetsegError(f"{seen[path.stem]} and {path} would write the same {path.stem}.mask.png; "
-                              "predict them in separate runs or with --out folders")
+            raise PetsegError(
+                f"{seen[path.stem]} and {path} would write the same {path.stem}.mask.png; "
+                "predict them in separate runs or with --out folders"
+            )
         seen[path.stem] = path
 
 
@@ -148,4 +176,3 @@ def _write_png(path: Path, image) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     image.save(tmp, format="PNG")
     os.replace(tmp, path)
-

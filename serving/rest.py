@@ -23,6 +23,7 @@ written with orjson, which parses a 500x375 image's 562,500 numbers and
 writes float32 arrays (at their shortest exact form, as TF Serving does)
 several times faster than the json module.
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,14 +48,18 @@ from petseg.serving.model_manager import ModelManager
 
 # http_rest_api_util.cc kPredictionApiGegex / kModelStatusApiRegex (case-insensitive, whole path).
 PREDICT_PATH = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE)
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE
+)
 STATUS_PATH = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE)
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE
+)
 API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _MAX_DEBUG_CHARS = 256  # json_tensor.cc kMaxJsonDebugStringBytes
-_INT_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
-               for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.uint32, np.uint64)}
+_INT_RANGES = {
+    np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
+    for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.uint32, np.uint64)
+}
 
 
 @dataclass
@@ -85,8 +90,10 @@ def _dispatch(context: RestContext, method: str, path: str, body: bytes) -> byte
     if method == "POST":
         verb = match.group(4).lower()
         if verb != "predict":
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{verb} is not served here: this model has "
-                                                              "predict signatures only; use :predict")
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{verb} is not served here: this model has predict signatures only; use :predict",
+            )
         with context.inflight, context.model_runs:
             return predict(context, spec, body)
     if not name:
@@ -133,11 +140,14 @@ def model_metadata(manager: ModelManager, spec) -> bytes:
     response.metadata["signature_def"].Unpack(signature_defs)
 
     def as_dict(message) -> dict:
-        return json_format.MessageToDict(message, always_print_fields_with_no_presence=True,
-                                         preserving_proto_field_name=True)
+        return json_format.MessageToDict(
+            message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+        )
 
-    return orjson.dumps({"model_spec": as_dict(response.model_spec),
-                         "metadata": {"signature_def": as_dict(signature_defs)}}, option=orjson.OPT_INDENT_2)
+    return orjson.dumps(
+        {"model_spec": as_dict(response.model_spec), "metadata": {"signature_def": as_dict(signature_defs)}},
+        option=orjson.OPT_INDENT_2,
+    )
 
 
 # ------------------------------------------------------------------- predict
@@ -149,26 +159,34 @@ def predict(context: RestContext, spec, body: bytes) -> bytes:
     document = _parse_json(body)
     signature_name = document.get("signature_name")
     if signature_name is not None and not isinstance(signature_name, str):
-        raise ServingError(_INVALID, f"JSON Value: {_debug(document)} not formatted correctly. "
-                                     "'signature_name' key must be a string value.")
+        raise ServingError(
+            _INVALID,
+            f"JSON Value: {_debug(document)} not formatted correctly. 'signature_name' key must be a string value.",
+        )
     if signature_name:
         spec.signature_name = signature_name
     loaded = servicer.resolve_spec(context.manager, spec)  # http_rest_api_handler.cc GetInfoMap
     signature = signature_name or servicer.DEFAULT_SIGNATURE
     if signature not in loaded.signature_defs.signature_def:
         raise ServingError(_INVALID, f'Serving signature name: "{signature}" not found in signature def')
-    input_dtypes = {alias: tf.dtypes.as_dtype(info.dtype)
-                    for alias, info in sorted(loaded.signature_defs.signature_def[signature].inputs.items())}
+    input_dtypes = {
+        alias: tf.dtypes.as_dtype(info.dtype)
+        for alias, info in sorted(loaded.signature_defs.signature_def[signature].inputs.items())
+    }
     if not input_dtypes:
         raise ServingError(_INVALID, f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
-    if "instances" in document and "inputs" in document or not ("instances" in document or "inputs" in document):
+    if ("instances" in document and "inputs" in document) or not ("instances" in document or "inputs" in document):
         if "instances" in document:
-            raise ServingError(_INVALID, f"JSON Value: {_debug(document)} Not formatted correctly expecting only "
-                                         "one of 'inputs' or 'instances' keys to exist ")
+            raise ServingError(
+                _INVALID,
+                f"JSON Value: {_debug(document)} Not formatted correctly expecting only "
+                "one of 'inputs' or 'instances' keys to exist ",
+            )
         raise ServingError(_INVALID, "Missing 'inputs' or 'instances' key")
     row = "instances" in document
-    arrays = _row_inputs(document["instances"], input_dtypes) if row else _columnar_inputs(document["inputs"],
-                                                                                           input_dtypes)
+    arrays = (
+        _row_inputs(document["instances"], input_dtypes) if row else _columnar_inputs(document["inputs"], input_dtypes)
+    )
     request = predict_pb2.PredictRequest(model_spec=spec)
     for alias, array in arrays.items():
         request.inputs[alias].CopyFrom(tf.make_tensor_proto(array, dtype=input_dtypes[alias]))
@@ -192,15 +210,18 @@ def _parse_json(body: bytes) -> dict:
 def _row_inputs(instances: Any, dtypes: dict) -> dict[str, np.ndarray]:
     """json_tensor.cc FillTensorMapFromInstancesList: one list item per batch element."""
     if not isinstance(instances, list):
-        raise ServingError(_INVALID, f"JSON Value: {_debug({'instances': instances})} Expecting 'instances' "
-                                     "to be an list/array")
+        raise ServingError(
+            _INVALID, f"JSON Value: {_debug({'instances': instances})} Expecting 'instances' to be an list/array"
+        )
     if not instances:
-        raise ServingError(_INVALID, f"JSON Value: {_debug({'instances': instances})} No values in "
-                                     "'instances' array")
+        raise ServingError(_INVALID, f"JSON Value: {_debug({'instances': instances})} No values in 'instances' array")
     as_objects = _is_named(instances[0])
     if not as_objects and len(dtypes) > 1:
-        raise ServingError(_INVALID, "instances is a plain list, but expecting list of objects as multiple "
-                                     "input tensors required as per tensorinfo_map")
+        raise ServingError(
+            _INVALID,
+            "instances is a plain list, but expecting list of objects as multiple "
+            "input tensors required as per tensorinfo_map",
+        )
     if not as_objects:
         alias = next(iter(dtypes))
         for i, item in enumerate(instances):
@@ -212,20 +233,27 @@ def _row_inputs(instances: Any, dtypes: dict) -> dict[str, np.ndarray]:
         if not _is_named(item):
             raise ServingError(_INVALID, f"Expecting object but got list at item {i} of input list")
         if set(item) != set(dtypes):
-            raise ServingError(_INVALID, f"Failed to process element: {i} of 'instances' list. JSON object: "
-                                         f"{_debug(item)} keys must be equal to: {','.join(dtypes)}")
+            raise ServingError(
+                _INVALID,
+                f"Failed to process element: {i} of 'instances' list. JSON object: "
+                f"{_debug(item)} keys must be equal to: {','.join(dtypes)}",
+            )
         for alias in dtypes:
             columns[alias].append(item[alias])
-    return {alias: _dense(values, dtypes[alias], f"'instances' list, input {alias}")
-            for alias, values in columns.items()}
+    return {
+        alias: _dense(values, dtypes[alias], f"'instances' list, input {alias}") for alias, values in columns.items()
+    }
 
 
 def _columnar_inputs(inputs: Any, dtypes: dict) -> dict[str, np.ndarray]:
     """json_tensor.cc FillTensorMapFromInputsMap: a value for the one input, or an object of named values."""
     if not _is_named(inputs):
         if len(dtypes) > 1:
-            raise ServingError(_INVALID, "inputs is a plain value/list, but expecting an object as multiple "
-                                         "input tensors required as per tensorinfo_map")
+            raise ServingError(
+                _INVALID,
+                "inputs is a plain value/list, but expecting an object as multiple "
+                "input tensors required as per tensorinfo_map",
+            )
         alias = next(iter(dtypes))
         return {alias: _dense(inputs, dtypes[alias], f"'inputs' value for {alias}")}
     arrays = {}
@@ -254,25 +282,30 @@ def _dense(value: Any, dtype, where: str) -> np.ndarray:
     try:
         array = np.array(value)
     except ValueError:
-        raise ServingError(_INVALID, f"{where}: Encountered list at unexpected size (the lists of a tensor "
-                                     "must all have the same length)") from None
+        raise ServingError(
+            _INVALID,
+            f"{where}: Encountered list at unexpected size (the lists of a tensor must all have the same length)",
+        ) from None
     want = dtype.as_numpy_dtype
     kind = array.dtype.kind
     if array.size and (kind not in "iuf" or (kind == "f" and not dtype.is_floating)):
         bad = _first_of_wrong_type(value, dtype.is_floating)
-        raise ServingError(_INVALID, f"JSON Value: {_debug(bad)} Type: {_json_type(bad)} is not of expected "
-                                     f"type: {dtype.name}")
+        raise ServingError(
+            _INVALID, f"JSON Value: {_debug(bad)} Type: {_json_type(bad)} is not of expected type: {dtype.name}"
+        )
     if array.size and np.dtype(want) in _INT_RANGES:
         low, high = _INT_RANGES[np.dtype(want)]
         if array.min() < low or array.max() > high:
             bad = array.min() if array.min() < low else array.max()
-            raise ServingError(_INVALID, f"JSON Value: {int(bad)} Type: Number is not of expected type: "
-                                         f"{dtype.name} (out of range)")
+            raise ServingError(
+                _INVALID, f"JSON Value: {int(bad)} Type: Number is not of expected type: {dtype.name} (out of range)"
+            )
     return array.astype(want, copy=False)
 
 
 def _strings(value: Any, where: str) -> np.ndarray:
     """A (nested) list of JSON strings or {"b64": ...} objects as a bytes array."""
+
     def leaf(item):
         if isinstance(item, str):
             return item.encode()
@@ -283,8 +316,9 @@ def _strings(value: Any, where: str) -> np.ndarray:
                 raise ServingError(_INVALID, "Unable to base64 decode") from None
         if isinstance(item, dict):
             raise ServingError(_INVALID, f"JSON Value: {_debug(item)} not formatted correctly for base64 data")
-        raise ServingError(_INVALID, f"JSON Value: {_debug(item)} Type: {_json_type(item)} is not of expected "
-                                     "type: string")
+        raise ServingError(
+            _INVALID, f"JSON Value: {_debug(item)} Type: {_json_type(item)} is not of expected type: string"
+        )
 
     def walk(item):
         return [walk(x) for x in item] if isinstance(item, list) else leaf(item)
@@ -293,11 +327,15 @@ def _strings(value: Any, where: str) -> np.ndarray:
     try:
         array = np.array(nested, dtype=object)
     except ValueError:
-        raise ServingError(_INVALID, f"{where}: Encountered list at unexpected size (the lists of a tensor "
-                                     "must all have the same length)") from None
+        raise ServingError(
+            _INVALID,
+            f"{where}: Encountered list at unexpected size (the lists of a tensor must all have the same length)",
+        ) from None
     if array.size and not all(isinstance(x, bytes) for x in array.ravel()):
-        raise ServingError(_INVALID, f"{where}: Encountered list at unexpected size (the lists of a tensor "
-                                     "must all have the same length)")
+        raise ServingError(
+            _INVALID,
+            f"{where}: Encountered list at unexpected size (the lists of a tensor must all have the same length)",
+        )
     return array
 
 
@@ -307,15 +345,21 @@ def _first_of_wrong_type(value: Any, floats_ok: bool) -> Any:
         item = stack.pop(0)
         if isinstance(item, list):
             stack[:0] = item
-        elif isinstance(item, bool) or not isinstance(item, (int, float)) or (isinstance(item, float)
-                                                                              and not floats_ok):
+        elif (
+            isinstance(item, bool) or not isinstance(item, (int, float)) or (isinstance(item, float) and not floats_ok)
+        ):
             return item
     return value
 
 
 def _json_type(value: Any) -> str:
-    return {type(None): "Null", bool: "True" if value is True else "False", dict: "Object", list: "Array",
-            str: "String"}.get(type(value), "Number")
+    return {
+        type(None): "Null",
+        bool: "True" if value is True else "False",
+        dict: "Object",
+        list: "Array",
+        str: "String",
+    }.get(type(value), "Number")
 
 
 def _debug(value: Any) -> str:
@@ -337,8 +381,9 @@ def _row_answer(outputs: dict[str, np.ndarray]) -> bytes:
     """json_tensor.cc MakeRowFormatJsonFromTensors: {"predictions": [per batch element]}."""
     sizes = {alias: a.shape[0] for alias, a in outputs.items() if a.ndim}
     if len(sizes) != len(outputs) or len(set(sizes.values())) > 1:
-        raise ServingError(_INVALID, f"Tensor name: {next(iter(outputs))} has inconsistent batch size "
-                                     f"(outputs' batch sizes: {sizes})")
+        raise ServingError(
+            _INVALID, f"Tensor name: {next(iter(outputs))} has inconsistent batch size (outputs' batch sizes: {sizes})"
+        )
     batch = next(iter(sizes.values()), 0)
     values = {alias: _json_value(alias, a) for alias, a in outputs.items()}
     if len(outputs) == 1:
@@ -387,9 +432,13 @@ class _Handler(BaseHTTPRequestHandler):
         if length > context.limits.max_message_bytes:  # local: transport limit, like gRPC's message limit
             self.close_connection = True
             self._discard(length)  # read (and drop) it, so the client gets the answer rather than a reset
-            return 413, orjson.dumps({"error": f"request body of {length / 2**20:.1f} MiB is over the "
-                                               f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit "
-                                               "(serve.max_message_mb); send fewer or smaller images"})
+            return 413, orjson.dumps(
+                {
+                    "error": f"request body of {length / 2**20:.1f} MiB is over the "
+                    f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit "
+                    "(serve.max_message_mb); send fewer or smaller images"
+                }
+            )
         body = self.rfile.read(length) if length else b""
         try:
             return handle(context, method, path, body)
@@ -413,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args) -> None:
         pass  # one line per request is noise here; refusals reach the client with their reason
 
 
@@ -432,7 +481,8 @@ class RestServer(ThreadingHTTPServer):
 def start_rest_server(host: str, port: int, context: RestContext) -> tuple[RestServer, threading.Thread]:
     """Listen on host:port (0 = a free port) and serve in a daemon thread."""
     server = RestServer((host.strip("[]"), port), context)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="petseg-rest", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="petseg-rest", daemon=True
+    )
     thread.start()
     return server, thread

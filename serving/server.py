@@ -13,6 +13,7 @@ max_batch_size) and what would exhaust it (an encoded image declaring more
 than serve.max_image_pixels), and drains in-flight requests on SIGTERM
 before exiting.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,10 +21,11 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from petseg.components.errors import PetsegError
 from petseg.components.params import ServeParams
@@ -110,13 +112,23 @@ def request_limits(params: ServeParams):
     from petseg.serving.servicer import RequestLimits
 
     max_batch = read_max_batch_size(params.batching_parameters_file) if params.batching_parameters_file else None
-    return RequestLimits(max_message_bytes=params.max_message_mb * MIB, max_image_pixels=params.max_image_pixels,
-                         max_batch_size=max_batch)
+    return RequestLimits(
+        max_message_bytes=params.max_message_mb * MIB,
+        max_image_pixels=params.max_image_pixels,
+        max_batch_size=max_batch,
+    )
 
 
-def start_server(model_base_path: str | Path, model_name: str, params: ServeParams, *,
-                 host: str | None = None, port: int | None = None, rest_port: int | None = None,
-                 log: Callable[[str], None] = print) -> RunningServer:
+def start_server(
+    model_base_path: str | Path,
+    model_name: str,
+    params: ServeParams,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    rest_port: int | None = None,
+    log: Callable[[str], None] = print,
+) -> RunningServer:
     """Load what the base path holds, start polling it, and listen (gRPC and REST); port 0 picks a free port.
 
     rest_port None means serve.rest_port, or a free port when `port` is 0.
@@ -146,23 +158,27 @@ def start_server(model_base_path: str | Path, model_name: str, params: ServePara
     manager = ModelManager(model_base_path, model_name, params.poll_seconds, log=log)
     manager.refresh()
     if not manager.loaded_versions():
-        log(f"petseg serve: no version under {Path(model_base_path) / model_name} yet; answering UNAVAILABLE "
-            "until `petseg push` writes one")
+        log(
+            f"petseg serve: no version under {Path(model_base_path) / model_name} yet; answering UNAVAILABLE "
+            "until `petseg push` writes one"
+        )
     inflight = InflightCounter()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="petseg-rpc"),
         options=message_options(params.max_message_mb) + [("grpc.so_reuseport", 0)],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, limits, inflight), server)
+        PredictionServicer(manager, limits, inflight), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, inflight), server)
     try:
         bound = server.add_insecure_port(f"{_grpc_host(host)}:{port}")
     except RuntimeError:
         raise _port_in_use(host, port, "--port") from None
     try:
-        rest, _ = start_rest_server(host, rest_port, RestContext(manager, limits, inflight,
-                                                                  threading.BoundedSemaphore(params.workers)))
+        rest, _ = start_rest_server(
+            host, rest_port, RestContext(manager, limits, inflight, threading.BoundedSemaphore(params.workers))
+        )
     except OSError:
         server.stop(0)
         raise _port_in_use(host, rest_port, "--rest-port") from None
@@ -170,19 +186,27 @@ def start_server(model_base_path: str | Path, model_name: str, params: ServePara
     manager.start()
     running = RunningServer(server, host, bound, manager, inflight, rest, rest.server_address[1])
     batch = f"max batch {limits.max_batch_size}" if limits.max_batch_size else "no batch limit"
-    log(f"petseg serve: listening on {host}:{bound} (gRPC) and {host}:{running.rest_port} (REST), model "
+    log(
+        f"petseg serve: listening on {host}:{bound} (gRPC) and {host}:{running.rest_port} (REST), model "
         f"{model_name} from {Path(model_base_path) / model_name}, versions loaded: "
         f"{', '.join(map(str, manager.loaded_versions())) or 'none yet'}; {batch}, images up to "
-        f"{params.max_image_pixels / 1e6:.1f} MP")
+        f"{params.max_image_pixels / 1e6:.1f} MP"
+    )
     return running
 
 
-def serve(model_base_path: str | Path, model_name: str, params: ServeParams, *,
-          host: str | None = None, port: int | None = None, rest_port: int | None = None,
-          log: Callable[[str], None] = print) -> ServeResult:
+def serve(
+    model_base_path: str | Path,
+    model_name: str,
+    params: ServeParams,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    rest_port: int | None = None,
+    log: Callable[[str], None] = print,
+) -> ServeResult:
     """Run the server in the foreground until SIGTERM or SIGINT, then drain and return."""
-    running = start_server(model_base_path, model_name, params, host=host, port=port, rest_port=rest_port,
-                           log=log)
+    running = start_server(model_base_path, model_name, params, host=host, port=port, rest_port=rest_port, log=log)
     stop = threading.Event()
     received: list[str] = []
 
@@ -198,8 +222,10 @@ def serve(model_base_path: str | Path, model_name: str, params: ServeParams, *,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     drained = running.inflight.count
-    log(f"petseg serve: {received[0] if received else 'stop'} received, draining "
-        f"{drained} in-flight request(s) (up to {params.drain_seconds:g}s)")
+    log(
+        f"petseg serve: {received[0] if received else 'stop'} received, draining "
+        f"{drained} in-flight request(s) (up to {params.drain_seconds:g}s)"
+    )
     running.drain(params.drain_seconds)
     log("petseg serve: stopped")
     return ServeResult(target=running.target, drained=drained)
@@ -219,8 +245,9 @@ def _check_port_free(host: str, port: int, flag: str = "--port") -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise _port_in_use(host, port, flag) from None
-            raise PetsegError(f"cannot listen on {host}:{port}: {exc.strerror}; pass {flag} or fix "
-                              "serve.host") from None
+            raise PetsegError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; pass {flag} or fix serve.host"
+            ) from None
 
 
 def _port_in_use(host: str, port: int, flag: str = "--port") -> PetsegError:

@@ -7,6 +7,7 @@ gives no answer of its own (it would run the graph on a 30 GB tensor, or
 decode a 12000 x 12000 PNG), this server refuses first and says why; those
 rules are marked "local" here and in the table.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,8 @@ class RequestLimits:
     """What one request may ask of the server."""
 
     max_message_bytes: int
-    max_image_pixels: int | None = None   # encoded images (string inputs) declaring more are refused
-    max_batch_size: int | None = None     # the batching config's max_batch_size; None = no bound
+    max_image_pixels: int | None = None  # encoded images (string inputs) declaring more are refused
+    max_batch_size: int | None = None  # the batching config's max_batch_size; None = no bound
 
 
 class InflightCounter:
@@ -88,29 +89,33 @@ def predict(manager: ModelManager, request, limits: RequestLimits):
     loaded = resolve_spec(manager, request.model_spec)
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     if signature_name not in loaded.signatures:  # predict_util.cc RunPredict
-        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                           f'Serving signature key "{signature_name}" not found.')
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature_name}" not found.')
     specs = loaded.input_specs[signature_name]
     _check_input_keys(request.inputs, loaded.signature_defs.signature_def[signature_name])
     arrays_in = {key: _parse_tensor(key, request.inputs[key], limits.max_message_bytes) for key in sorted(specs)}
     outputs_wanted = _check_output_filter(request.output_filter, loaded.output_keys[signature_name])
     _check_batch_size(arrays_in, limits.max_batch_size)
-    inputs = {key: _check_against_signature(key, array, specs[key], arg_index, limits)
-              for arg_index, (key, array) in enumerate(arrays_in.items())}
+    inputs = {
+        key: _check_against_signature(key, array, specs[key], arg_index, limits)
+        for arg_index, (key, array) in enumerate(arrays_in.items())
+    }
     try:
         results = loaded.signatures[signature_name](**inputs)
     except tf.errors.OpError as exc:  # the graph's own error: keep its code and cause, as the session does
         raise ServingError(status_code(exc.error_code), graph_error_cause(exc.message)) from None
     except (TypeError, ValueError) as exc:  # the signature's Python binding refused the inputs
-        raise ServingError(_INVALID, str(exc).strip().splitlines()[0] if str(exc).strip() else
-                           type(exc).__name__) from None
+        raise ServingError(
+            _INVALID, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        ) from None
     arrays = {key: results[key].numpy() for key in outputs_wanted}
     answer_bytes = sum(a.nbytes for a in arrays.values())
     if answer_bytes > limits.max_message_bytes:  # local: gRPC would fail to send it anyway
-        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"the answer would be {answer_bytes / 2**20:.1f} MiB, over the "
-                           f"{limits.max_message_bytes / 2**20:.0f} MiB message limit; send fewer images per "
-                           f"request or ask for fewer outputs (output_filter)")
+        raise ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the answer would be {answer_bytes / 2**20:.1f} MiB, over the "
+            f"{limits.max_message_bytes / 2**20:.0f} MiB message limit; send fewer images per "
+            f"request or ask for fewer outputs (output_filter)",
+        )
     response = predict_pb2.PredictResponse()
     _fill_model_spec(response.model_spec, manager.model_name, loaded.version, signature_name)
     for key, array in arrays.items():
@@ -137,15 +142,21 @@ def _check_input_keys(given, signature_def) -> None:
     if len(sent) != len(declared):
         extra = sorted(set(sent) - set(declared))
         missing = sorted(set(declared) - set(sent))
-        raise ServingError(_INVALID, f"input size does not match signature: {len(sent)}!={len(declared)} "
-                                     f"len({{{','.join(sent)}}}) != len({{{','.join(declared)}}}). "
-                                     f"Sent extra: {{{','.join(extra)}}}. "
-                                     f"Missing but required: {{{','.join(missing)}}}.")
+        raise ServingError(
+            _INVALID,
+            f"input size does not match signature: {len(sent)}!={len(declared)} "
+            f"len({{{','.join(sent)}}}) != len({{{','.join(declared)}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. "
+            f"Missing but required: {{{','.join(missing)}}}.",
+        )
     for alias in declared:
         if alias not in given:
-            raise ServingError(_INVALID, f"Signature input alias: {alias}(feed name: {wanted[alias].name}) not "
-                                         f"found in request and no default value provided. Inputs expected to "
-                                         f"be in the request {{{','.join(sent)}}}, or default input alias set: ")
+            raise ServingError(
+                _INVALID,
+                f"Signature input alias: {alias}(feed name: {wanted[alias].name}) not "
+                f"found in request and no default value provided. Inputs expected to "
+                f"be in the request {{{','.join(sent)}}}, or default input alias set: ",
+            )
 
 
 def _check_output_filter(output_filter, output_keys: list[str]) -> list[str]:
@@ -153,8 +164,11 @@ def _check_output_filter(output_filter, output_keys: list[str]) -> list[str]:
     seen: list[str] = []
     for alias in output_filter:
         if alias not in output_keys:
-            raise ServingError(_INVALID, f"output tensor alias not found in signature: {alias} Outputs "
-                                         f"expected to be in the set {{{','.join(sorted(output_keys))}}}.")
+            raise ServingError(
+                _INVALID,
+                f"output tensor alias not found in signature: {alias} Outputs "
+                f"expected to be in the set {{{','.join(sorted(output_keys))}}}.",
+            )
         if alias in seen:
             raise ServingError(_INVALID, f"duplicate output tensor alias: {alias}")
         seen.append(alias)
@@ -180,17 +194,23 @@ def _parse_tensor(key: str, proto, max_bytes: int):
     elements = math.prod(shape)
     if dtype == tf.string:
         if len(proto.string_val) != elements:
-            raise ServingError(_INVALID, f"tensor parsing error: {key} ({len(proto.string_val)} strings for "
-                                         f"shape {shape})")
+            raise ServingError(
+                _INVALID, f"tensor parsing error: {key} ({len(proto.string_val)} strings for shape {shape})"
+            )
     else:
         needed = elements * dtype.size
         if needed > max_bytes:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"input {key} of shape {shape} would take {needed / 2**20:.1f} MiB, over the "
-                               f"{max_bytes / 2**20:.0f} MiB limit")
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"input {key} of shape {shape} would take {needed / 2**20:.1f} MiB, over the "
+                f"{max_bytes / 2**20:.0f} MiB limit",
+            )
         if proto.tensor_content and len(proto.tensor_content) != needed:
-            raise ServingError(_INVALID, f"tensor parsing error: {key} (tensor_content has "
-                                         f"{len(proto.tensor_content)} bytes, shape {shape} needs {needed})")
+            raise ServingError(
+                _INVALID,
+                f"tensor parsing error: {key} (tensor_content has "
+                f"{len(proto.tensor_content)} bytes, shape {shape} needs {needed})",
+            )
     try:
         return tf.make_ndarray(proto)
     except (ValueError, TypeError):
@@ -215,18 +235,24 @@ def _check_against_signature(key: str, array, spec, arg_index: int, limits: Requ
 
     dtype = tf.dtypes.as_dtype(array.dtype) if array.dtype != object else tf.string
     if dtype != spec.dtype:  # function.cc FunctionCallFrame::SetArgs, inside Session::Run
-        raise ServingError(_INVALID, f"Expects arg[{arg_index}] to be {_type_name(spec.dtype)} but "
-                                     f"{_type_name(dtype)} is provided")
+        raise ServingError(
+            _INVALID, f"Expects arg[{arg_index}] to be {_type_name(spec.dtype)} but {_type_name(dtype)} is provided"
+        )
     # local: TF Serving feeds any shape and the graph fails on it, naming a node of this model;
     # checking first gives the same code with a message that says what to send.
     shape = list(array.shape)
     if len(shape) != spec.shape.rank:
-        raise ServingError(_INVALID, f"input {key} must have rank {spec.shape.rank} "
-                                     f"(shape {_shape_text(spec.shape)}), got shape {shape}")
-    for axis, (want, got) in enumerate(zip(spec.shape.as_list(), shape)):
+        raise ServingError(
+            _INVALID,
+            f"input {key} must have rank {spec.shape.rank} (shape {_shape_text(spec.shape)}), got shape {shape}",
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape.as_list(), shape, strict=True)):
         if want is not None and want != got:
-            raise ServingError(_INVALID, f"input {key} must have {want} in dimension {axis} "
-                                         f"(shape {_shape_text(spec.shape)}), got shape {shape}")
+            raise ServingError(
+                _INVALID,
+                f"input {key} must have {want} in dimension {axis} "
+                f"(shape {_shape_text(spec.shape)}), got shape {shape}",
+            )
     if shape and shape[0] == 0:  # local
         raise ServingError(_INVALID, f"input {key} is an empty batch (shape {shape}); send at least one image")
     if dtype == tf.string and limits.max_image_pixels:
@@ -247,10 +273,13 @@ def _check_encoded_images(key: str, encoded, max_pixels: int) -> None:
             raise ServingError(_INVALID, f"{key}[{i}]: {exc}") from None
         if size.decoded_pixels > max_pixels:
             frames = f" in {size.frames} frames" if size.frames > 1 else ""
-            raise ServingError(_INVALID, f"{key}[{i}] is a {size.format} of {size.width}x{size.height}{frames}: "
-                                         f"{size.decoded_pixels / 1e6:.1f} MP decoded, over this server's limit "
-                                         f"of {max_pixels / 1e6:.1f} MP (serve.max_image_pixels); send a "
-                                         "smaller image")
+            raise ServingError(
+                _INVALID,
+                f"{key}[{i}] is a {size.format} of {size.width}x{size.height}{frames}: "
+                f"{size.decoded_pixels / 1e6:.1f} MP decoded, over this server's limit "
+                f"of {max_pixels / 1e6:.1f} MP (serve.max_image_pixels); send a "
+                "smaller image",
+            )
 
 
 def _shape_text(shape) -> str:
@@ -262,6 +291,8 @@ def _fill_model_spec(spec, name: str, version: int, signature_name: str | None =
     spec.version.value = version
     if signature_name is not None:
         spec.signature_name = signature_name
+
+
 # ------------------------------------------------------------------ services
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
@@ -334,8 +365,9 @@ def model_status(manager: ModelManager, request):
     states = manager.states() if spec.name == manager.model_name else {}
     if spec.WhichOneof("version_choice") == "version":
         if spec.version.value not in states:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Could not find version {spec.version.value} of model {spec.name}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Could not find version {spec.version.value} of model {spec.name}"
+            )
         states = {spec.version.value: states[spec.version.value]}
     elif not states:
         raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")

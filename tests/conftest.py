@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic data built in temporary folders."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,17 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from petseg.components.manifest import MANIFEST_FILE  # noqa: E402
-from petseg.components.params import Params, params_from_dict, params_to_dict  # noqa: E402
+from petseg.components.manifest import MANIFEST_FILE
+from petseg.components.params import Params, params_from_dict, params_to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample"
 
 TINY_OVERRIDES = {
-    "data": {"source": "synthetic", "synthetic": {"train_examples": 24, "test_examples": 8,
-                                                  "min_side": 96, "max_side": 160}},
+    "data": {
+        "source": "synthetic",
+        "synthetic": {"train_examples": 24, "test_examples": 8, "min_side": 96, "max_side": 160},
+    },
     "validate": {"min_train_examples": 10, "min_test_examples": 4},
     "preprocess": {"image_size": 64, "examples_per_shard": 8, "workers": 1},
 }
@@ -80,10 +83,11 @@ def tiny_savedmodel(tmp_path_factory) -> Path:
     from petseg.components.model import build_model
     from petseg.components.params import ModelParams, UnetParams
 
-    model = build_model(ModelParams(architecture="unet", encoder_weights="none",
-                                    unet=UnetParams(base_filters=4, depth=2)), TINY_MODEL_IMAGE_SIZE)
-    return export_serving_model(model, tmp_path_factory.mktemp("tiny-model") / "savedmodel",
-                                TINY_MODEL_IMAGE_SIZE)
+    model = build_model(
+        ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=4, depth=2)),
+        TINY_MODEL_IMAGE_SIZE,
+    )
+    return export_serving_model(model, tmp_path_factory.mktemp("tiny-model") / "savedmodel", TINY_MODEL_IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")
@@ -98,14 +102,20 @@ def synthetic_records(synthetic_raw_master, tmp_path_factory) -> Path:
     from petseg.components.validation_gate import write_summary
 
     base = tmp_path_factory.mktemp("records-master")
-    write_summary(base / "validation", success=True, fingerprint=dataset_fingerprint(synthetic_raw_master),
-                  failed_critical=[], failed_warnings=[])
+    write_summary(
+        base / "validation",
+        success=True,
+        fingerprint=dataset_fingerprint(synthetic_raw_master),
+        failed_critical=[],
+        failed_warnings=[],
+    )
     params = params_from_dict(tiny_params_dict())
     return preprocess(synthetic_raw_master, base / "validation", params.preprocess, base / "records").out_dir
 
 
-def write_synthetic_records(out_dir: Path, image_size: int, counts: dict[str, int],
-                            examples_per_shard: int = 8, seed: int = 0) -> Path:
+def write_synthetic_records(
+    out_dir: Path, image_size: int, counts: dict[str, int], examples_per_shard: int = 8, seed: int = 0
+) -> Path:
     """Shards + a minimal manifest (image_size, counts, class pixel fractions) of synthetic scenes.
 
     Written directly with records.serialize_example, without download/validate/preprocess,
@@ -132,19 +142,27 @@ def write_synthetic_records(out_dir: Path, image_size: int, counts: dict[str, in
                     mask = trimap_to_classes(trimap)
                     class_pixels += np.bincount(mask.ravel(), minlength=len(records.CLASS_NAMES))
                     writer.write(records.serialize_example(f"{split}_{i:05d}", image, mask))
-        pixels[split] = {name: float(n / class_pixels.sum()) for name, n in zip(records.CLASS_NAMES, class_pixels)}
-    write_json(out_dir / MANIFEST_FILE, {
-        "image_size": image_size, "class_names": list(records.CLASS_NAMES), "counts": dict(counts),
-        "class_pixel_fractions": pixels,
-    })
+        pixels[split] = {
+            name: float(n / class_pixels.sum()) for name, n in zip(records.CLASS_NAMES, class_pixels, strict=True)
+        }
+    write_json(
+        out_dir / MANIFEST_FILE,
+        {
+            "image_size": image_size,
+            "class_names": list(records.CLASS_NAMES),
+            "counts": dict(counts),
+            "class_pixel_fractions": pixels,
+        },
+    )
     return out_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_records(tmp_path_factory) -> Path:
     """Read-only records folder: 64 px synthetic scenes, train 48 / val 16 / test 16, 8 per shard."""
-    return write_synthetic_records(tmp_path_factory.mktemp("tiny-records") / "records", TINY_MODEL_IMAGE_SIZE,
-                                   {"train": 48, "val": 16, "test": 16})
+    return write_synthetic_records(
+        tmp_path_factory.mktemp("tiny-records") / "records", TINY_MODEL_IMAGE_SIZE, {"train": 48, "val": 16, "test": 16}
+    )
 
 
 # ------------------------------------------------ models whose answer is known exactly
@@ -171,19 +189,30 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
         mask = tf.where(wrong, (cls + 1) % 3, cls)
         if broken:
             mask = mask[:, :8, :8] * 0
-        return {contract.OUTPUT_MASK: tf.cast(mask, tf.uint8),
-                contract.OUTPUT_PROBABILITIES: tf.one_hot(mask, 3, dtype=tf.float32)}
+        return {
+            contract.OUTPUT_MASK: tf.cast(mask, tf.uint8),
+            contract.OUTPUT_PROBABILITIES: tf.one_hot(mask, 3, dtype=tf.float32),
+        }
 
     module = tf.Module()
-    module.serve_images = tf.function(answer, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.INPUT_IMAGES)])
+    module.serve_images = tf.function(
+        answer, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.INPUT_IMAGES)]
+    )
     module.serve_bytes = tf.function(
-        lambda image_bytes: answer(tf.map_fn(
-            lambda b: tf.ensure_shape(tf.io.decode_image(b, channels=3, expand_animations=False), [None, None, 3]),
-            image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))),
-        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_BYTES)])
-    tf.saved_model.save(module, str(path), signatures={
-        contract.SIGNATURE_IMAGES: module.serve_images, contract.SIGNATURE_BYTES: module.serve_bytes})
+        lambda image_bytes: answer(
+            tf.map_fn(
+                lambda b: tf.ensure_shape(tf.io.decode_image(b, channels=3, expand_animations=False), [None, None, 3]),
+                image_bytes,
+                fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+            )
+        ),
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_BYTES)],
+    )
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={contract.SIGNATURE_IMAGES: module.serve_images, contract.SIGNATURE_BYTES: module.serve_bytes},
+    )
     names = Path(path) / contract.CLASS_NAMES_FILE
     names.parent.mkdir(parents=True, exist_ok=True)
     names.write_text("".join(f"{n}\n" for n in contract.CLASS_NAMES))
@@ -195,8 +224,13 @@ def rule_savedmodels(tmp_path_factory) -> dict[str, Path]:
     """Read-only rule SavedModels (see write_rule_savedmodel): perfect, wrong_10 (10% wrong),
     wrong_30, wrong_70 and broken (wrong mask shape)."""
     base = tmp_path_factory.mktemp("rule-models")
-    specs = {"perfect": (0.0, False), "wrong_10": (0.1, False), "wrong_30": (0.3, False),
-             "wrong_70": (0.7, False), "broken": (0.0, True)}
+    specs = {
+        "perfect": (0.0, False),
+        "wrong_10": (0.1, False),
+        "wrong_30": (0.3, False),
+        "wrong_70": (0.7, False),
+        "broken": (0.0, True),
+    }
     return {name: write_rule_savedmodel(base / name, frac, broken) for name, (frac, broken) in specs.items()}
 
 
@@ -227,8 +261,7 @@ def coded_records(tmp_path_factory) -> Path:
                     image = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
                     image[..., 0] = np.asarray(CODED_RED, np.uint8)[mask]
                     writer.write(records.serialize_example(f"{split}_{i:03d}", image, mask))
-    write_json(out / MANIFEST_FILE, {"image_size": size, "class_names": list(records.CLASS_NAMES),
-                                             "counts": counts})
+    write_json(out / MANIFEST_FILE, {"image_size": size, "class_names": list(records.CLASS_NAMES), "counts": counts})
     return out
 
 
@@ -242,11 +275,13 @@ def second_savedmodel(tmp_path_factory) -> Path:
     from petseg.components.model import build_model
     from petseg.components.params import ModelParams, UnetParams
 
-    model = build_model(ModelParams(architecture="unet", encoder_weights="none",
-                                    unet=UnetParams(base_filters=4, depth=1, batch_norm=False)),
-                        TINY_MODEL_IMAGE_SIZE)
-    return export_serving_model(model, tmp_path_factory.mktemp("second-model") / "savedmodel",
-                                TINY_MODEL_IMAGE_SIZE)
+    model = build_model(
+        ModelParams(
+            architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=4, depth=1, batch_norm=False)
+        ),
+        TINY_MODEL_IMAGE_SIZE,
+    )
+    return export_serving_model(model, tmp_path_factory.mktemp("second-model") / "savedmodel", TINY_MODEL_IMAGE_SIZE)
 
 
 @pytest.fixture
@@ -263,14 +298,17 @@ def push_version(tmp_path):
 
     def _push(model_dir: Path, push_params) -> int:
         blessing_file = tmp_path / f"blessing-{len(list(tmp_path.glob('blessing-*')))}.json"
-        write_json(blessing_file, {
-            "blessed": True,
-            "reason": "blessed by the test fixture",
-            "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-            "baseline": {"version": model_store.served_version(push_params)},
-            "data": {"image_size": TINY_MODEL_IMAGE_SIZE},
-            "push_target": model_store.model_root(push_params),
-        })
+        write_json(
+            blessing_file,
+            {
+                "blessed": True,
+                "reason": "blessed by the test fixture",
+                "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
+                "baseline": {"version": model_store.served_version(push_params)},
+                "data": {"image_size": TINY_MODEL_IMAGE_SIZE},
+                "push_target": model_store.model_root(push_params),
+            },
+        )
         result = push(Path(model_dir), blessing_file, push_params, lineage={})
         assert result.status == "pushed", result.reason
         return result.version

@@ -1,4 +1,5 @@
 """Helpers that several test modules share (fixtures stay in conftest.py)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,16 +12,17 @@ so this walks each document against their `attribute_map`/`openapi_types`
 and builds the model objects, which runs their client-side validation
 (required fields, enums).
 """
+
 from __future__ import annotations
 
 import json
 import re
 import sys
+from importlib.metadata import version
 
 import kserve.models
 import kubernetes.client.models
 import yaml
-from importlib.metadata import version
 
 KSERVE_VERSION = version("kserve")
 # The SDK's type names (kserve's generator writes list[X]/dict(str, X), the kubernetes client List[X]/Dict[str, X]).
@@ -53,14 +54,15 @@ def build(data, type_name: str, where: str):
         if not isinstance(data, list):
             raise SchemaError(f"{where}: expected a list, got {type(data).__name__}")
         return [build(item, match.group(1), f"{where}[{i}]") for i, item in enumerate(data)]
-    if match := (re.fullmatch(r"dict\(([^,]*), (.*)\)", type_name)
-                  or re.fullmatch(r"Dict\[([^,]*), (.*)\]", type_name)):
+    if match := (
+        re.fullmatch(r"dict\(([^,]*), (.*)\)", type_name) or re.fullmatch(r"Dict\[([^,]*), (.*)\]", type_name)
+    ):
         if not isinstance(data, dict):
             raise SchemaError(f"{where}: expected a mapping, got {type(data).__name__}")
         return {key: build(value, match.group(2), f"{where}.{key}") for key, value in data.items()}
     if type_name in PRIMITIVES:
         expected = PRIMITIVES[type_name]
-        if isinstance(data, bool) and type_name != "bool" or not isinstance(data, expected):
+        if (isinstance(data, bool) and type_name != "bool") or not isinstance(data, expected):
             raise SchemaError(f"{where}: expected {type_name}, got {data!r}")
         return data
     if type_name == "ResourceQuantity" or type_name == "IntOrString":
@@ -74,8 +76,10 @@ def build(data, type_name: str, where: str):
     unknown = sorted(set(data) - set(by_json_key))
     if unknown:
         raise SchemaError(f"{where}.{unknown[0]}: not a field of {type_name} (kserve {KSERVE_VERSION})")
-    kwargs = {by_json_key[key]: build(value, klass.openapi_types[by_json_key[key]], f"{where}.{key}")
-              for key, value in data.items()}
+    kwargs = {
+        by_json_key[key]: build(value, klass.openapi_types[by_json_key[key]], f"{where}.{key}")
+        for key, value in data.items()
+    }
     try:
         return klass(**kwargs)
     except ValueError as exc:  # the models' own validation (pydantic's ValidationError is a ValueError)

@@ -3,6 +3,7 @@
 A real `dvc repro` in a throwaway git + DVC repo (the `dvc_repo` fixture of test_dvc_pipeline),
 with the 26 real Oxford-IIIT Pet samples copied into data/archives as extracted folders.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-
 from test_dvc_pipeline import _ran_stages, _run, dvc_repo  # noqa: F401 - dvc_repo is a fixture
 
 pytestmark = pytest.mark.slow
@@ -25,8 +25,9 @@ STAGES = ["download", "validate"]
 
 def _repro(repo: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "dvc", "repro", *STAGES], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", *STAGES], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_a_changed_source_trimap_reruns_download_and_stops_at_validation(dvc_repo, sample_dir):  # noqa: F811

@@ -8,6 +8,7 @@ limit or a mount is involved) on a tiny input built in a temporary folder, and c
 - the output folder was not created, or was left exactly as it was, and no staging folder remains.
 The README's "Bad inputs" table lists the same cases.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_params_dict
 
 from petseg.cli import main
 from petseg.components.rawdata import INDEX_FILE
-from conftest import tiny_params_dict
 
 
 # ------------------------------------------------------------------ helpers
@@ -80,8 +81,9 @@ def archives(tmp_path, sample_dir) -> Path:
 
 
 def _archive_params(tmp_path: Path, archives: Path, **archive_params) -> Path:
-    return _write_params(tmp_path, {"data": {"source": "archives",
-                                             "archives": {"path": str(archives), **archive_params}}})
+    return _write_params(
+        tmp_path, {"data": {"source": "archives", "archives": {"path": str(archives), **archive_params}}}
+    )
 
 
 def _edit_list(archives: Path, name: str, old: str, new: str) -> None:
@@ -93,33 +95,74 @@ def _edit_list(archives: Path, name: str, old: str, new: str) -> None:
 
 # ------------------------------------------------------- download: list files
 LIST_CASES = {  # trainval.txt line 2 is Bombay_182, test.txt line 2 Bengal_185, list.txt line 9 Bengal_185
-    "too few fields": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 8 1",
-                       "annotations/trainval.txt line 2: 3 fields, expected 4"),
-    "too many fields": ("test.txt", "Bengal_185 6 1 2", "Bengal_185 6 1 2 9",
-                        "annotations/test.txt line 2: 5 fields, expected 4"),
-    "class id not a number": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 eight 1 4",
-                              "annotations/trainval.txt line 2: class id 'eight' is not a whole number"),
-    "class id 0": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 0 1 4",
-                   "class id 0 of Bombay_182 is outside 1-37"),
-    "class id 38": ("test.txt", "Bengal_185 6 1 2", "Bengal_185 38 1 2",
-                    "class id 38 of Bengal_185 is outside 1-37"),
-    "negative class id": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 -1 1 4",
-                          "class id '-1' is not a whole number"),
-    "species disagrees with class": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 8 2 4",
-                                     "species 2 of Bombay_182 does not match class id 8 (Bombay, a cat"),
-    "breed id disagrees with class": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 8 1 3",
-                                      "breed id 3 of Bombay_182 does not match class id 8"),
-    "unsafe id": ("trainval.txt", "Bombay_182 8 1 4", "../Bombay_182 8 1 4",
-                  "id '../Bombay_182' is not a safe file name"),
-    "duplicate line": ("trainval.txt", "Bombay_182 8 1 4\n", "Bombay_182 8 1 4\nBombay_182 8 1 4\n",
-                       "annotations/trainval.txt line 3: id Bombay_182 already listed on line 2"),
-    "class differs between lists": ("test.txt", "Bengal_185 6 1 2", "Bombay_182 6 1 2",
-                                    "annotations/test.txt line 2: Bombay_182 has class id 6 here but 8 in "
-                                    "annotations/trainval.txt line 2"),
-    "list.txt malformed": ("list.txt", "Bengal_185 6 1 2", "Bengal_185 6 1 two",
-                           "annotations/list.txt line 9: breed id 'two' is not a whole number"),
-    "list.txt disagrees": ("list.txt", "Bengal_185 6 1 2", "Bengal_185 8 1 4",
-                           "annotations/list.txt line 9: Bengal_185 has class id 8 here but 6"),
+    "too few fields": (
+        "trainval.txt",
+        "Bombay_182 8 1 4",
+        "Bombay_182 8 1",
+        "annotations/trainval.txt line 2: 3 fields, expected 4",
+    ),
+    "too many fields": (
+        "test.txt",
+        "Bengal_185 6 1 2",
+        "Bengal_185 6 1 2 9",
+        "annotations/test.txt line 2: 5 fields, expected 4",
+    ),
+    "class id not a number": (
+        "trainval.txt",
+        "Bombay_182 8 1 4",
+        "Bombay_182 eight 1 4",
+        "annotations/trainval.txt line 2: class id 'eight' is not a whole number",
+    ),
+    "class id 0": ("trainval.txt", "Bombay_182 8 1 4", "Bombay_182 0 1 4", "class id 0 of Bombay_182 is outside 1-37"),
+    "class id 38": ("test.txt", "Bengal_185 6 1 2", "Bengal_185 38 1 2", "class id 38 of Bengal_185 is outside 1-37"),
+    "negative class id": (
+        "trainval.txt",
+        "Bombay_182 8 1 4",
+        "Bombay_182 -1 1 4",
+        "class id '-1' is not a whole number",
+    ),
+    "species disagrees with class": (
+        "trainval.txt",
+        "Bombay_182 8 1 4",
+        "Bombay_182 8 2 4",
+        "species 2 of Bombay_182 does not match class id 8 (Bombay, a cat",
+    ),
+    "breed id disagrees with class": (
+        "trainval.txt",
+        "Bombay_182 8 1 4",
+        "Bombay_182 8 1 3",
+        "breed id 3 of Bombay_182 does not match class id 8",
+    ),
+    "unsafe id": (
+        "trainval.txt",
+        "Bombay_182 8 1 4",
+        "../Bombay_182 8 1 4",
+        "id '../Bombay_182' is not a safe file name",
+    ),
+    "duplicate line": (
+        "trainval.txt",
+        "Bombay_182 8 1 4\n",
+        "Bombay_182 8 1 4\nBombay_182 8 1 4\n",
+        "annotations/trainval.txt line 3: id Bombay_182 already listed on line 2",
+    ),
+    "class differs between lists": (
+        "test.txt",
+        "Bengal_185 6 1 2",
+        "Bombay_182 6 1 2",
+        "annotations/test.txt line 2: Bombay_182 has class id 6 here but 8 in annotations/trainval.txt line 2",
+    ),
+    "list.txt malformed": (
+        "list.txt",
+        "Bengal_185 6 1 2",
+        "Bengal_185 6 1 two",
+        "annotations/list.txt line 9: breed id 'two' is not a whole number",
+    ),
+    "list.txt disagrees": (
+        "list.txt",
+        "Bengal_185 6 1 2",
+        "Bengal_185 8 1 4",
+        "annotations/list.txt line 9: Bengal_185 has class id 8 here but 6",
+    ),
 }
 
 
@@ -206,8 +249,9 @@ def test_damaged_tarball_is_one_line(damage, archives, tmp_path, capsys):
     data = (work / "images.tar.gz").read_bytes()
     (work / "images.tar.gz").write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello" * 100)
     shutil.copytree(archives / "annotations", work / "annotations")
-    code, err = _run_cli(capsys, "download", ["--out", str(tmp_path / "raw")],
-                         _archive_params(tmp_path, work, verify_checksums=False))
+    code, err = _run_cli(
+        capsys, "download", ["--out", str(tmp_path / "raw")], _archive_params(tmp_path, work, verify_checksums=False)
+    )
     assert code == 1
     assert "images.tar.gz: not a readable tar archive" in _one_error_line(err, "download")
     _assert_nothing_written(tmp_path / "raw")
@@ -253,8 +297,9 @@ def test_out_that_download_did_not_write_is_refused(kind, tmp_path, capsys):
 
 def test_archives_path_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "archives").write_text("not a folder")
-    code, err = _run_cli(capsys, "download", ["--out", str(tmp_path / "raw")],
-                         _archive_params(tmp_path, tmp_path / "archives"))
+    code, err = _run_cli(
+        capsys, "download", ["--out", str(tmp_path / "raw")], _archive_params(tmp_path, tmp_path / "archives")
+    )
     assert code == 1
     assert "is a file, not a folder" in _one_error_line(err, "download")
     _assert_nothing_written(tmp_path / "raw")
@@ -366,8 +411,9 @@ def test_index_symlink_out_of_the_raw_folder_is_refused(synthetic_raw, tmp_path,
     first = synthetic_raw / "images" / sorted(os.listdir(synthetic_raw / "images"))[0]
     shutil.move(first, tmp_path / "outside.jpg")
     first.symlink_to(tmp_path / "outside.jpg")
-    code, err = _run_cli(capsys, "validate", ["--raw", str(synthetic_raw), "--out", str(tmp_path / "out")],
-                         _write_params(tmp_path))
+    code, err = _run_cli(
+        capsys, "validate", ["--raw", str(synthetic_raw), "--out", str(tmp_path / "out")], _write_params(tmp_path)
+    )
     assert code == 1
     assert "resolves outside" in _one_error_line(err, "validate")
     _assert_nothing_written(tmp_path / "out")
@@ -384,16 +430,21 @@ def test_id_in_both_lists_stops_at_validation_naming_it(archives, tmp_path, caps
     assert record["counts"] == {"trainval": 18, "test": 9}
     capsys.readouterr()
 
-    code, err = _run_cli(capsys, "validate", ["--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "report")],
-                         params)
+    code, err = _run_cli(
+        capsys, "validate", ["--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "report")], params
+    )
     assert code == 1
     line = _one_error_line(err, "validate")
     assert "no_train_test_leakage (1 example: Abyssinian_1)" in line
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["success"] is False and "no_train_test_leakage" in summary["failed_critical"]
 
-    code, err = _run_cli(capsys, "preprocess", ["--raw", str(tmp_path / "raw"), "--validation",
-                                                str(tmp_path / "report"), "--out", str(tmp_path / "records")], params)
+    code, err = _run_cli(
+        capsys,
+        "preprocess",
+        ["--raw", str(tmp_path / "raw"), "--validation", str(tmp_path / "report"), "--out", str(tmp_path / "records")],
+        params,
+    )
     assert code == 1
     assert "failed validation" in _one_error_line(err, "preprocess")
     _assert_nothing_written(tmp_path / "records")
@@ -447,13 +498,21 @@ PYTHON_CLI = [sys.executable, "-m", "petseg"]
 
 
 def _cli_subprocess(args: list[str], cwd: Path, preexec=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*PYTHON_CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          preexec_fn=preexec, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return subprocess.run(
+        [*PYTHON_CLI, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=preexec,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
 
 
 def _file_size_limit(limit: int):
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -482,8 +541,13 @@ def _prepare_step(step: str, tmp_path: Path, synthetic_raw: Path) -> list[str]:
     from petseg.components.rawdata import dataset_fingerprint
     from petseg.components.validation_gate import write_summary
 
-    write_summary(tmp_path / "validation", success=True, fingerprint=dataset_fingerprint(synthetic_raw),
-                  failed_critical=[], failed_warnings=[])
+    write_summary(
+        tmp_path / "validation",
+        success=True,
+        fingerprint=dataset_fingerprint(synthetic_raw),
+        failed_critical=[],
+        failed_warnings=[],
+    )
     return ["preprocess", "--raw", str(synthetic_raw), "--validation", str(tmp_path / "validation")]
 
 
@@ -543,7 +607,12 @@ def test_permission_denied_is_one_line(tmp_path):
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: root can write any folder")
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-    proc = subprocess.run([*prefix, *PYTHON_CLI, "download", "--out", str(locked / "raw")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*prefix, *PYTHON_CLI, "download", "--out", str(locked / "raw")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     _assert_io_error(proc, "download", "Permission denied", locked / "raw")
     assert os.listdir(locked) == []

@@ -1,4 +1,5 @@
 """bench/run_all.py's Markdown writer, fed given figures (no benchmark runs here)."""
+
 from __future__ import annotations
 
 import datetime
@@ -21,49 +22,121 @@ def run_all():
     del sys.modules[spec.name]
 
 
-MACHINE = dict(cpu="Test CPU 9000", cores=2, usable_cores=2, memory_gib=23.5, python="3.11.7",
-               system="Linux-test", tensorflow="2.21.0", keras="3.15.1", gpus=[])
+MACHINE = dict(
+    cpu="Test CPU 9000",
+    cores=2,
+    usable_cores=2,
+    memory_gib=23.5,
+    python="3.11.7",
+    system="Linux-test",
+    tensorflow="2.21.0",
+    keras="3.15.1",
+    gpus=[],
+)
 
-PREPROCESS = dict(images=1500, image_size=128, examples_per_shard=256, cores=2, workers=2, load_before=0.5,
-                  load_after=0.7, serial_s=3.0, serial_cpu_s=3.0, parallel_s=2.0, parallel_cpu_s=3.6, speedup=1.5,
-                  speedup_goal=1.0, speedup_met=True, identical=True)
+PREPROCESS = dict(
+    images=1500,
+    image_size=128,
+    examples_per_shard=256,
+    cores=2,
+    workers=2,
+    load_before=0.5,
+    load_after=0.7,
+    serial_s=3.0,
+    serial_cpu_s=3.0,
+    parallel_s=2.0,
+    parallel_cpu_s=3.6,
+    speedup=1.5,
+    speedup_goal=1.0,
+    speedup_met=True,
+    identical=True,
+)
 
-TRAIN = dict(examples=128, image_size=128, batch_size=32, steps=6, pipeline_batches=20, rounds=2, gpus=0, cpus=2,
-             load_after=1.0, first_epoch_s={"project": 0.1, "seed": 0.2},
-             pipeline_rounds={"project": [3000.0, 3100.0], "seed": [2000.0, 2100.0]},
-             training_rounds={"project": [20.0, 21.0], "seed": [22.0, 24.0]},
-             pipeline={"project": 3100.0, "seed": 2100.0}, training={"project": 21.0, "seed": 24.0},
-             pipeline_ratio=3100 / 2100, training_ratio=21 / 24, headroom=3100 / 21,
-             headroom_goal=10.0, headroom_met=True, training_ratio_goal=1.0, training_ratio_met=False)
+TRAIN = dict(
+    examples=128,
+    image_size=128,
+    batch_size=32,
+    steps=6,
+    pipeline_batches=20,
+    rounds=2,
+    gpus=0,
+    cpus=2,
+    load_after=1.0,
+    first_epoch_s={"project": 0.1, "seed": 0.2},
+    pipeline_rounds={"project": [3000.0, 3100.0], "seed": [2000.0, 2100.0]},
+    training_rounds={"project": [20.0, 21.0], "seed": [22.0, 24.0]},
+    pipeline={"project": 3100.0, "seed": 2100.0},
+    training={"project": 21.0, "seed": 24.0},
+    pipeline_ratio=3100 / 2100,
+    training_ratio=21 / 24,
+    headroom=3100 / 21,
+    headroom_goal=10.0,
+    headroom_met=True,
+    training_ratio_goal=1.0,
+    training_ratio_met=False,
+)
 
 
 def _cell(level: int, floor_p50: float, server_p50: float, server_p99: float) -> dict:
-    return dict(width=128, height=128, batch=1, concurrency=level,
-                in_process_requests=50, in_process_p50=floor_p50, in_process_p95=floor_p50 * 1.2,
-                in_process_p99=floor_p50 * 1.5, in_process_throughput=1000 / floor_p50,
-                server_requests=50, server_p50=server_p50, server_p95=server_p99 * 0.9, server_p99=server_p99,
-                server_throughput=1000 / server_p50)
+    return dict(
+        width=128,
+        height=128,
+        batch=1,
+        concurrency=level,
+        in_process_requests=50,
+        in_process_p50=floor_p50,
+        in_process_p95=floor_p50 * 1.2,
+        in_process_p99=floor_p50 * 1.5,
+        in_process_throughput=1000 / floor_p50,
+        server_requests=50,
+        server_p50=server_p50,
+        server_p95=server_p99 * 0.9,
+        server_p99=server_p99,
+        server_throughput=1000 / server_p50,
+    )
 
 
-SERVING = dict(model="mobilenetv2_unet (untrained)", server_workers=4, cpus=2, seconds=1.5, min_requests=15,
-               load_after=2.0, cells=[_cell(1, 30.0, 33.0, 40.0), _cell(16, 150.0, 200.0, 700.0)],
-               overhead_goal=0.15, tail_goal=3.0,
-               overhead=[dict(width=128, height=128, batch=1, concurrency=1, added=0.1, added_ms=3.0, met=True)],
-               tail=[dict(width=128, height=128, batch=1, concurrency=16, ratio=3.5, met=False)])
+SERVING = dict(
+    model="mobilenetv2_unet (untrained)",
+    server_workers=4,
+    cpus=2,
+    seconds=1.5,
+    min_requests=15,
+    load_after=2.0,
+    cells=[_cell(1, 30.0, 33.0, 40.0), _cell(16, 150.0, 200.0, 700.0)],
+    overhead_goal=0.15,
+    tail_goal=3.0,
+    overhead=[dict(width=128, height=128, batch=1, concurrency=1, added=0.1, added_ms=3.0, met=True)],
+    tail=[dict(width=128, height=128, batch=1, concurrency=16, ratio=3.5, met=False)],
+)
 
 
 def _markdown(run_all, runs) -> str:
-    return run_all.results_markdown(MACHINE, "python bench/run_all.py --quick", True, runs,
-                                    (0.5, 0.4, 0.3), (2.0, 1.0, 0.5),
-                                    datetime.datetime(2025, 1, 2, 3, 4, tzinfo=datetime.timezone.utc), "abc1234")
+    return run_all.results_markdown(
+        MACHINE,
+        "python bench/run_all.py --quick",
+        True,
+        runs,
+        (0.5, 0.4, 0.3),
+        (2.0, 1.0, 0.5),
+        datetime.datetime(2025, 1, 2, 3, 4, tzinfo=datetime.UTC),
+        "abc1234",
+    )
 
 
 def _runs(run_all, serving_figures=SERVING, serving_rc=0):
     py = sys.executable
-    return [run_all.Run("preprocess", [py, str(RUN_ALL.parent / "bench_preprocess.py"), "--examples", "1500",
-                                       "--json", "/tmp/x/preprocess.json"], 60.0, 0, PREPROCESS),
-            run_all.Run("train", [py, str(RUN_ALL.parent / "bench_train.py")], 70.0, 0, TRAIN),
-            run_all.Run("serving", [py, str(RUN_ALL.parent / "bench_serving.py")], 40.0, serving_rc, serving_figures)]
+    return [
+        run_all.Run(
+            "preprocess",
+            [py, str(RUN_ALL.parent / "bench_preprocess.py"), "--examples", "1500", "--json", "/tmp/x/preprocess.json"],
+            60.0,
+            0,
+            PREPROCESS,
+        ),
+        run_all.Run("train", [py, str(RUN_ALL.parent / "bench_train.py")], 70.0, 0, TRAIN),
+        run_all.Run("serving", [py, str(RUN_ALL.parent / "bench_serving.py")], 40.0, serving_rc, serving_figures),
+    ]
 
 
 def test_markdown_table_has_header_rule_and_escaped_rows(run_all):
@@ -75,9 +148,16 @@ def test_results_name_machine_command_and_goals(run_all):
     text = _markdown(run_all, _runs(run_all))
     assert text.startswith("# Benchmark results\n")
     assert "Quick mode on a 2-core CPU-only machine with no GPU. Goals met: 4 of 6." in text
-    for line in ("- Date: 2025-01-02 03:04 UTC", "- Command: `python bench/run_all.py --quick`",
-                 "- CPU: Test CPU 9000, 2 cores", "- Memory: 23.5 GiB", "- GPU: none seen by TensorFlow",
-                 "TensorFlow 2.21.0", "0.50/0.40/0.30 before, 2.00/1.00/0.50 after", "- Code: commit abc1234"):
+    for line in (
+        "- Date: 2025-01-02 03:04 UTC",
+        "- Command: `python bench/run_all.py --quick`",
+        "- CPU: Test CPU 9000, 2 cores",
+        "- Memory: 23.5 GiB",
+        "- GPU: none seen by TensorFlow",
+        "TensorFlow 2.21.0",
+        "0.50/0.40/0.30 before, 2.00/1.00/0.50 after",
+        "- Code: commit abc1234",
+    ):
         assert line in text
     # The per-benchmark command is the one a user would type: relative path, no --json.
     assert "`python bench/bench_preprocess.py --examples 1500` (60 s)" in text
@@ -91,8 +171,14 @@ def test_results_tables_carry_figures_ratios_and_goal_outcomes(run_all):
         [found] = [line for line in lines if line.startswith(start)]
         return [cell.strip() for cell in found.strip("|").split("|")]
 
-    assert row("| Throughput (images/s)") == ["Throughput (images/s)", "500.0", "750.0", "1.50x",
-                                             "> 1x with all cores (ideal 2x)", "yes"]
+    assert row("| Throughput (images/s)") == [
+        "Throughput (images/s)",
+        "500.0",
+        "750.0",
+        "1.50x",
+        "> 1x with all cores (ideal 2x)",
+        "yes",
+    ]
     assert row("| Training (images/s)")[1:] == ["21.00", "24.00", "0.88x", ">= 1x seed", "**no**"]
     assert row("| Pipeline / training step")[1] == "147.6x" and row("| Pipeline / training step")[-1] == "yes"
     assert row("| 128x128 | 1 | 1 |")[-2:] == ["added p50 < 15%: +10.0% (+3.0 ms)", "yes"]

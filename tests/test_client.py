@@ -3,6 +3,7 @@
 Runs against the local server here, and against a real TF Serving when
 TF_SERVING_TARGET=HOST:PORT names one serving the `petseg` model.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,12 @@ import time
 import grpc
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from petseg import cli
 from petseg.components import contract
 from petseg.components.errors import PetsegError
 from petseg.components.params import ServeParams
-
-from conftest import REPO_ROOT
 
 tf = pytest.importorskip("tensorflow")
 from petseg.serving.client import Segmentation, SegmentationClient, ServingRequestError  # noqa: E402
@@ -76,11 +76,12 @@ def _closed_port() -> int:
 # --------------------------------------------------------------------- the API
 @pytest.mark.slow
 def test_segment_returns_masks_in_order_for_mixed_sizes_in_batches(server, reference):
-    images = [RNG.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in
-              [(64, 64), (90, 120), (64, 64), (64, 64), (90, 120)]]
+    images = [
+        RNG.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(64, 64), (90, 120), (64, 64), (64, 64), (90, 120)]
+    ]
     with SegmentationClient(server.target, batch_size=2, with_probabilities=True) as client:
         answers = client.segment(images)
-    for image, answer in zip(images, answers):
+    for image, answer in zip(images, answers, strict=True):
         assert answer.mask.shape == image.shape[:2]
         np.testing.assert_array_equal(answer.mask, reference(image))
         assert answer.probabilities.shape == image.shape[:2] + (3,)
@@ -160,8 +161,18 @@ def test_predict_cli_writes_masks_overlays_and_prints_fractions(server, referenc
 
     photos = _photo_files(tmp_path, [(64, 96), (120, 80)])
     out = tmp_path / "out"
-    argv = ["predict", "--params", PARAMS_FILE, "--target", server.target, "--out", str(out),
-            "--sheet", str(out / "sheet.png"), *map(str, photos)] + (["--bytes"] if encoded else [])
+    argv = [
+        "predict",
+        "--params",
+        PARAMS_FILE,
+        "--target",
+        server.target,
+        "--out",
+        str(out),
+        "--sheet",
+        str(out / "sheet.png"),
+        *map(str, photos),
+    ] + (["--bytes"] if encoded else [])
     assert cli.main(argv) == 0
     with Image.open(out / "sheet.png") as sheet:
         # one 160 px row per photo (4 px apart), three tiles per row: photo, mask, overlay
@@ -170,7 +181,7 @@ def test_predict_cli_writes_masks_overlays_and_prints_fractions(server, referenc
 
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 2
-    for path, line in zip(photos, printed):
+    for path, line in zip(photos, printed, strict=True):
         pixels = np.asarray(Image.open(path).convert("RGB"))
         with Image.open(out / f"{path.stem}.mask.png") as mask_png:
             assert mask_png.mode == "P"
@@ -191,8 +202,20 @@ def test_predict_cli_writes_masks_overlays_and_prints_fractions(server, referenc
 
 def test_predict_cli_server_down_is_one_line_and_nonzero(tmp_path, capsys):
     (photo,) = _photo_files(tmp_path, [(16, 16)])
-    code = cli.main(["predict", "--params", PARAMS_FILE, "--target", f"127.0.0.1:{_closed_port()}",
-                     "--timeout", "1", "--out", str(tmp_path / "out"), str(photo)])
+    code = cli.main(
+        [
+            "predict",
+            "--params",
+            PARAMS_FILE,
+            "--target",
+            f"127.0.0.1:{_closed_port()}",
+            "--timeout",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            str(photo),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert captured.out == ""
@@ -202,27 +225,40 @@ def test_predict_cli_server_down_is_one_line_and_nonzero(tmp_path, capsys):
 
 
 def test_predict_cli_missing_image_is_named_and_nothing_is_sent(tmp_path, capsys):
-    code = cli.main(["predict", "--params", PARAMS_FILE, "--target", "127.0.0.1:1", "--out", str(tmp_path / "out"),
-                     str(tmp_path / "nope.jpg")])
+    code = cli.main(
+        [
+            "predict",
+            "--params",
+            PARAMS_FILE,
+            "--target",
+            "127.0.0.1:1",
+            "--out",
+            str(tmp_path / "out"),
+            str(tmp_path / "nope.jpg"),
+        ]
+    )
     assert code == 1
     assert capsys.readouterr().err.strip() == f"petseg predict: error: {tmp_path / 'nope.jpg'}: no such image file"
     assert not (tmp_path / "out").exists()
 
 
 # -------------------------------------------------------------- real TF Serving
-@pytest.mark.skipif(not os.environ.get("TF_SERVING_TARGET"),
-                    reason="set TF_SERVING_TARGET=HOST:PORT to a tensorflow/serving serving the petseg model")
+@pytest.mark.skipif(
+    not os.environ.get("TF_SERVING_TARGET"),
+    reason="set TF_SERVING_TARGET=HOST:PORT to a tensorflow/serving serving the petseg model",
+)
 def test_against_a_real_tf_serving():
     target = os.environ["TF_SERVING_TARGET"]
     images = [RNG.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(375, 500), (64, 64)]]
-    with SegmentationClient(target, model_name=os.environ.get("TF_SERVING_MODEL", "petseg"),
-                            with_probabilities=True) as client:
+    with SegmentationClient(
+        target, model_name=os.environ.get("TF_SERVING_MODEL", "petseg"), with_probabilities=True
+    ) as client:
         answers = client.segment(images)
         encoded = client.segment_encoded([tf.io.encode_png(image).numpy() for image in images])
     with SegmentationClient(target, version=987654) as missing_version:
         with pytest.raises(ServingRequestError) as refused:
             missing_version.segment(images[:1])
-    for image, answer, from_bytes in zip(images, answers, encoded):
+    for image, answer, from_bytes in zip(images, answers, encoded, strict=True):
         assert answer.mask.shape == image.shape[:2] and answer.model_version > 0
         np.testing.assert_array_equal(answer.probabilities.argmax(-1), answer.mask)
         np.testing.assert_array_equal(from_bytes.mask, answer.mask)

@@ -4,6 +4,7 @@ This is how one client reaches many TF Serving replicas through the headless Ser
 (serving/deploy/k8s/service-headless.yaml): cluster DNS answers with every Ready pod and the
 client's channel balances over them. Here the target lists two local servers directly.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,7 +44,8 @@ def two_servers():
     for server_id in (1, 2):
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            _CountingPredictionService(server_id, counts, lock), server)
+            _CountingPredictionService(server_id, counts, lock), server
+        )
         ports.append(server.add_insecure_port("127.0.0.1:0"))
         server.start()
         servers.append(server)

@@ -5,6 +5,7 @@ git clone of this project: the whole DVC pipeline as an experiment, the local gR
 server, the client and its prediction sheet. Then `dvc push`, a fresh clone,
 `dvc pull`, and `dvc status` / `dvc repro` with nothing left to do.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,32 +16,51 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-TINY_DEMO = " ".join(f"-S {kv}" for kv in [
-    "data.synthetic.train_examples=24", "data.synthetic.test_examples=8",
-    "data.synthetic.min_side=96", "data.synthetic.max_side=160",
-    "validate.min_train_examples=10", "validate.min_test_examples=4",
-    "preprocess.image_size=64", "preprocess.examples_per_shard=8",
-    "model.architecture=unet", "model.unet.base_filters=4", "model.unet.depth=2",
-    "train.epochs=1", "train.batch_size=8",
-    "evaluate.min_mean_iou=0", "evaluate.min_accuracy=0", "evaluate.sample_predictions=2",
-])
+TINY_DEMO = " ".join(
+    f"-S {kv}"
+    for kv in [
+        "data.synthetic.train_examples=24",
+        "data.synthetic.test_examples=8",
+        "data.synthetic.min_side=96",
+        "data.synthetic.max_side=160",
+        "validate.min_train_examples=10",
+        "validate.min_test_examples=4",
+        "preprocess.image_size=64",
+        "preprocess.examples_per_shard=8",
+        "model.architecture=unet",
+        "model.unet.base_filters=4",
+        "model.unet.depth=2",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "evaluate.min_mean_iou=0",
+        "evaluate.min_accuracy=0",
+        "evaluate.sample_predictions=2",
+    ]
+)
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                PETSEG_NO_SETUP="1", PETSEG_DEMO_EXTRA=TINY_DEMO,
-                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PETSEG_NO_SETUP="1",
+        PETSEG_DEMO_EXTRA=TINY_DEMO,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     return proc
 
 

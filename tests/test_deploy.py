@@ -5,6 +5,7 @@ statically: the YAML parses, the TF Serving flags name the ports, paths,
 model name and message limits params.yaml gives, compose and Kubernetes run
 the same server the same way, and the limits fit the batch the client sends.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,7 +81,7 @@ def test_every_deploy_file_parses_and_every_manifest_is_deployed():
         assert list(yaml.safe_load_all(path.read_text())), path
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     manifests = {str(path.relative_to(DEPLOY)) for path in (DEPLOY / "k8s").glob("*.yaml")}
-    assert set(kustomization["resources"]) == manifests       # none forgotten, none missing
+    assert set(kustomization["resources"]) == manifests  # none forgotten, none missing
     assert DEPLOY / "docker-compose.yaml" in files
 
 
@@ -90,8 +91,10 @@ def test_compose_serves_push_base_path_on_params_ports(compose, params):
     flags = _flags(service["command"])
     assert int(flags["port"]) == params.serve.grpc_port
     assert int(flags["rest_api_port"]) == params.serve.rest_port
-    assert set(service["ports"]) == {f"{params.serve.grpc_port}:{params.serve.grpc_port}",
-                                     f"{params.serve.rest_port}:{params.serve.rest_port}"}
+    assert set(service["ports"]) == {
+        f"{params.serve.grpc_port}:{params.serve.grpc_port}",
+        f"{params.serve.rest_port}:{params.serve.rest_port}",
+    }
     mounts = dict(volume.rsplit(":", 2)[:2] for volume in service["volumes"])
     host_models = next(src for src, dst in mounts.items() if dst == CONTAINER_MODEL_BASE)
     assert (DEPLOY / host_models).resolve() == (REPO_ROOT / params.push.model_base_path).resolve()
@@ -146,19 +149,21 @@ def test_message_limits_match_serve_max_message_mb(flags_of, compose, k8s, param
     args = _compose_service(compose)["command"] if flags_of == "compose" else _container(k8s)["args"]
     channel_args = dict(item.split("=") for item in _flags(args)["grpc_channel_arguments"].split(","))
     limit = params.serve.max_message_mb * MIB
-    assert channel_args == {"grpc.max_send_message_length": str(limit),
-                            "grpc.max_receive_message_length": str(limit),
-                            "grpc.max_connection_age_ms": str(MAX_CONNECTION_AGE_MS)}
+    assert channel_args == {
+        "grpc.max_send_message_length": str(limit),
+        "grpc.max_receive_message_length": str(limit),
+        "grpc.max_connection_age_ms": str(MAX_CONNECTION_AGE_MS),
+    }
 
 
 def test_message_limit_fits_a_client_batch_of_photos_and_their_answers(params):
     photos, height, width, classes = client.DEFAULT_BATCH_SIZE, 375, 500, 3
-    request = photos * height * width * 3                       # uint8 pixels
-    answer = photos * height * width * (1 + 4 * classes)        # uint8 mask + float32 probabilities
-    overhead = 64 * 1024                                        # protobuf framing, model spec, shapes
+    request = photos * height * width * 3  # uint8 pixels
+    answer = photos * height * width * (1 + 4 * classes)  # uint8 mask + float32 probabilities
+    overhead = 64 * 1024  # protobuf framing, model spec, shapes
     assert answer + overhead <= params.serve.max_message_mb * MIB
     assert request + overhead <= params.serve.max_message_mb * MIB
-    assert client.DEFAULT_MAX_MESSAGE_MB == params.serve.max_message_mb
+    assert params.serve.max_message_mb == client.DEFAULT_MAX_MESSAGE_MB
 
 
 def test_batching_config_batches_what_the_client_sends():
@@ -223,7 +228,7 @@ def _pod(k8s: dict) -> dict:
 def test_serving_pods_run_unprivileged_with_a_read_only_root(k8s):
     pod, container = _pod(k8s), _container(k8s)
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] >= 10000            # away from host users
+    assert pod["securityContext"]["runAsUser"] >= 10000  # away from host users
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
@@ -264,9 +269,12 @@ def test_every_object_lives_in_the_restricted_serving_namespace(k8s):
 
 def test_autoscaler_and_disruption_budget_keep_replicas_serving(k8s):
     deployment, hpa, pdb = k8s["Deployment"], k8s["HorizontalPodAutoscaler"], k8s["PodDisruptionBudget"]
-    assert "replicas" not in deployment["spec"]                    # the HPA owns the count
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
@@ -285,7 +293,7 @@ def test_network_policy_admits_only_named_callers_on_the_serving_ports(k8s):
     port_names = {p["name"] for p in _container(k8s)["ports"]}
     for rule in policy["ingress"]:
         assert rule["from"] and {p["port"] for p in rule["ports"]} <= port_names
-        for peer in rule["from"]:       # a named namespace in every peer: no "anyone in the cluster"
+        for peer in rule["from"]:  # a named namespace in every peer: no "anyone in the cluster"
             assert set(peer["namespaceSelector"]["matchLabels"]) == {"kubernetes.io/metadata.name"}
     # Each value the policy admits comes from a kustomize variable (tests/test_deploy_tools.py renders it).
     kustomization = k8s["Kustomization"]
@@ -294,8 +302,11 @@ def test_network_policy_admits_only_named_callers_on_the_serving_ports(k8s):
     variables = {literal.split("=", 1)[0] for literal in access["literals"]}
     sources = {r["source"]["fieldPath"].removeprefix("data.") for r in kustomization["replacements"]}
     assert sources == variables == {"clientNamespace", "clientApp", "monitoringNamespace"}
-    assert all(t["select"] == {"kind": "NetworkPolicy", "name": k8s["NetworkPolicy"]["metadata"]["name"]}
-               for r in kustomization["replacements"] for t in r["targets"])
+    assert all(
+        t["select"] == {"kind": "NetworkPolicy", "name": k8s["NetworkPolicy"]["metadata"]["name"]}
+        for r in kustomization["replacements"]
+        for t in r["targets"]
+    )
 
 
 def test_headless_service_publishes_the_grpc_port_of_ready_pods(k8s, params):
@@ -304,7 +315,8 @@ def test_headless_service_publishes_the_grpc_port_of_ready_pods(k8s, params):
     assert service["publishNotReadyAddresses"] is False
     assert service["selector"].items() <= k8s["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["ports"]] == [
-        ("grpc", params.serve.grpc_port, "grpc")]
+        ("grpc", params.serve.grpc_port, "grpc")
+    ]
 
 
 def test_compose_runs_hardened_like_kubernetes(compose, k8s):
@@ -323,7 +335,7 @@ def test_pipeline_images_end_as_a_non_root_user(name):
     lines = [line.strip() for line in (REPO_ROOT / "pipeline" / name).read_text().splitlines()]
     instructions = [line.split(None, 1) for line in lines if line and not line.startswith("#")]
     users = [args for keyword, *args in instructions if keyword == "USER"]
-    assert users and users[-1] == ["10001"]                        # numeric: runAsNonRoot can verify it
+    assert users and users[-1] == ["10001"]  # numeric: runAsNonRoot can verify it
     assert any(keyword == "RUN" and "--uid 10001" in args[0] for keyword, *args in instructions if args)
     # Every checkov skip says why.
     for line in lines:

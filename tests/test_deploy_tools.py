@@ -12,6 +12,7 @@ Each tool is also shown a bad input and must reject it, so a tool that checks no
 kustomize is `kubectl kustomize`; the tests that render are skipped where kubectl is missing.
 The checkov tests are marked slow (about 12 s each: checkov takes 10 s to start).
 """
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,17 @@ def test_rendered_kustomization_is_valid_and_complete(rendered):
     for obj in rendered:
         _validate(obj)
     kinds = {obj["kind"] for obj in rendered}
-    assert {"Namespace", "ServiceAccount", "Deployment", "Service", "PersistentVolumeClaim", "ConfigMap",
-            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    } <= kinds
     (namespace,) = _by_kind(rendered, "Namespace")
     for obj in rendered:
         if obj["kind"] != "Namespace":
@@ -116,9 +126,11 @@ def test_network_policy_admits_the_callers_named_in_the_kustomize_variables(tmp_
     shutil.copytree(DEPLOY, copy)
     kustomization = copy / "kustomization.yaml"
     text = kustomization.read_text()
-    for old, new in (("clientNamespace=petseg-clients", "clientNamespace=shop"),
-                     ("clientApp=petseg-client", "clientApp=checkout"),
-                     ("monitoringNamespace=monitoring", "monitoringNamespace=observability")):
+    for old, new in (
+        ("clientNamespace=petseg-clients", "clientNamespace=shop"),
+        ("clientApp=petseg-client", "clientApp=checkout"),
+        ("monitoringNamespace=monitoring", "monitoringNamespace=observability"),
+    ):
         assert old in text, old
         text = text.replace(old, new)
     kustomization.write_text(text)
@@ -137,11 +149,16 @@ def test_network_policy_admits_the_callers_named_in_the_kustomize_variables(tmp_
 def test_requests_per_second_component_adds_a_pods_metric_to_the_cpu_one(tmp_path):
     overlay = tmp_path / "overlay"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [os.path.relpath(DEPLOY, overlay)],
-        "components": [os.path.relpath(RPS_COMPONENT, overlay)],
-    }))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(DEPLOY, overlay)],
+                "components": [os.path.relpath(RPS_COMPONENT, overlay)],
+            }
+        )
+    )
     objects = _kustomize(overlay)
     (hpa,) = _by_kind(objects, "HorizontalPodAutoscaler")
     _validate(hpa)
@@ -156,19 +173,30 @@ def test_requests_per_second_component_adds_a_pods_metric_to_the_cpu_one(tmp_pat
 def _checkov(*args: str) -> list[dict]:
     """checkov's JSON reports (one per framework), run offline."""
     if not CHECKOV.exists():
-        pytest.fail(f"checkov is not installed at {CHECKOV}; run `bash scripts/setup.sh` "
-                    "(it installs checkov into .venv-checkov), or point PETSEG_CHECKOV at a checkov")
+        pytest.fail(
+            f"checkov is not installed at {CHECKOV}; run `bash scripts/setup.sh` "
+            "(it installs checkov into .venv-checkov), or point PETSEG_CHECKOV at a checkov"
+        )
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE"}
-    done = subprocess.run([str(CHECKOV), *args, "--skip-download", "--output", "json", "--soft-fail"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
+    done = subprocess.run(
+        [str(CHECKOV), *args, "--skip-download", "--output", "json", "--soft-fail"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     reports = json.loads(done.stdout)
     return reports if isinstance(reports, list) else [reports]
 
 
 def _failures(reports: list[dict]) -> list[str]:
-    return [f"{c['check_id']} {c['check_name']} ({c['file_path']}: {c['resource']})"
-            for report in reports for c in report["results"]["failed_checks"]]
+    return [
+        f"{c['check_id']} {c['check_name']} ({c['file_path']}: {c['resource']})"
+        for report in reports
+        for c in report["results"]["failed_checks"]
+    ]
 
 
 def _assert_clean(reports: list[dict], frameworks: set[str]) -> None:
@@ -185,12 +213,15 @@ def _assert_clean(reports: list[dict], frameworks: set[str]) -> None:
 
 @pytest.mark.slow
 def test_checkov_passes_the_manifests_and_dockerfiles():
-    files = [arg for path in [*_manifest_files(), *DOCKERFILES]
-             for arg in ("--file", str(path.relative_to(REPO_ROOT)))]
+    files = [arg for path in [*_manifest_files(), *DOCKERFILES] for arg in ("--file", str(path.relative_to(REPO_ROOT)))]
     reports = _checkov(*files, "--framework", "kubernetes", "dockerfile")
     _assert_clean(reports, {"kubernetes", "dockerfile"})
-    scanned = {check["file_path"].lstrip("/") for report in reports
-               for key in ("passed_checks", "skipped_checks") for check in report["results"][key]}
+    scanned = {
+        check["file_path"].lstrip("/")
+        for report in reports
+        for key in ("passed_checks", "skipped_checks")
+        for check in report["results"][key]
+    }
     assert {str(p.relative_to(REPO_ROOT)) for p in DOCKERFILES} <= scanned
     assert "serving/deploy/k8s/deployment.yaml" in scanned
 
@@ -219,8 +250,13 @@ def _hadolint(*paths: Path) -> subprocess.CompletedProcess:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.fail("hadolint is not installed; run `bash scripts/setup.sh` (the deploy-check extra ships it)")
-    return subprocess.run([hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), "--no-color", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    return subprocess.run(
+        [hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), "--no-color", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
 
 
 def test_hadolint_passes_the_dockerfiles():

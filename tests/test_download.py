@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
@@ -16,7 +17,6 @@ from petseg.components.errors import PetsegError
 from petseg.components.params import params_from_dict
 from petseg.components.rawdata import dataset_fingerprint, read_index
 from petseg.components.synthetic import synthetic_record
-from conftest import tiny_params_dict
 
 
 def _data_params(**data):
@@ -41,7 +41,7 @@ def test_synthetic_is_seeded_and_shaped(tmp_path):
     for ex in read_index(tmp_path / "a"):
         image, trimap = _decode(tmp_path / "a" / ex.image), _decode(tmp_path / "a" / ex.trimap)
         assert image.shape[2] == 3 and image.shape[:2] == trimap.shape
-        assert 96 <= min(trimap.shape) and max(trimap.shape) <= 160
+        assert min(trimap.shape) >= 96 and max(trimap.shape) <= 160
         assert set(np.unique(trimap)) == {1, 2, 3}
         assert ex.species in ("cat", "dog") and 1 <= ex.class_id <= 37
 

@@ -1,4 +1,5 @@
 """End to end: `dvc repro` on a tiny synthetic set in a temporary git + DVC repository."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, tiny_params_dict
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
 """The exported SavedModel: both signatures, any input size, same answer as the Keras model."""
+
 from __future__ import annotations
 
 import io

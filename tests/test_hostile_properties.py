@@ -1,6 +1,7 @@
 """Property-based tests: random bytes and random lines into the list-file parser, the params
 loader and the examples.csv reader. Each must return a result or raise the project's own
 error (PetsegError, ParamsError), never anything else, and its message must be one line."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,30 @@ def _one_line(error: Exception) -> None:
 
 # ---------------------------------------------------------------- list files
 TOKENS = st.one_of(
-    st.sampled_from(["Abyssinian_1", "Bengal_185", "pug_3", "../x", "#", "", "1", "2", "0", "37", "38", "-1",
-                     "+1", "1_0", "٣", "1.0", "99999999", "\t", "\x00", "é"]),
+    st.sampled_from(
+        [
+            "Abyssinian_1",
+            "Bengal_185",
+            "pug_3",
+            "../x",
+            "#",
+            "",
+            "1",
+            "2",
+            "0",
+            "37",
+            "38",
+            "-1",
+            "+1",
+            "1_0",
+            "٣",
+            "1.0",
+            "99999999",
+            "\t",
+            "\x00",
+            "é",
+        ]
+    ),
     st.integers(-5, 60).map(str),
     st.text(max_size=12),
 )
@@ -63,13 +86,39 @@ def test_list_parser_random_lines(lines, newline):
 
 
 # -------------------------------------------------------------------- params
-KEYS = st.sampled_from(["data", "train", "serve", "source", "learning_rate", "epochs", "poll_seconds",
-                        "seed", "synthetic", "archives", "path", "critical", "1", "null", "<<", "on"])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-                    st.sampled_from([".nan", ".inf", "-.inf", "1e999", "0x1F", "~", "synthetic", "tfds"]))
-YAML_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                            st.dictionaries(KEYS, inner, max_size=4)),
-                           max_leaves=12)
+KEYS = st.sampled_from(
+    [
+        "data",
+        "train",
+        "serve",
+        "source",
+        "learning_rate",
+        "epochs",
+        "poll_seconds",
+        "seed",
+        "synthetic",
+        "archives",
+        "path",
+        "critical",
+        "1",
+        "null",
+        "<<",
+        "on",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from([".nan", ".inf", "-.inf", "1e999", "0x1F", "~", "synthetic", "tfds"]),
+)
+YAML_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @SETTINGS
@@ -101,9 +150,19 @@ def test_params_loader_random_documents(document):
 
 
 @SETTINGS
-@given(st.sampled_from(["train.learning_rate", "serve.poll_seconds", "evaluate.min_mean_iou", "data.seed",
-                        "train.epochs", "preprocess.val_fraction"]),
-       st.one_of(st.floats(), st.integers(), st.text(max_size=5)))
+@given(
+    st.sampled_from(
+        [
+            "train.learning_rate",
+            "serve.poll_seconds",
+            "evaluate.min_mean_iou",
+            "data.seed",
+            "train.epochs",
+            "preprocess.val_fraction",
+        ]
+    ),
+    st.one_of(st.floats(), st.integers(), st.text(max_size=5)),
+)
 def test_params_numbers_are_finite_or_refused(key, value):
     section, name = key.split(".")
     document = {"data": {"source": "synthetic"}, section: {name: value}}

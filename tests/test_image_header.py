@@ -1,4 +1,5 @@
 """serving/image_header.py: the size an encoded image declares, read without decoding, checked against Pillow."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,12 @@ def encode(width: int, height: int, fmt: str, **options) -> bytes:
 
 
 @settings(max_examples=60, deadline=None)
-@given(width=st.integers(1, 700), height=st.integers(1, 700), fmt=st.sampled_from(sorted(FORMATS)),
-       progressive=st.booleans())
+@given(
+    width=st.integers(1, 700),
+    height=st.integers(1, 700),
+    fmt=st.sampled_from(sorted(FORMATS)),
+    progressive=st.booleans(),
+)
 def test_declared_size_is_the_size_pillow_reads(width, height, fmt, progressive):
     options = {"progressive": True} if fmt == "JPEG" and progressive else {}
     options |= {"lossless": True} if fmt == "WEBP" and progressive else {}
@@ -54,22 +59,27 @@ def test_a_png_can_declare_far_more_than_it_holds():
     assert len(data) < 200_000
 
 
-@pytest.mark.parametrize("data, fragment", [
-    (b"", "Unknown image file format"),
-    (b"hello world", "Unknown image file format"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "truncated PNG header"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG without a frame header"),
-    (b"\xff\x0a\xff\x07", "JPEG XL is not accepted"),
-    (b"GIF89a\x00\x00\x00\x00\x00", "empty image"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"", "Unknown image file format"),
+        (b"hello world", "Unknown image file format"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "truncated PNG header"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG without a frame header"),
+        (b"\xff\x0a\xff\x07", "JPEG XL is not accepted"),
+        (b"GIF89a\x00\x00\x00\x00\x00", "empty image"),
+    ],
+)
 def test_unreadable_headers_are_refused_with_a_reason(data, fragment):
     with pytest.raises(UnreadableHeader, match=fragment):
         declared_size(data)
 
 
 @settings(max_examples=300, deadline=None)
-@given(prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"RIFF\0\0\0\0WEBP"]),
-       tail=st.binary(max_size=64))
+@given(
+    prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"RIFF\0\0\0\0WEBP"]),
+    tail=st.binary(max_size=64),
+)
 def test_any_bytes_give_a_size_or_unreadable_header_never_another_error(prefix, tail):
     try:
         size = declared_size(prefix + tail)

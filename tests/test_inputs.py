@@ -1,4 +1,5 @@
 """The tf.data pipelines: image and mask augmented together, repeatable order, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from petseg.components import records
-from petseg.components.manifest import MANIFEST_FILE
 from petseg.components.errors import PetsegError
 from petseg.components.inputs import evaluation_dataset, flip_together, training_dataset
+from petseg.components.manifest import MANIFEST_FILE
 from petseg.components.params import AugmentParams, TrainParams
 
 SIZE = 16
@@ -65,7 +66,7 @@ def test_training_batches_have_the_model_dtypes_and_shapes(traced_records):
     images, masks = next(iter(training_dataset(records_dir, SIZE, _params(), count=COUNT)))
     assert images.dtype == tf.float32 and images.shape == (5, SIZE, SIZE, 3)
     assert masks.dtype == tf.int32 and masks.shape == (5, SIZE, SIZE)
-    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
 
 
 def test_image_and_mask_flip_together_and_both_outcomes_occur(traced_records):
@@ -75,7 +76,7 @@ def test_image_and_mask_flip_together_and_both_outcomes_occur(traced_records):
     for _ in range(2):  # two epochs: fresh random decisions each epoch
         images, masks = _examples(ds)
         assert len(masks) == COUNT
-        for image, mask in zip(images, masks):
+        for image, mask in zip(images, masks, strict=True):
             np.testing.assert_array_equal(image[..., 1], mask * 60)  # the mask the image carries moved with it
             original = originals[int(image[0, 0, 2])]
             image_flipped = image[0, 0, 0] > image[0, -1, 0]
@@ -89,7 +90,7 @@ def test_brightness_and_contrast_change_the_image_only(traced_records):
     images, masks = _examples(training_dataset(records_dir, SIZE, _params(flip=True, brightness=0.3, contrast=0.5)))
     unchanged_ramp = np.linspace(20, 200, SIZE).astype(np.uint8).astype(np.float32)
     changed = 0
-    for image, mask in zip(images, masks):
+    for image, mask in zip(images, masks, strict=True):
         assert set(np.unique(mask)) <= {0, 1, 2}
         ramp = image[0, :, 0]
         image_flipped = ramp[0] > ramp[-1]
@@ -140,5 +141,5 @@ def test_flip_together_is_one_decision():
 
 
 def test_missing_shards_is_a_user_error(tmp_path):
-    with pytest.raises(PetsegError, match="no train shards.*petseg preprocess"):
+    with pytest.raises(PetsegError, match=r"no train shards.*petseg preprocess"):
         training_dataset(tmp_path, SIZE, _params())

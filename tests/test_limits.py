@@ -6,6 +6,7 @@
   refuses it, and leaves the memory where it was.
 - While such requests arrive, other clients keep being answered.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,11 +25,10 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-
-from petseg.components.params import params_from_dict
-
 from conftest import REPO_ROOT, tiny_params_dict
 from test_status_codes import BATCHING_FILE, Stubs, bomb_png, bytes_request, image, png, predict_request
+
+from petseg.components.params import params_from_dict
 
 tf = pytest.importorskip("tensorflow")
 MB = 2**20
@@ -52,16 +52,35 @@ def server_process(tiny_savedmodel, tmp_path_factory):
     """`petseg serve` in a subprocess over the tiny model: (pid, gRPC target, REST port)."""
     tmp = tmp_path_factory.mktemp("limits")
     shutil.copytree(tiny_savedmodel, tmp / "models" / "petseg" / "1")
-    params = tiny_params_dict({"serve": {"max_image_pixels": 4_000_000, "workers": 4,
-                                         "batching_parameters_file": BATCHING_FILE}})
+    params = tiny_params_dict(
+        {"serve": {"max_image_pixels": 4_000_000, "workers": 4, "batching_parameters_file": BATCHING_FILE}}
+    )
     params_from_dict(params)  # valid
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     port, rest_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "petseg", "serve", "--params", str(tmp / "params.yaml"),
-                             "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(rest_port),
-                             "--model-base-path", str(tmp / "models")],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "petseg",
+            "serve",
+            "--params",
+            str(tmp / "params.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rest-port",
+            str(rest_port),
+            "--model-base-path",
+            str(tmp / "models"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         for line in iter(proc.stdout.readline, ""):
             if "listening on" in line:
@@ -103,15 +122,21 @@ def test_a_png_declaring_12000x12000_is_refused_fast_and_the_memory_stays(server
     for _ in range(3):  # warm both paths: first calls trace and allocate
         stubs.calls["predict"](bytes_request([png(375, 500)]), timeout=60)
         refuse(stubs, bytes_request([bomb]))
-        rest_post(rest_port, {"signature_name": "serving_bytes", "instances": [{"b64": base64.b64encode(bomb).decode()}]})
+        rest_post(
+            rest_port, {"signature_name": "serving_bytes", "instances": [{"b64": base64.b64encode(bomb).decode()}]}
+        )
     before = rss_bytes(pid)
 
     refusals = [refuse(stubs, bytes_request([bomb])) for _ in range(20)]
-    rest_refusals = [rest_post(rest_port, {"signature_name": "serving_bytes",
-                                           "inputs": [{"b64": base64.b64encode(bomb).decode()}]}) for _ in range(5)]
+    rest_refusals = [
+        rest_post(rest_port, {"signature_name": "serving_bytes", "inputs": [{"b64": base64.b64encode(bomb).decode()}]})
+        for _ in range(5)
+    ]
     after = rss_bytes(pid)
-    print(f"bomb refused in {max(s for *_, s in refusals) * 1000:.0f} ms at most; "
-          f"RSS {before / MB:.1f} -> {after / MB:.1f} MiB")
+    print(
+        f"bomb refused in {max(s for *_, s in refusals) * 1000:.0f} ms at most; "
+        f"RSS {before / MB:.1f} -> {after / MB:.1f} MiB"
+    )
 
     assert {code for code, _, _ in refusals} == {grpc.StatusCode.INVALID_ARGUMENT}
     assert "is a PNG of 12000x12000: 144.0 MP decoded, over this server's limit of 4.0 MP" in refusals[0][1]
@@ -164,8 +189,10 @@ def test_a_batch_over_max_batch_size_is_refused_and_the_memory_stays(server_proc
     status, answer = rest_post(rest_port, {"instances": [image(8, 8).tolist()] * 9})
     after = rss_bytes(pid)
     eight = stubs.calls["predict"](predict_request(nine[:8]), timeout=120)
-    print(f"batch of 9 refused in {max(s for *_, s in refusals) * 1000:.0f} ms at most; "
-          f"RSS {before / MB:.1f} -> {after / MB:.1f} MiB")
+    print(
+        f"batch of 9 refused in {max(s for *_, s in refusals) * 1000:.0f} ms at most; "
+        f"RSS {before / MB:.1f} -> {after / MB:.1f} MiB"
+    )
 
     assert {code for code, _, _ in refusals} == {grpc.StatusCode.INVALID_ARGUMENT}
     assert refusals[0][1] == "Task size 9 is larger than maximum input batch size 8"

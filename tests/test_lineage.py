@@ -1,4 +1,5 @@
 """lineage: one record for both runners (CLI/DVC and Kubeflow)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -22,16 +23,31 @@ def test_the_cli_record_has_code_params_data_and_a_run_id(coded_records, tmp_pat
 
 def test_the_kubeflow_record_takes_commit_data_and_metrics_from_the_image_and_blessing(tmp_path, monkeypatch):
     blessing = tmp_path / "blessing.json"
-    write_json(blessing, {"blessed": True, "reason": "passed", "candidate": {"mean_iou": 0.7, "pixel_accuracy": 0.9},
-                          "data": {"manifest_sha256": "d" * 64}})
+    write_json(
+        blessing,
+        {
+            "blessed": True,
+            "reason": "passed",
+            "candidate": {"mean_iou": 0.7, "pixel_accuracy": 0.9},
+            "data": {"manifest_sha256": "d" * 64},
+        },
+    )
     params = with_overrides(Params(), {"train.epochs": 3})
     not_git = tmp_path / "pod"
     not_git.mkdir()
 
     monkeypatch.delenv(COMMIT_ENV, raising=False)
-    record = collect_lineage(None, params, repo_dir=not_git, blessing_file=blessing, runner="kubeflow",
-                             run_id="run-1", run_name="petseg-x", code_commit="c" * 40,
-                             code_images={"train": "reg/seg-gpu:0.1.0-gcccc"})
+    record = collect_lineage(
+        None,
+        params,
+        repo_dir=not_git,
+        blessing_file=blessing,
+        runner="kubeflow",
+        run_id="run-1",
+        run_name="petseg-x",
+        code_commit="c" * 40,
+        code_images={"train": "reg/seg-gpu:0.1.0-gcccc"},
+    )
     assert record["git_commit"] == "c" * 40 and record["git_dirty"] is None  # from the compiled image tag
     assert record["data_manifest_sha256"] == "d" * 64 and record["metrics"]["mean_iou"] == 0.7
     assert record["params"]["train"]["epochs"] == 3

@@ -1,13 +1,13 @@
 """Metric math: the confusion matrix and IoU/accuracy against NumPy and Keras references."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import NAMES, metrics_of, reference_metrics
 
 from petseg.components.metrics import SegmentationMetrics, confusion_counts
-
-from helpers import NAMES, metrics_of, reference_metrics
 
 
 def test_metrics_match_numpy_reference_and_chunks_add_up():
@@ -16,7 +16,7 @@ def test_metrics_match_numpy_reference_and_chunks_add_up():
     pred = np.where(rng.random(true.shape) < 0.3, rng.integers(0, 3, size=true.shape), true)
 
     whole = confusion_counts(true, pred, 3)
-    chunked = sum(confusion_counts(true[i:i + 2], pred[i:i + 2], 3) for i in range(0, 5, 2))
+    chunked = sum(confusion_counts(true[i : i + 2], pred[i : i + 2], 3) for i in range(0, 5, 2))
     np.testing.assert_array_equal(whole, chunked)
     for t in range(3):
         for p in range(3):

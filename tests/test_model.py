@@ -1,4 +1,5 @@
 """The two architectures: shapes, normalisation inside the model, encoder weights and freezing."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -7,8 +8,14 @@ import numpy as np
 import pytest
 
 from petseg.components.errors import PetsegError
-from petseg.components.model import (MOBILENET_SKIPS, build_model, encoder_of, mobilenetv2_unet,
-                                     set_encoder_trainable, unet)
+from petseg.components.model import (
+    MOBILENET_SKIPS,
+    build_model,
+    encoder_of,
+    mobilenetv2_unet,
+    set_encoder_trainable,
+    unet,
+)
 from petseg.components.params import ModelParams, UnetParams
 
 
@@ -36,8 +43,9 @@ def test_mobilenetv2_unet_maps_images_to_logits_at_full_resolution():
 
 
 def test_unet_shapes_follow_depth_and_width():
-    model = build_model(ModelParams(architecture="unet", encoder_weights="none",
-                                    unet=UnetParams(base_filters=4, depth=3)), 32)
+    model = build_model(
+        ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=4, depth=3)), 32
+    )
     assert model.output_shape == (None, 32, 32, 3)
     assert encoder_of(model) is None
     assert model.get_layer("bottom_conv2").output.shape == (None, 4, 4, 32)  # 32 / 2**3 px, 4 * 2**3 filters
@@ -56,8 +64,7 @@ def test_model_normalises_pixels_itself():
     np.testing.assert_allclose(out, [[-1.0, 0.0, 1.0]], atol=1e-6)
 
 
-@pytest.mark.parametrize("size,builder", [(48, lambda s: mobilenetv2_unet(s, "none")),
-                                          (36, lambda s: unet(s, 4, 3))])
+@pytest.mark.parametrize("size,builder", [(48, lambda s: mobilenetv2_unet(s, "none")), (36, lambda s: unet(s, 4, 3))])
 def test_image_size_the_architecture_cannot_halve_is_a_user_error(size, builder):
     with pytest.raises(PetsegError, match="multiple of"):
         builder(size)
@@ -92,8 +99,7 @@ def test_weights_file_is_loaded_and_frozen_then_unfreezing_keeps_batch_norm_froz
 
     assert set_encoder_trainable(model, True)
     assert encoder.get_layer("Conv1").trainable
-    assert not any(layer.trainable for layer in encoder.layers
-                   if isinstance(layer, keras.layers.BatchNormalization))
+    assert not any(layer.trainable for layer in encoder.layers if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def test_random_encoder_trains_even_when_freezing_is_asked():
@@ -101,8 +107,9 @@ def test_random_encoder_trains_even_when_freezing_is_asked():
     import keras
 
     assert encoder_of(model).trainable
-    norms = [layer for layer in model.layers + encoder_of(model).layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in model.layers + encoder_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert norms and all(layer.momentum == 0.8 for layer in norms)
 
 

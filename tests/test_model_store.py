@@ -172,7 +172,7 @@ class SimModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self):
         self.sim: TfServingSim | None = None
 
-    def GetModelStatus(self, request, context):  # noqa: N802 - gRPC's name
+    def GetModelStatus(self, request, context):
         response = get_model_status_pb2.GetModelStatusResponse()
         if self.sim is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, "not started")
@@ -279,7 +279,7 @@ def test_the_simulator_refuses_what_tf_serving_refuses(rule_savedmodels, tmp_pat
 
 
 def test_moving_a_label_without_a_serving_target_is_refused_at_params_validation():
-    with pytest.raises(ParamsError, match="'push.version_label' needs 'push.serving_target'"):
+    with pytest.raises(ParamsError, match=r"'push\.version_label' needs 'push\.serving_target'"):
         params_from_dict({"push": {"version_label": "stable"}})
 
 

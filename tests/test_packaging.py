@@ -1,34 +1,54 @@
 """The top-level folders ship inside the one `petseg` package, not as import names of their own."""
+
 import subprocess
 import sys
 import zipfile
 
 import pytest
+from conftest import REPO_ROOT
 
 import petseg.components
 import petseg.pipeline
 import petseg.serving
-from conftest import REPO_ROOT
 
 
 def test_installed_package_maps_the_top_level_folders():
     assert petseg.components.__path__[0].endswith("components")
     assert {p.__name__ for p in (petseg.components, petseg.pipeline, petseg.serving)} == {
-        "petseg.components", "petseg.pipeline", "petseg.serving"}
+        "petseg.components",
+        "petseg.pipeline",
+        "petseg.serving",
+    }
 
 
 @pytest.mark.slow
 def test_wheel_contains_only_the_petseg_package(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO_ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("petseg-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names}
     assert all(t == "petseg" or t.endswith(".dist-info") for t in top_level), top_level
-    for module in ("petseg/cli.py", "petseg/components/params.py", "petseg/pipeline/__init__.py",
-                   "petseg/serving/__init__.py"):
+    for module in (
+        "petseg/cli.py",
+        "petseg/components/params.py",
+        "petseg/pipeline/__init__.py",
+        "petseg/serving/__init__.py",
+    ):
         assert module in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "petseg = petseg.cli:main" in entry_points

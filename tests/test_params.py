@@ -1,10 +1,9 @@
-
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from petseg.components.errors import ParamsError
 from petseg.components.params import Params, load_params, params_from_dict, params_to_dict, with_overrides
-from conftest import REPO_ROOT
 
 
 def test_project_params_yaml_parses_and_lists_every_key():
@@ -67,7 +66,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_overrides_are_validated():
     params = with_overrides(Params(), {"train.epochs": 2, "data.source": "synthetic"})
     assert (params.train.epochs, params.data.source) == (2, "synthetic")
-    with pytest.raises(ParamsError, match="unknown key 'train.epoch'"):
+    with pytest.raises(ParamsError, match=r"unknown key 'train\.epoch'"):
         with_overrides(Params(), {"train.epoch": 2})
     with pytest.raises(ParamsError, match="must be at least 1"):
         with_overrides(Params(), {"train.epochs": 0})
@@ -75,7 +74,7 @@ def test_overrides_are_validated():
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_overrides_refuse_non_finite_numbers(value):
-    with pytest.raises(ParamsError, match="'serve.poll_seconds' must be a finite number"):
+    with pytest.raises(ParamsError, match=r"'serve\.poll_seconds' must be a finite number"):
         with_overrides(Params(), {"serve.poll_seconds": value})
 
 
@@ -88,7 +87,9 @@ def test_partial_file_takes_defaults_for_missing_sections(tmp_path):
 
 def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("data:\n  source: synthetic\nvalidate: &v\n  min_train_examples: 3\n"
-                    "preprocess:\n  seed: 1\n  <<: {image_size: 64}\n")
+    path.write_text(
+        "data:\n  source: synthetic\nvalidate: &v\n  min_train_examples: 3\n"
+        "preprocess:\n  seed: 1\n  <<: {image_size: 64}\n"
+    )
     params = load_params(path)
     assert params.validate.min_train_examples == 3 and params.preprocess.image_size == 64

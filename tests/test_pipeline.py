@@ -1,4 +1,5 @@
 """The Kubeflow pipeline: compiled IR, parameters, submit, and local runs end to end."""
+
 import hashlib
 import json
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
@@ -21,12 +23,12 @@ from petseg.pipeline.component_io import restore_integers, scalar_metrics, secti
 from petseg.pipeline.images import Tag, code_tag, resolve_image
 from petseg.pipeline.pipeline import RUN_SECTIONS, STEPS, PipelineOutputs, compile_pipeline, pipeline_arguments
 from petseg.pipeline.run import LOCAL_OUTPUTS, TOKEN_ENV, failed_step, parse_overrides, submit
-from conftest import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
 
 # params.yaml as a cluster would get it: the push target must outlive the pod (an object store here).
-PROJECT_PARAMS = with_overrides(load_params(REPO_ROOT / "params.yaml"),
-                                {"push.model_base_path": "s3://petseg-models/serving",
-                                 "push.server_model_base_path": ""})
+PROJECT_PARAMS = with_overrides(
+    load_params(REPO_ROOT / "params.yaml"),
+    {"push.model_base_path": "s3://petseg-models/serving", "push.server_model_base_path": ""},
+)
 TAG = code_tag()
 IMAGE = resolve_image(PROJECT_PARAMS.pipeline.image, TAG)
 GPU_IMAGE = resolve_image(PROJECT_PARAMS.pipeline.gpu_image, TAG)
@@ -47,8 +49,9 @@ def _step_order(dag_tasks: dict) -> list[str]:
     """Task names in dependency order (each task after all it depends on)."""
     done: list[str] = []
     while len(done) < len(dag_tasks):
-        ready = sorted(n for n, t in dag_tasks.items()
-                       if n not in done and set(t.get("dependentTasks", [])) <= set(done))
+        ready = sorted(
+            n for n, t in dag_tasks.items() if n not in done and set(t.get("dependentTasks", [])) <= set(done)
+        )
         assert ready, f"cycle among {set(dag_tasks) - set(done)}"
         done.append(ready[0])
     return done
@@ -71,8 +74,9 @@ def test_steps_run_in_order_with_push_under_the_blessed_condition(ir):
     assert set(tasks["evaluate"]["dependentTasks"]) == {"preprocess", "train"}
     assert "evaluate" in condition["dependentTasks"]
     assert condition["taskInfo"]["name"] == "blessed"
-    assert condition["triggerPolicy"]["condition"] == \
-        "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    assert (
+        condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    )
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["push"]
     assert [t for t in STEPS if t in tasks or t in inner] == list(STEPS)
@@ -89,10 +93,12 @@ def test_train_asks_for_a_gpu_node_and_runs_the_gpu_image(ir):
     # Portable default: the device plugin's resource alone places the pod; no cloud-specific node label.
     assert "nodeSelector" not in platform["exec-train"]
     assert platform["exec-train"]["tolerations"] == [
-        {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": settings.gpu_toleration_effect}]
+        {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": settings.gpu_toleration_effect}
+    ]
     # The GPU step must not fall back to the CPU silently.
     assert spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["require_gpu"] == {
-        "runtimeValue": {"constant": True}}
+        "runtimeValue": {"constant": True}
+    }
     assert set(platform) == {"exec-train"}  # no other step lands on (or reserves) a GPU node
     others = [e for n, e in spec["deploymentSpec"]["executors"].items() if n != "exec-train"]
     assert all("accelerator" not in e["container"]["resources"] for e in others)
@@ -105,10 +111,15 @@ def test_every_step_has_requests_limits_and_the_project_image(ir):
     for step in STEPS:
         container = executors[f"exec-{step}"]["container"]
         wanted = getattr(PROJECT_PARAMS.pipeline.resources, step)
-        assert {k: container["resources"][k] for k in ("resourceCpuRequest", "resourceCpuLimit",
-                                                          "resourceMemoryRequest", "resourceMemoryLimit")} == {
-            "resourceCpuRequest": wanted.cpu_request, "resourceCpuLimit": wanted.cpu_limit,
-            "resourceMemoryRequest": wanted.memory_request, "resourceMemoryLimit": wanted.memory_limit}, step
+        assert {
+            k: container["resources"][k]
+            for k in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit")
+        } == {
+            "resourceCpuRequest": wanted.cpu_request,
+            "resourceCpuLimit": wanted.cpu_limit,
+            "resourceMemoryRequest": wanted.memory_request,
+            "resourceMemoryLimit": wanted.memory_limit,
+        }, step
         if step != "train":
             assert container["image"] == IMAGE
         # Lightweight components that need nothing from PyPI at run time: the image has petseg and kfp.
@@ -123,8 +134,13 @@ def _cached_steps(spec) -> set[str]:
 
 
 def test_caching_is_on_for_data_and_train_off_for_evaluate_and_push(tmp_path):
-    pinned = with_overrides(PROJECT_PARAMS, {"pipeline.image": "registry.example/seg:1.2.3",
-                                             "pipeline.gpu_image": "registry.example/seg-gpu@sha256:" + "a" * 64})
+    pinned = with_overrides(
+        PROJECT_PARAMS,
+        {
+            "pipeline.image": "registry.example/seg:1.2.3",
+            "pipeline.gpu_image": "registry.example/seg-gpu@sha256:" + "a" * 64,
+        },
+    )
     spec, _ = _compile(tmp_path, pinned)
     assert _cached_steps(spec) == {"download", "validate", "preprocess", "train"}
     images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
@@ -132,9 +148,14 @@ def test_caching_is_on_for_data_and_train_off_for_evaluate_and_push(tmp_path):
     assert images["exec-push"] == "registry.example/seg:1.2.3"
 
 
-@pytest.mark.parametrize("tag,cached", [(Tag("0.1.0-g0123456789ab", "0123456789ab" + "0" * 28, True), True),
-                                        (Tag("0.1.0-g0123456789ab-dirty", "0123456789ab" + "0" * 28, False), False),
-                                        (Tag("0.1.0-nogit", None, False), False)])
+@pytest.mark.parametrize(
+    "tag,cached",
+    [
+        (Tag("0.1.0-g0123456789ab", "0123456789ab" + "0" * 28, True), True),
+        (Tag("0.1.0-g0123456789ab-dirty", "0123456789ab" + "0" * 28, False), False),
+        (Tag("0.1.0-nogit", None, False), False),
+    ],
+)
 def test_derived_tags_name_the_code_and_caching_follows_them(tmp_path, monkeypatch, tag, cached):
     monkeypatch.setattr("petseg.pipeline.images.code_tag", lambda repo_dir=None: tag)
     spec, _ = _compile(tmp_path)
@@ -164,7 +185,9 @@ def test_constraints_file_pins_the_tested_environment_and_the_images_use_it():
     from petseg.pipeline.images import CONSTRAINTS_FILE, requirement_closure
 
     pins = dict(line.split("==") for line in CONSTRAINTS_FILE.read_text().splitlines() if not line.startswith("#"))
-    assert pins == requirement_closure(), "pipeline/constraints.txt is stale: python -m petseg.pipeline.images constraints"
+    assert pins == requirement_closure(), (
+        "pipeline/constraints.txt is stale: python -m petseg.pipeline.images constraints"
+    )
     assert {"tensorflow", "kfp", "s3fs", "gcsfs", "fsspec", "dvc-s3"} <= set(pins)
     assert not {"pytest", "moto", "hypothesis"} & set(pins)  # test tools stay out of the images
     for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
@@ -184,9 +207,14 @@ def test_parameters_mirror_params_yaml_with_its_values_as_defaults(ir):
 
 
 def test_images_and_gpu_settings_come_from_params(tmp_path):
-    params = with_overrides(PROJECT_PARAMS, {"pipeline.image": "registry.example/seg:7",
-                                             "pipeline.gpu_image": "registry.example/seg-gpu:7",
-                                             "pipeline.accelerator_limit": 0})
+    params = with_overrides(
+        PROJECT_PARAMS,
+        {
+            "pipeline.image": "registry.example/seg:7",
+            "pipeline.gpu_image": "registry.example/seg-gpu:7",
+            "pipeline.accelerator_limit": 0,
+        },
+    )
     spec, platform = _compile(tmp_path, params)
     images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
     assert images.pop("exec-train") == "registry.example/seg-gpu:7"
@@ -196,16 +224,22 @@ def test_images_and_gpu_settings_come_from_params(tmp_path):
     assert platform == {}
 
 
-@pytest.mark.parametrize("selector", [("cloud.google.com/gke-accelerator", "nvidia-l4"),
-                                      ("node.kubernetes.io/instance-type", "g5.xlarge"),
-                                      ("kubernetes.azure.com/accelerator", "nvidia")])
+@pytest.mark.parametrize(
+    "selector",
+    [
+        ("cloud.google.com/gke-accelerator", "nvidia-l4"),
+        ("node.kubernetes.io/instance-type", "g5.xlarge"),
+        ("kubernetes.azure.com/accelerator", "nvidia"),
+    ],
+)
 def test_a_cloud_node_selector_is_applied_to_train_only(tmp_path, selector):
     key, value = selector
-    params = with_overrides(PROJECT_PARAMS, {"pipeline.gpu_node_selector_key": key,
-                                             "pipeline.gpu_node_selector_value": value})
+    params = with_overrides(
+        PROJECT_PARAMS, {"pipeline.gpu_node_selector_key": key, "pipeline.gpu_node_selector_value": value}
+    )
     _, platform = _compile(tmp_path, params)
     assert platform["exec-train"]["nodeSelector"]["labels"] == {key: value}
-    with pytest.raises(ParamsError, match="set both pipeline.gpu_node_selector_key and"):
+    with pytest.raises(ParamsError, match=r"set both pipeline\.gpu_node_selector_key and"):
         compile_pipeline(with_overrides(params, {"pipeline.gpu_node_selector_value": ""}), tmp_path / "x.yaml")
 
 
@@ -221,18 +255,32 @@ def test_train_outputs_a_savedmodel_only_model_and_a_separate_checkpoints_artifa
 @pytest.mark.parametrize("base", ["serving/models", "/abs/models", "memory://models", "ram://models"])
 def test_compile_refuses_a_push_target_inside_the_pod_in_one_line(tmp_path, capsys, base):
     out = tmp_path / "p.yaml"
-    code = main(["pipeline", "compile", "-o", str(out), "--params", str(REPO_ROOT / "params.yaml"),
-                 "--param", f"push.model_base_path={base}"])
+    code = main(
+        [
+            "pipeline",
+            "compile",
+            "-o",
+            str(out),
+            "--params",
+            str(REPO_ROOT / "params.yaml"),
+            "--param",
+            f"push.model_base_path={base}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and not out.exists()
     assert err.count("\n") == 1 and f"push.model_base_path '{base}' is inside the push pod" in err
     assert "s3://" in err and "gs://" in err and "pipeline.serving_pvc" in err
 
 
-@pytest.mark.parametrize("overrides", [{"push.model_base_path": "gs://bucket/models"},
-                                       {"push.model_base_path": "s3://bucket/models"},
-                                       {"push.model_base_path": "/serving/models/prod",
-                                        "pipeline.serving_pvc": "models"}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"push.model_base_path": "gs://bucket/models"},
+        {"push.model_base_path": "s3://bucket/models"},
+        {"push.model_base_path": "/serving/models/prod", "pipeline.serving_pvc": "models"},
+    ],
+)
 def test_compile_accepts_an_object_store_or_a_serving_pvc(tmp_path, overrides):
     assert compile_pipeline(with_overrides(PROJECT_PARAMS, overrides), tmp_path / "p.yaml").is_file()
 
@@ -244,14 +292,15 @@ def test_submit_refuses_a_pod_local_push_target_before_contacting_the_cluster():
 
 
 def test_serving_pvc_is_mounted_where_evaluate_and_push_read_the_model_base_path(tmp_path):
-    params = with_overrides(PROJECT_PARAMS, {"pipeline.serving_pvc": "models",
-                                             "push.model_base_path": "/serving/models/prod"})
+    params = with_overrides(
+        PROJECT_PARAMS, {"pipeline.serving_pvc": "models", "push.model_base_path": "/serving/models/prod"}
+    )
     _, platform = _compile(tmp_path, params)
     for step in ("evaluate", "push"):
         assert platform[f"exec-{step}"]["pvcMount"][0]["mountPath"] == "/serving/models"
     assert "pvcMount" not in platform["exec-train"]
     outside = with_overrides(params, {"push.model_base_path": "serving/models"})
-    with pytest.raises(ParamsError, match="push.model_base_path .* must lie under pipeline.serving_mount_path"):
+    with pytest.raises(ParamsError, match=r"push\.model_base_path .* must lie under pipeline\.serving_mount_path"):
         compile_pipeline(outside, tmp_path / "bad.yaml")
 
 
@@ -271,9 +320,22 @@ def test_pipeline_outputs_are_listed_by_run_local(ir):
 
 def test_compile_cli_writes_the_package_with_overrides(tmp_path, capsys):
     out = tmp_path / "out" / "petseg.yaml"
-    code = main(["pipeline", "compile", "-o", str(out), "--params", str(REPO_ROOT / "params.yaml"),
-                 "--param", "train.epochs=3", "--param", "data.source=synthetic",
-                 "--param", "push.model_base_path=gs://bucket/models"])
+    code = main(
+        [
+            "pipeline",
+            "compile",
+            "-o",
+            str(out),
+            "--params",
+            str(REPO_ROOT / "params.yaml"),
+            "--param",
+            "train.epochs=3",
+            "--param",
+            "data.source=synthetic",
+            "--param",
+            "push.model_base_path=gs://bucket/models",
+        ]
+    )
     assert code == 0
     assert f"wrote {out}" in capsys.readouterr().out
     defaults = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
@@ -311,23 +373,37 @@ def test_pipeline_arguments_round_trip_through_section_params():
 
 
 def test_parse_overrides_types_values_and_rejects_garbage():
-    assert parse_overrides(["train.epochs=2", "data.source=synthetic", "train.cache=false",
-                            "validate.critical=[ids_unique]", "pipeline.pipeline_root="]) == {
-        "train.epochs": 2, "data.source": "synthetic", "train.cache": False,
-        "validate.critical": ["ids_unique"], "pipeline.pipeline_root": ""}
+    assert parse_overrides(
+        [
+            "train.epochs=2",
+            "data.source=synthetic",
+            "train.cache=false",
+            "validate.critical=[ids_unique]",
+            "pipeline.pipeline_root=",
+        ]
+    ) == {
+        "train.epochs": 2,
+        "data.source": "synthetic",
+        "train.cache": False,
+        "validate.critical": ["ids_unique"],
+        "pipeline.pipeline_root": "",
+    }
     with pytest.raises(ParamsError, match="expected KEY=VALUE"):
         parse_overrides(["train.epochs"])
 
 
 def test_failed_step_is_named_without_terminal_colours():
-    error = RuntimeError("Pipeline \x1b[95m'petseg'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. "
-                         "Inner task failed: \x1b[96m'validate'\x1b[0m.")
+    error = RuntimeError(
+        "Pipeline \x1b[95m'petseg'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. "
+        "Inner task failed: \x1b[96m'validate'\x1b[0m."
+    )
     assert failed_step(error) == "step validate failed"
 
 
 def test_metrics_and_image_sheet_helpers(tmp_path):
-    assert scalar_metrics({"mean_iou": 0.5, "iou": {"pet": 0.25, "border": None}, "ok": True,
-                           "confusion_matrix": {"labels": ["a"]}}) == {"mean_iou": 0.5, "iou_pet": 0.25}
+    assert scalar_metrics(
+        {"mean_iou": 0.5, "iou": {"pet": 0.25, "border": None}, "ok": True, "confusion_matrix": {"labels": ["a"]}}
+    ) == {"mean_iou": 0.5, "iou_pet": 0.25}
     png = tmp_path / "sample_predictions.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
     assert write_image_sheet("Preds <test>", [png], tmp_path / "sheet.html") == 1
@@ -344,8 +420,18 @@ def _free_port() -> int:
 
 def test_submit_to_an_unreachable_host_ends_with_one_line_quickly(capsys):
     started = time.monotonic()
-    code = main(["pipeline", "submit", "--host", f"http://127.0.0.1:{_free_port()}",
-                 "--params", str(REPO_ROOT / "params.yaml"), "--param", "push.model_base_path=gs://b/m"])
+    code = main(
+        [
+            "pipeline",
+            "submit",
+            "--host",
+            f"http://127.0.0.1:{_free_port()}",
+            "--params",
+            str(REPO_ROOT / "params.yaml"),
+            "--param",
+            "push.model_base_path=gs://b/m",
+        ]
+    )
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 1 and elapsed < 10
@@ -355,8 +441,18 @@ def test_submit_to_an_unreachable_host_ends_with_one_line_quickly(capsys):
 
 def test_submit_to_something_that_is_not_kfp(capsys):
     with _fake_api(healthz_status=404) as (url, _):
-        code = main(["pipeline", "submit", "--host", url, "--params", str(REPO_ROOT / "params.yaml"),
-                     "--param", "push.model_base_path=gs://b/m"])
+        code = main(
+            [
+                "pipeline",
+                "submit",
+                "--host",
+                url,
+                "--params",
+                str(REPO_ROOT / "params.yaml"),
+                "--param",
+                "push.model_base_path=gs://b/m",
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 1 and "is not a Kubeflow Pipelines API: HTTP 404" in err and err.count("\n") == 1
 
@@ -365,9 +461,24 @@ def test_submit_creates_a_run_with_params_and_token_and_prints_its_url(capsys, m
     monkeypatch.setenv(TOKEN_ENV, "secret-token")
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
     with _fake_api() as (url, requests):
-        code = main(["pipeline", "submit", "--host", url + "/", "--experiment", "nightly", "--run-name", "r1",
-                     "--params", str(REPO_ROOT / "params.yaml"), "--param", "train.epochs=7",
-                     "--param", "push.model_base_path=s3://petseg-models/serving"])
+        code = main(
+            [
+                "pipeline",
+                "submit",
+                "--host",
+                url + "/",
+                "--experiment",
+                "nightly",
+                "--run-name",
+                "r1",
+                "--params",
+                str(REPO_ROOT / "params.yaml"),
+                "--param",
+                "train.epochs=7",
+                "--param",
+                "push.model_base_path=s3://petseg-models/serving",
+            ]
+        )
     out = capsys.readouterr().out
     assert code == 0
     assert f"run run-42 in experiment nightly: {url}/#/runs/details/run-42" in out
@@ -452,8 +563,9 @@ def local_workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("kfp-local")
 
 
-def _run_local(workdir: Path, tmp_path: Path, extra: dict, capsys, args: tuple[str, ...] = ()
-               ) -> tuple[int, str, str, Path]:
+def _run_local(
+    workdir: Path, tmp_path: Path, extra: dict, capsys, args: tuple[str, ...] = ()
+) -> tuple[int, str, str, Path]:
     """Run `petseg pipeline run-local` on the tiny set: exit code, stdout (from the summary on), stderr, models."""
     models = tmp_path / "models"
     params_file = tmp_path / "params.yaml"
@@ -461,7 +573,7 @@ def _run_local(workdir: Path, tmp_path: Path, extra: dict, capsys, args: tuple[s
     params_file.write_text(yaml.safe_dump(params))
     code = main(["pipeline", "run-local", "--workdir", str(workdir), "--cache", "--params", str(params_file), *args])
     captured = capsys.readouterr()
-    out = captured.out[captured.out.index("pipeline run-local: finished"):] if code == 0 else captured.out
+    out = captured.out[captured.out.index("pipeline run-local: finished") :] if code == 0 else captured.out
     return code, out, captured.err, models
 
 
@@ -475,9 +587,17 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
     code, summary, _, models = _run_local(local_workdir, tmp_path, {}, capsys)
     assert code == 0, summary[-3000:]
     listed = _listed(summary)
-    for step, name in [("download", "raw"), ("validate", "validation"), ("validate", "validation_report"),
-                       ("preprocess", "records"), ("train", "trained_model"), ("evaluate", "evaluation"),
-                       ("evaluate", "metrics"), ("evaluate", "confusion_matrix"), ("evaluate", "predictions")]:
+    for step, name in [
+        ("download", "raw"),
+        ("validate", "validation"),
+        ("validate", "validation_report"),
+        ("preprocess", "records"),
+        ("train", "trained_model"),
+        ("evaluate", "evaluation"),
+        ("evaluate", "metrics"),
+        ("evaluate", "confusion_matrix"),
+        ("evaluate", "predictions"),
+    ]:
         assert Path(listed[(step, name)]).exists(), (step, name)
     assert (Path(listed[("download", "raw")]) / "examples.csv").is_file()
     assert "<html" in Path(listed[("validate", "validation_report")]).read_text().lower()
@@ -485,8 +605,13 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
     # The Model artifact is the SavedModel alone; the checkpoints are their own artifact.
     model_dir = Path(listed[("train", "trained_model")])
     assert (model_dir / "saved_model.pb").is_file()
-    assert sorted(p.name for p in model_dir.iterdir()) <= ["assets", "assets.extra", "fingerprint.pb",
-                                                          "saved_model.pb", "variables"]
+    assert sorted(p.name for p in model_dir.iterdir()) <= [
+        "assets",
+        "assets.extra",
+        "fingerprint.pb",
+        "saved_model.pb",
+        "variables",
+    ]
     assert not list(model_dir.rglob("*.weights.h5")) and not list(model_dir.rglob("*.keras"))
     assert (Path(listed[("train", "checkpoints")]) / "checkpoints").is_dir()
     assert "mean_iou" in json.loads(Path(listed[("evaluate", "metrics")]).read_text())
@@ -511,8 +636,9 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
 
 @pytest.mark.slow
 def test_local_run_below_threshold_ends_green_and_skips_push(local_workdir, tmp_path, capsys):
-    code, summary, _, models = _run_local(local_workdir, tmp_path, {"evaluate": {**LOCAL_RUN["evaluate"],
-                                                                                "min_mean_iou": 1.0}}, capsys)
+    code, summary, _, models = _run_local(
+        local_workdir, tmp_path, {"evaluate": {**LOCAL_RUN["evaluate"], "min_mean_iou": 1.0}}, capsys
+    )
     assert code == 0, summary[-3000:]
     assert "not blessed: mean IoU" in _listed(summary)[("push", "skipped")]
     assert not models.exists()
@@ -531,10 +657,16 @@ def test_a_failed_validation_keeps_its_html_report(tmp_path, capsys):
     trimap[3, 3] = 7
     Image.fromarray(trimap).save(trimap_path)
     workdir = tmp_path / "kfp"
-    code, out, err, models = _run_local(workdir, tmp_path, {
-        "data": {"source": "archives", "archives": {"path": str(archives), "verify_checksums": False}},
-        "validate": {"min_train_examples": 1, "min_test_examples": 1}}, capsys,
-        args=("--param", "data.source=archives"))  # run-local defaults to the synthetic set
+    code, out, err, models = _run_local(
+        workdir,
+        tmp_path,
+        {
+            "data": {"source": "archives", "archives": {"path": str(archives), "verify_checksums": False}},
+            "validate": {"min_train_examples": 1, "min_test_examples": 1},
+        },
+        capsys,
+        args=("--param", "data.source=archives"),
+    )  # run-local defaults to the synthetic set
     assert code == 1 and err.startswith("petseg pipeline: error: local pipeline run failed: step validate failed")
     [report] = list((workdir / "runs").rglob("validate/report"))
     page = report.read_text()

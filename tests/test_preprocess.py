@@ -31,8 +31,9 @@ PARAMS = PreprocessParams(image_size=48, val_fraction=0.2, examples_per_shard=5,
 def validated_raw(synthetic_raw, tmp_path):
     """(raw, validation report) where the report is a passing summary for raw as it is now."""
     report = tmp_path / "validation"
-    write_summary(report, success=True, fingerprint=dataset_fingerprint(synthetic_raw),
-                  failed_critical=[], failed_warnings=[])
+    write_summary(
+        report, success=True, fingerprint=dataset_fingerprint(synthetic_raw), failed_critical=[], failed_warnings=[]
+    )
     return synthetic_raw, report
 
 
@@ -44,14 +45,17 @@ def _read_split(records_dir: Path, split: str, size: int) -> list[dict]:
 
 
 def _fake_examples(counts: dict[int, int]) -> list[RawExample]:
-    return [RawExample(id=f"b{cid}_{i}", split="trainval", image="", trimap="", class_id=cid, breed="", species="")
-            for cid, n in counts.items() for i in range(n)]
+    return [
+        RawExample(id=f"b{cid}_{i}", split="trainval", image="", trimap="", class_id=cid, breed="", species="")
+        for cid, n in counts.items()
+        for i in range(n)
+    ]
 
 
 # ------------------------------------------------------------------- refusals
 def test_refuses_unvalidated_dataset_and_writes_nothing(synthetic_raw, tmp_path):
     out = tmp_path / "records"
-    with pytest.raises(PetsegError, match="has not been validated.*petseg validate"):
+    with pytest.raises(PetsegError, match=r"has not been validated.*petseg validate"):
         preprocess(synthetic_raw, tmp_path / "no-report", PARAMS, out)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -59,13 +63,29 @@ def test_refuses_unvalidated_dataset_and_writes_nothing(synthetic_raw, tmp_path)
 
 def test_refuses_failed_validation_and_leaves_old_output(synthetic_raw, tmp_path, capsys):
     report = tmp_path / "validation"
-    write_summary(report, success=False, fingerprint=dataset_fingerprint(synthetic_raw),
-                  failed_critical=["mask_values_in_trimap_set"], failed_warnings=[])
+    write_summary(
+        report,
+        success=False,
+        fingerprint=dataset_fingerprint(synthetic_raw),
+        failed_critical=["mask_values_in_trimap_set"],
+        failed_warnings=[],
+    )
     out = tmp_path / "records"
     out.mkdir()
     (out / "previous.txt").write_text("keep")
-    code = main(["preprocess", "--raw", str(synthetic_raw), "--validation", str(report), "--out", str(out),
-                 "--params", str(Path(__file__).parents[1] / "params.yaml")])
+    code = main(
+        [
+            "preprocess",
+            "--raw",
+            str(synthetic_raw),
+            "--validation",
+            str(report),
+            "--out",
+            str(out),
+            "--params",
+            str(Path(__file__).parents[1] / "params.yaml"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "failed validation (mask_values_in_trimap_set)" in err and len(err.strip().splitlines()) == 1
@@ -240,8 +260,9 @@ def test_bad_example_that_slipped_past_validation_stops_cleanly(synthetic_raw, t
     trimap[0, 0] = 7
     Image.fromarray(trimap).save(synthetic_raw / bad.trimap)
     report = tmp_path / "validation"  # a (wrongly) passing summary: the step must still not write garbage
-    write_summary(report, success=True, fingerprint=dataset_fingerprint(synthetic_raw),
-                  failed_critical=[], failed_warnings=[])
+    write_summary(
+        report, success=True, fingerprint=dataset_fingerprint(synthetic_raw), failed_critical=[], failed_warnings=[]
+    )
     params = PreprocessParams(**{**PARAMS.__dict__, "workers": workers})
     with pytest.raises(PetsegError, match=f"example {bad.id}: trimap has values \\[7\\]"):
         preprocess(synthetic_raw, report, params, tmp_path / "records")
@@ -261,8 +282,19 @@ def test_cli_prints_counts(validated_raw, tmp_path, capsys):
     raw, report = validated_raw
     params_file = tmp_path / "params.yaml"
     params_file.write_text("preprocess:\n  image_size: 32\n  val_fraction: 0.25\n  workers: 1\n")
-    code = main(["preprocess", "--raw", str(raw), "--validation", str(report),
-                 "--out", str(tmp_path / "records"), "--params", str(params_file)])
+    code = main(
+        [
+            "preprocess",
+            "--raw",
+            str(raw),
+            "--validation",
+            str(report),
+            "--out",
+            str(tmp_path / "records"),
+            "--params",
+            str(params_file),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     counts = load_manifest(tmp_path / "records").counts
@@ -270,7 +302,7 @@ def test_cli_prints_counts(validated_raw, tmp_path, capsys):
 
 
 def test_load_manifest_names_a_missing_or_bad_manifest(tmp_path):
-    with pytest.raises(PetsegError, match="manifest.json: not found.*petseg preprocess"):
+    with pytest.raises(PetsegError, match=r"manifest\.json: not found.*petseg preprocess"):
         load_manifest(tmp_path)
     (tmp_path / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(PetsegError, match="unreadable"):

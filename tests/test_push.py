@@ -1,4 +1,5 @@
 """push / rollback: the gate, TF Serving's layout, warm-up, infra validation, atomicity, retention, lineage."""
+
 from __future__ import annotations
 
 import errno
@@ -20,31 +21,38 @@ from petseg.components import contract, model_store, storage
 from petseg.components.errors import PetsegError
 from petseg.components.evaluate import evaluate
 from petseg.components.fsutil import read_json, write_json
-from petseg.components.params import EvaluateParams, Params, PushParams
 from petseg.components.lineage import collect_lineage
-from petseg.components.warmup import WARMUP_FILE, InfraValidationError
 from petseg.components.model_store import list_versions, rollback
+from petseg.components.params import EvaluateParams, Params, PushParams
 from petseg.components.push import push
 from petseg.components.rawdata import sha256_file
+from petseg.components.warmup import WARMUP_FILE, InfraValidationError
 
 
 @pytest.fixture
 def push_params(tmp_path) -> PushParams:
-    return PushParams(model_base_path=str(tmp_path / "serving"), model_name="petseg", keep_versions=3,
-                      warmup_requests=4)
+    return PushParams(
+        model_base_path=str(tmp_path / "serving"), model_name="petseg", keep_versions=3, warmup_requests=4
+    )
 
 
 def bless(model_dir, params: PushParams, folder, blessed: bool = True, mean_iou: float = 0.9) -> os.PathLike:
     """A blessing.json in evaluate's format for `model_dir`, compared against what is served now."""
     served = model_store.served_version(params)
     path = folder / f"blessing-{uuid.uuid4().hex[:6]}.json"
-    write_json(path, {
-        "blessed": blessed, "reason": "given by the test", "checks": [],
-        "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
-        "baseline": {"version": served} if served else None,
-        "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-        "data": {"image_size": 32}, "push_target": model_store.model_root(params),
-    })
+    write_json(
+        path,
+        {
+            "blessed": blessed,
+            "reason": "given by the test",
+            "checks": [],
+            "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
+            "baseline": {"version": served} if served else None,
+            "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
+            "data": {"image_size": 32},
+            "push_target": model_store.model_root(params),
+        },
+    )
     return path
 
 
@@ -67,22 +75,55 @@ def served_config(params) -> model_server_config_pb2.ModelConfig:
 
 def write_params(tmp_path, params: PushParams, evaluate_section: str = "") -> str:
     path = tmp_path / "params.yaml"
-    path.write_text(f"push:\n  model_base_path: {params.model_base_path}\n  keep_versions: {params.keep_versions}\n"
-                    + evaluate_section)
+    path.write_text(
+        f"push:\n  model_base_path: {params.model_base_path}\n  keep_versions: {params.keep_versions}\n"
+        + evaluate_section
+    )
     return str(path)
 
 
 # ------------------------------------------------------------------ the gate
-def test_below_threshold_model_is_declined_with_one_line_and_exit_0(rule_savedmodels, coded_records, tmp_path,
-                                                                     push_params, capsys):
+def test_below_threshold_model_is_declined_with_one_line_and_exit_0(
+    rule_savedmodels, coded_records, tmp_path, push_params, capsys
+):
     params_file = write_params(tmp_path, push_params, "evaluate:\n  min_mean_iou: 0.6\n")
     model = str(rule_savedmodels["wrong_70"])
-    assert main(["evaluate", "--model", model, "--records", str(coded_records), "--out", str(tmp_path / "ev"),
-                 "--params", params_file]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                model,
+                "--records",
+                str(coded_records),
+                "--out",
+                str(tmp_path / "ev"),
+                "--params",
+                params_file,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     record = tmp_path / "push.json"
-    assert main(["push", "--model", model, "--evaluation", str(tmp_path / "ev"), "--records", str(coded_records),
-                 "--out", str(record), "--params", params_file]) == 0
+    assert (
+        main(
+            [
+                "push",
+                "--model",
+                model,
+                "--evaluation",
+                str(tmp_path / "ev"),
+                "--records",
+                str(coded_records),
+                "--out",
+                str(record),
+                "--params",
+                params_file,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("push: declined: model not blessed: mean IoU")
     assert read_json(record)["status"] == "declined"
@@ -92,9 +133,13 @@ def test_below_threshold_model_is_declined_with_one_line_and_exit_0(rule_savedmo
 def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, coded_records, tmp_path, push_params):
     assert push_blessed(rule_savedmodels["perfect"], push_params, tmp_path).version == 1
     evaluation = tmp_path / "ev"
-    result = evaluate(rule_savedmodels["wrong_10"], coded_records,
-                      EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.05),
-                      push_params, evaluation)
+    result = evaluate(
+        rule_savedmodels["wrong_10"],
+        coded_records,
+        EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.05),
+        push_params,
+        evaluation,
+    )
     assert not result.blessed and result.baseline_version == 1
     declined = push(rule_savedmodels["wrong_10"], evaluation, push_params, {})
     assert declined.status == "declined" and "served version 1" in declined.reason
@@ -126,8 +171,10 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
     assert read_json(tmp_path / "push.json")["status"] == "pushed"
 
-    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-            for r in tf.data.TFRecordDataset([os.path.join(version_dir, WARMUP_FILE)])]
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset([os.path.join(version_dir, WARMUP_FILE)])
+    ]
     assert len(logs) == 4
     requests = [log.predict_log.request for log in logs]
     assert {r.model_spec.name for r in requests} == {"petseg"}
@@ -155,7 +202,8 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
 def test_lineage_records_the_git_commit_and_data_manifest(coded_records, tmp_path):
     lineage = collect_lineage(coded_records, Params(), repo_dir=tmp_path)  # not a git checkout
     assert lineage["git_commit"] is None and lineage["data_manifest_sha256"] == sha256_file(
-        coded_records / "manifest.json")
+        coded_records / "manifest.json"
+    )
     os.system(f"cd {tmp_path} && git init -q && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m x")
     commit = collect_lineage(None, Params(), repo_dir=tmp_path)["git_commit"]
     assert commit is not None and len(commit) == 40
@@ -184,8 +232,9 @@ def test_versions_are_numbered_and_only_the_newest_are_kept(rule_savedmodels, tm
     assert again.status == "unchanged" and again.version == 3 and versions_on_disk(params) == ["2", "3"]
 
 
-def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(rule_savedmodels, tmp_path, push_params,
-                                                                         capsys):
+def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
+    rule_savedmodels, tmp_path, push_params, capsys
+):
     push_blessed(rule_savedmodels["perfect"], push_params, tmp_path)
     record = tmp_path / "push.json"
     with pytest.raises(InfraValidationError, match=r"warm-up request 0 \(serving_default\) failed.*mask shape"):
@@ -196,8 +245,19 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(rule_sav
     (tmp_path / "ev").mkdir()
     os.replace(bless(rule_savedmodels["broken"], push_params, tmp_path), tmp_path / "ev" / "blessing.json")
     params_file = write_params(tmp_path, push_params)
-    code = main(["push", "--model", str(rule_savedmodels["broken"]), "--evaluation", str(tmp_path / "ev"),
-                 "--out", str(record), "--params", params_file])
+    code = main(
+        [
+            "push",
+            "--model",
+            str(rule_savedmodels["broken"]),
+            "--evaluation",
+            str(tmp_path / "ev"),
+            "--out",
+            str(record),
+            "--params",
+            params_file,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("petseg push: error: infra validation")
 
@@ -217,7 +277,9 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
         real_copy(src, dst)
 
     monkeypatch.setattr(storage, "copy_file", copy_until_disk_full)
-    with pytest.raises(PetsegError, match="No space left on device.*nothing was published and version 1 is still served"):
+    with pytest.raises(
+        PetsegError, match=r"No space left on device.*nothing was published and version 1 is still served"
+    ):
         push_blessed(rule_savedmodels["wrong_10"], push_params, tmp_path)
     assert versions_on_disk(push_params) == ["1"]  # no partial version, no staging folder left
     assert model_store.model_fingerprint(v1) == before
@@ -242,7 +304,7 @@ def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp
     def poll():
         while not stop.is_set():
             passes[0] += 1
-            for name in (os.listdir(root) if os.path.isdir(root) else []):
+            for name in os.listdir(root) if os.path.isdir(root) else []:
                 if not name.isdigit():
                     continue
                 folder = os.path.join(root, name)
@@ -274,8 +336,12 @@ def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp
 # ------------------------------------------------------------------ rollback
 def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, tmp_path, push_params, capsys):
     for i, name in enumerate(("perfect", "wrong_10", "wrong_30")):
-        push(rule_savedmodels[name], bless(rule_savedmodels[name], push_params, tmp_path, mean_iou=0.7 + i / 10),
-             push_params, {"git_commit": f"{i}" * 40})
+        push(
+            rule_savedmodels[name],
+            bless(rule_savedmodels[name], push_params, tmp_path, mean_iou=0.7 + i / 10),
+            push_params,
+            {"git_commit": f"{i}" * 40},
+        )
     assert model_store.served_version(push_params) == 3
 
     assert rollback(push_params).served == 2
@@ -317,9 +383,13 @@ def test_a_uri_base_path_works_through_gfile(rule_savedmodels, coded_records, tm
         shutil.rmtree(models[name] / "assets")
     params = PushParams(model_base_path=f"ram://serving-{uuid.uuid4().hex[:8]}", keep_versions=1, warmup_requests=2)
     assert push_blessed(models["perfect"], params, tmp_path).version == 1
-    result = evaluate(models["wrong_10"], coded_records, EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5,
-                                                                         max_regression=0.5),
-                      params, tmp_path / "ev")
+    result = evaluate(
+        models["wrong_10"],
+        coded_records,
+        EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.5),
+        params,
+        tmp_path / "ev",
+    )
     assert result.blessed and result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
     assert push(models["wrong_10"], tmp_path / "ev", params, {}).version == 2
     assert sorted(tf.io.gfile.listdir(model_store.model_root(params))) == [model_store.RECORD_FILE, "2"]

@@ -5,6 +5,7 @@ the {"error": ...} body and the HTTP status TF Serving gives them
 (model_servers/http_server.cc ToHTTPStatusCode: INVALID_ARGUMENT and
 FAILED_PRECONDITION 400, NOT_FOUND 404).
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,19 +18,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_status_codes import BATCHING_FILE, MODELS_CONFIG, Stubs, image, png, predict_request
 
 from petseg.components import contract
 from petseg.components.params import ServeParams
-
-from test_status_codes import BATCHING_FILE, MODELS_CONFIG, Stubs, image, png, predict_request
 
 tf = pytest.importorskip("tensorflow")
 
 from petseg.serving import rest  # noqa: E402
 from petseg.serving.server import start_server  # noqa: E402
 
-SERVE = ServeParams(poll_seconds=0.5, workers=4, max_message_mb=4, max_image_pixels=4_000_000,
-                    batching_parameters_file=BATCHING_FILE)
+SERVE = ServeParams(
+    poll_seconds=0.5, workers=4, max_message_mb=4, max_image_pixels=4_000_000, batching_parameters_file=BATCHING_FILE
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +79,12 @@ def test_status_and_metadata_as_tf_serving_writes_them(server):
     _, metadata_stable = call(server, "GET", "/V1/Models/petseg/labels/stable/metadata")  # the paths are case-blind
 
     healthy = {"error_code": "OK", "error_message": ""}
-    assert status == 200 and every == {"model_version_status": [
-        {"version": "2", "state": "AVAILABLE", "status": healthy},
-        {"version": "1", "state": "AVAILABLE", "status": healthy}]}
+    assert status == 200 and every == {
+        "model_version_status": [
+            {"version": "2", "state": "AVAILABLE", "status": healthy},
+            {"version": "1", "state": "AVAILABLE", "status": healthy},
+        ]
+    }
     assert one == {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": healthy}]}
     assert by_label == every  # get_model_status_impl.cc ignores a label: every version
     assert meta_status == 200
@@ -100,9 +104,12 @@ def test_predict_row_and_columnar_give_the_grpc_masks(server):
     expected = grpc_mask(server, batch)
     row_status, row = call(server, "POST", "/v1/models/petseg:predict", {"instances": batch.tolist()})
     col_status, col = call(server, "POST", "/v1/models/petseg/versions/1:predict", {"inputs": batch.tolist()})
-    named_status, named = call(server, "POST", "/v1/models/petseg/labels/stable:predict",
-                               {"signature_name": "serving_default", "instances": [{"images": im.tolist()}
-                                                                                   for im in batch]})
+    named_status, named = call(
+        server,
+        "POST",
+        "/v1/models/petseg/labels/stable:predict",
+        {"signature_name": "serving_default", "instances": [{"images": im.tolist()} for im in batch]},
+    )
 
     assert (row_status, col_status, named_status) == (200, 200, 200)
     assert len(row["predictions"]) == 2
@@ -122,10 +129,18 @@ def test_predict_b64_images_through_the_bytes_signature(server):
     pixels = np.stack([image(48, 64), image(48, 64)])
     encoded = [png(48, 64), png(48, 64)]
     expected = grpc_mask(server, pixels)
-    row_status, row = call(server, "POST", "/v1/models/petseg:predict",
-                           {"signature_name": "serving_bytes", "instances": [b64(e) for e in encoded]})
-    col_status, col = call(server, "POST", "/v1/models/petseg:predict",
-                           {"signature_name": "serving_bytes", "inputs": {"image_bytes": [b64(e) for e in encoded]}})
+    row_status, row = call(
+        server,
+        "POST",
+        "/v1/models/petseg:predict",
+        {"signature_name": "serving_bytes", "instances": [b64(e) for e in encoded]},
+    )
+    col_status, col = call(
+        server,
+        "POST",
+        "/v1/models/petseg:predict",
+        {"signature_name": "serving_bytes", "inputs": {"image_bytes": [b64(e) for e in encoded]}},
+    )
 
     assert (row_status, col_status) == (200, 200)
     masks = np.array([p[contract.OUTPUT_MASK] for p in row["predictions"]], np.uint8)
@@ -142,53 +157,178 @@ def _bad_requests():
         ("empty body", "POST", "/v1/models/petseg:predict", b"", 400, "JSON Parse error: The document is empty"),
         ("not JSON", "POST", "/v1/models/petseg:predict", b"{instances: [", 400, "JSON Parse error"),
         ("not an object", "POST", "/v1/models/petseg:predict", [1, 2], 400, "Is not object"),
-        ("both keys", "POST", "/v1/models/petseg:predict", {"instances": small, "inputs": small}, 400,
-         "expecting only one of 'inputs' or 'instances' keys to exist"),
-        ("neither key", "POST", "/v1/models/petseg:predict", {"images": small}, 400,
-         "Missing 'inputs' or 'instances' key"),
-        ("instances not a list", "POST", "/v1/models/petseg:predict", {"instances": 3}, 400,
-         "Expecting 'instances' to be an list/array"),
-        ("no instances", "POST", "/v1/models/petseg:predict", {"instances": []}, 400,
-         "No values in 'instances' array"),
-        ("signature_name not a string", "POST", "/v1/models/petseg:predict", {"signature_name": 1, "instances": small},
-         400, "'signature_name' key must be a string value"),
-        ("floats for uint8", "POST", "/v1/models/petseg:predict", {"instances": [[[[0.5, 1, 2]]]]}, 400,
-         "JSON Value: 0.5 Type: Number is not of expected type: uint8"),
-        ("strings for uint8", "POST", "/v1/models/petseg:predict", {"instances": [[[["a", "b", "c"]]]]}, 400,
-         "is not of expected type: uint8"),
-        ("out of uint8 range", "POST", "/v1/models/petseg:predict", {"instances": [[[[300, 1, 2]]]]}, 400,
-         "JSON Value: 300 Type: Number is not of expected type: uint8"),
-        ("ragged lists", "POST", "/v1/models/petseg:predict", {"instances": [[[[1, 2, 3]], [[1, 2]]]]}, 400,
-         "Encountered list at unexpected size"),
-        ("wrong key in an instance", "POST", "/v1/models/petseg:predict", {"instances": [{"pixels": small[0]}]}, 400,
-         "keys must be equal to: images"),
-        ("wrong key in inputs", "POST", "/v1/models/petseg:predict", {"inputs": {"pixels": small}}, 400,
-         "Missing named input: images in 'inputs' object."),
-        ("bad base64", "POST", "/v1/models/petseg:predict", {**sig_bytes, "instances": [{"b64": "***"}]}, 400,
-         "Unable to base64 decode"),
-        ("base64 of no image", "POST", "/v1/models/petseg:predict", {**sig_bytes, "instances": [b64(b"hello")]}, 400,
-         "Unknown image file format"),
-        ("unknown signature", "POST", "/v1/models/petseg:predict", {"signature_name": "fast", "instances": small},
-         400, 'Serving signature name: "fast" not found in signature def'),
-        ("batch over max_batch_size", "POST", "/v1/models/petseg:predict",
-         {"instances": [image(4, 4).tolist()] * 9}, 400, "Task size 9 is larger than maximum input batch size 8"),
-        ("unknown model", "POST", "/v1/models/dogseg:predict", {"instances": small}, 404,
-         "Servable not found for request: Latest(dogseg)"),
-        ("unknown version", "POST", "/v1/models/petseg/versions/9:predict", {"instances": small}, 404,
-         "Servable not found for request: Specific(petseg, 9)"),
-        ("unknown label", "POST", "/v1/models/petseg/labels/canary:predict", {"instances": small}, 400,
-         "Unrecognized servable version label: canary"),
-        ("status of an unknown model", "GET", "/v1/models/dogseg", None, 404,
-         "Could not find any versions of model dogseg"),
-        ("metadata of an unknown version", "GET", "/v1/models/petseg/versions/9/metadata", None, 404,
-         "Servable not found for request: Specific(petseg, 9)"),
+        (
+            "both keys",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": small, "inputs": small},
+            400,
+            "expecting only one of 'inputs' or 'instances' keys to exist",
+        ),
+        (
+            "neither key",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"images": small},
+            400,
+            "Missing 'inputs' or 'instances' key",
+        ),
+        (
+            "instances not a list",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": 3},
+            400,
+            "Expecting 'instances' to be an list/array",
+        ),
+        ("no instances", "POST", "/v1/models/petseg:predict", {"instances": []}, 400, "No values in 'instances' array"),
+        (
+            "signature_name not a string",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"signature_name": 1, "instances": small},
+            400,
+            "'signature_name' key must be a string value",
+        ),
+        (
+            "floats for uint8",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[[0.5, 1, 2]]]]},
+            400,
+            "JSON Value: 0.5 Type: Number is not of expected type: uint8",
+        ),
+        (
+            "strings for uint8",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[["a", "b", "c"]]]]},
+            400,
+            "is not of expected type: uint8",
+        ),
+        (
+            "out of uint8 range",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[[300, 1, 2]]]]},
+            400,
+            "JSON Value: 300 Type: Number is not of expected type: uint8",
+        ),
+        (
+            "ragged lists",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[[1, 2, 3]], [[1, 2]]]]},
+            400,
+            "Encountered list at unexpected size",
+        ),
+        (
+            "wrong key in an instance",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [{"pixels": small[0]}]},
+            400,
+            "keys must be equal to: images",
+        ),
+        (
+            "wrong key in inputs",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"inputs": {"pixels": small}},
+            400,
+            "Missing named input: images in 'inputs' object.",
+        ),
+        (
+            "bad base64",
+            "POST",
+            "/v1/models/petseg:predict",
+            {**sig_bytes, "instances": [{"b64": "***"}]},
+            400,
+            "Unable to base64 decode",
+        ),
+        (
+            "base64 of no image",
+            "POST",
+            "/v1/models/petseg:predict",
+            {**sig_bytes, "instances": [b64(b"hello")]},
+            400,
+            "Unknown image file format",
+        ),
+        (
+            "unknown signature",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"signature_name": "fast", "instances": small},
+            400,
+            'Serving signature name: "fast" not found in signature def',
+        ),
+        (
+            "batch over max_batch_size",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [image(4, 4).tolist()] * 9},
+            400,
+            "Task size 9 is larger than maximum input batch size 8",
+        ),
+        (
+            "unknown model",
+            "POST",
+            "/v1/models/dogseg:predict",
+            {"instances": small},
+            404,
+            "Servable not found for request: Latest(dogseg)",
+        ),
+        (
+            "unknown version",
+            "POST",
+            "/v1/models/petseg/versions/9:predict",
+            {"instances": small},
+            404,
+            "Servable not found for request: Specific(petseg, 9)",
+        ),
+        (
+            "unknown label",
+            "POST",
+            "/v1/models/petseg/labels/canary:predict",
+            {"instances": small},
+            400,
+            "Unrecognized servable version label: canary",
+        ),
+        (
+            "status of an unknown model",
+            "GET",
+            "/v1/models/dogseg",
+            None,
+            404,
+            "Could not find any versions of model dogseg",
+        ),
+        (
+            "metadata of an unknown version",
+            "GET",
+            "/v1/models/petseg/versions/9/metadata",
+            None,
+            404,
+            "Servable not found for request: Specific(petseg, 9)",
+        ),
         ("no model name", "GET", "/v1/models", None, 400, "Missing model name in request."),
-        ("malformed path", "GET", "/v1/models/petseg/versions/x", None, 400,
-         "Malformed request: GET /v1/models/petseg/versions/x"),
+        (
+            "malformed path",
+            "GET",
+            "/v1/models/petseg/versions/x",
+            None,
+            400,
+            "Malformed request: GET /v1/models/petseg/versions/x",
+        ),
         ("predict by GET", "GET", "/v1/models/petseg:predict", None, 400, "Malformed request"),
         ("not the API", "GET", "/healthz", None, 404, "the API is under /v1/models/"),
-        ("body over the message limit", "POST", "/v1/models/petseg:predict", b" " * (5 * 2**20), 413,
-         "over the 4 MiB limit"),
+        (
+            "body over the message limit",
+            "POST",
+            "/v1/models/petseg:predict",
+            b" " * (5 * 2**20),
+            413,
+            "over the 4 MiB limit",
+        ),
     ]
 
 
@@ -214,8 +354,10 @@ def test_keep_alive_connection_serves_several_requests_and_concurrent_clients(se
     connection.close()
     results: list[int] = []
     body = {"instances": [image(32, 32).tolist()]}
-    threads = [threading.Thread(target=lambda: results.append(call(server, "POST", "/v1/models/petseg:predict",
-                                                                   body)[0])) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(call(server, "POST", "/v1/models/petseg:predict", body)[0]))
+        for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -226,9 +368,14 @@ def test_keep_alive_connection_serves_several_requests_and_concurrent_clients(se
 # ------------------------------------------------------------ any JSON body
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-300, 300) | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["instances", "inputs", "images", "b64", "signature_name", "x"]), children, max_size=3),
-    max_leaves=12)
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["instances", "inputs", "images", "b64", "signature_name", "x"]), children, max_size=3
+        )
+    ),
+    max_leaves=12,
+)
 
 
 @pytest.mark.slow

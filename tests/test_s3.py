@@ -5,18 +5,19 @@ free port, started here and stopped when the tests end. Everything reaches it
 as it would reach AWS or MinIO: s3fs and DVC read the endpoint and the
 credentials from the usual environment variables.
 """
+
 from __future__ import annotations
 
 import json
-import tempfile
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,20 @@ from petseg.cli import main
 from petseg.components import model_store, storage
 from petseg.components.evaluate import evaluate
 from petseg.components.fsutil import write_json
-from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
 from petseg.components.model_store import list_versions, rollback
+from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
 from petseg.components.push import push
 
 MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-S3_ENV = {"AWS_ACCESS_KEY_ID": "petseg-test", "AWS_SECRET_ACCESS_KEY": "petseg-test-secret",
-          "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "petseg-test",
+    "AWS_SECRET_ACCESS_KEY": "petseg-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
-pytestmark = pytest.mark.skipif(not os.path.exists(MOTO_SERVER), reason="moto_server not installed "
-                                "(pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(MOTO_SERVER), reason="moto_server not installed (pip install -e '.[test]')"
+)
 
 
 def free_port() -> int:
@@ -50,8 +55,9 @@ def s3_endpoint(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                  stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -94,13 +100,19 @@ def bless(model_dir, params: PushParams, folder: Path, mean_iou: float = 0.9) ->
     """A blessing.json as evaluate writes it, compared against what is served at `params` now."""
     served = model_store.served_version(params)
     path = folder / f"blessing-{uuid.uuid4().hex[:6]}.json"
-    write_json(path, {
-        "blessed": True, "reason": "given by the test", "checks": [],
-        "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
-        "baseline": {"version": served} if served else None,
-        "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-        "data": {"image_size": 32, "manifest_sha256": "d" * 64}, "push_target": model_store.model_root(params),
-    })
+    write_json(
+        path,
+        {
+            "blessed": True,
+            "reason": "given by the test",
+            "checks": [],
+            "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
+            "baseline": {"version": served} if served else None,
+            "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
+            "data": {"image_size": 32, "manifest_sha256": "d" * 64},
+            "push_target": model_store.model_root(params),
+        },
+    )
     return path
 
 
@@ -110,8 +122,9 @@ def publish_by_copy(model_dir: Path, params: PushParams, version: int, lineage: 
     with tempfile.TemporaryDirectory() as tmp:
         staging = storage.join(tmp, "staging")
         storage.copy_tree(str(model_dir), staging, last=model_store.SAVED_MODEL_FILE)
-        storage.write_text_atomically(storage.join(staging, model_store.LINEAGE_FILE),
-                                      json.dumps({"version": version, **lineage}))
+        storage.write_text_atomically(
+            storage.join(staging, model_store.LINEAGE_FILE), json.dumps({"version": version, **lineage})
+        )
         model_store.publish(params, staging, version, {"pushed_at": "2026-11-25T00:00:00+00:00"})
     model_store.serve_version(params, version, log=lambda _: None)
 
@@ -140,10 +153,17 @@ def test_storage_round_trips_on_s3(bucket, tmp_path):
 
 def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, tmp_path, capsys):
     params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=3)
-    publish_by_copy(rule_savedmodels["perfect"], params, 1, {"git_commit": "a" * 40, "data_manifest_sha256": "b" * 64,
-                                                            "metrics": {"mean_iou": 0.9, "pixel_accuracy": 0.95}})
-    publish_by_copy(rule_savedmodels["wrong_10"], params, 2, {"git_commit": "c" * 40,
-                                                             "metrics": {"mean_iou": 0.8}})
+    publish_by_copy(
+        rule_savedmodels["perfect"],
+        params,
+        1,
+        {
+            "git_commit": "a" * 40,
+            "data_manifest_sha256": "b" * 64,
+            "metrics": {"mean_iou": 0.9, "pixel_accuracy": 0.95},
+        },
+    )
+    publish_by_copy(rule_savedmodels["wrong_10"], params, 2, {"git_commit": "c" * 40, "metrics": {"mean_iou": 0.8}})
     assert model_store.served_version(params) == 2
     config = storage.read_text(model_store.config_path(params))
     assert f'base_path: "{bucket}/serving/petseg"' in config  # TF Serving reads s3:// itself
@@ -161,14 +181,20 @@ def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, t
 def test_evaluate_finds_its_baseline_on_s3(bucket, rule_savedmodels, coded_records, tmp_path):
     params = PushParams(model_base_path=storage.join(bucket, "serving"))
     publish_by_copy(rule_savedmodels["perfect"], params, 1, {})
-    result = evaluate(rule_savedmodels["wrong_30"], coded_records,
-                      EvaluateParams(min_mean_iou=0.1, min_accuracy=0.1, max_regression=0.05), params, tmp_path / "ev")
+    result = evaluate(
+        rule_savedmodels["wrong_30"],
+        coded_records,
+        EvaluateParams(min_mean_iou=0.1, min_accuracy=0.1, max_regression=0.05),
+        params,
+        tmp_path / "ev",
+    )
     assert result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
     assert not result.blessed and "served version 1" in result.reason
 
 
-def test_evaluate_stops_in_one_line_when_the_store_is_unreachable(bucket, rule_savedmodels, coded_records,
-                                                                   tmp_path, monkeypatch):
+def test_evaluate_stops_in_one_line_when_the_store_is_unreachable(
+    bucket, rule_savedmodels, coded_records, tmp_path, monkeypatch
+):
     params = PushParams(model_base_path=storage.join(bucket, "serving"))
     publish_by_copy(rule_savedmodels["perfect"], params, 1, {})
 
@@ -183,8 +209,7 @@ def test_evaluate_stops_in_one_line_when_the_store_is_unreachable(bucket, rule_s
 
 # push stages in a local folder on object stores (storage.local_workdir): TensorFlow writes the warm-up
 # file and loads the staged copy, and cannot reach s3://.
-def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmodels, coded_records, tmp_path,
-                                                          capsys):
+def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmodels, coded_records, tmp_path, capsys):
     """push -> evaluate (baseline from S3) -> push again -> rollback --list, all on s3://."""
     params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=1, warmup_requests=2)
     lineage = {"git_commit": "e" * 40, "data_manifest_sha256": "f" * 64}
@@ -194,8 +219,13 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
     assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "1"]  # nothing staged left
 
-    result = evaluate(rule_savedmodels["wrong_10"], coded_records,
-                      EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.5), params, tmp_path / "ev")
+    result = evaluate(
+        rule_savedmodels["wrong_10"],
+        coded_records,
+        EvaluateParams(min_mean_iou=0.5, min_accuracy=0.5, max_regression=0.5),
+        params,
+        tmp_path / "ev",
+    )
     assert result.blessed and result.baseline_version == 1
     second = push(rule_savedmodels["wrong_10"], tmp_path / "ev", params, lineage)
     assert second.version == 2 and second.removed_versions == [1]
@@ -211,9 +241,14 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
 # ------------------------------------------------------------------ DVC remote
 @pytest.mark.slow
 def test_a_dvc_s3_remote_round_trips_into_a_fresh_clone(bucket, s3_endpoint, tmp_path):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
 
     def run(*cmd: str, cwd: Path) -> str:
         proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -223,8 +258,10 @@ def test_a_dvc_s3_remote_round_trips_into_a_fresh_clone(bucket, s3_endpoint, tmp
     dvc = [sys.executable, "-m", "dvc"]
     repo = tmp_path / "repo"
     (repo / "data/records").mkdir(parents=True)
-    payload = {"data/records/train-00000-of-00001.tfrecord": os.urandom(200_000),
-               "data/records/manifest.json": b'{"image_size": 32}\n'}
+    payload = {
+        "data/records/train-00000-of-00001.tfrecord": os.urandom(200_000),
+        "data/records/manifest.json": b'{"image_size": 32}\n',
+    }
     for rel, data in payload.items():
         (repo / rel).write_bytes(data)
     run("git", "init", "-q", cwd=repo)

@@ -4,6 +4,7 @@ Models are published into the model base path with the real `push` (the
 push_version fixture), the server runs on a free port, and requests go
 through TF Serving's generated gRPC stubs or the project's client.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,12 +24,11 @@ import grpc
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO_ROOT, tiny_params_dict
 
 from petseg.components import contract
 from petseg.components.errors import PetsegError
 from petseg.components.params import PushParams, ServeParams
-
-from conftest import REPO_ROOT, tiny_params_dict
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import (  # noqa: E402
@@ -72,8 +72,14 @@ class Stubs:
         self.status = model_service_pb2_grpc.ModelServiceStub(self.channel).GetModelStatus
 
 
-def images_request(images: np.ndarray, *, name="petseg", signature=contract.SIGNATURE_IMAGES,
-                   version=None, outputs=(contract.OUTPUT_MASK,)):
+def images_request(
+    images: np.ndarray,
+    *,
+    name="petseg",
+    signature=contract.SIGNATURE_IMAGES,
+    version=None,
+    outputs=(contract.OUTPUT_MASK,),
+):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
     request.model_spec.signature_name = signature
@@ -130,7 +136,7 @@ def test_pushed_model_answers_like_in_process_inference(tiny_savedmodel, push_pa
 
     assert any(re.match(r"petseg serve: loaded petseg version 1 ", line) for line in lines)
     assert any(line.startswith("petseg serve: listening on 127.0.0.1:") for line in lines)
-    for image, answer, from_bytes in zip(images, answers, encoded):
+    for image, answer, from_bytes in zip(images, answers, encoded, strict=True):
         assert answer.mask.shape == image.shape[:2] and answer.mask.dtype == np.uint8
         assert answer.model_version == 1
         np.testing.assert_array_equal(answer.mask, in_process_masks(tiny_savedmodel, image[None])[0])
@@ -148,14 +154,17 @@ def test_pushed_model_answers_like_in_process_inference(tiny_savedmodel, push_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("label", [None, "stable"])
 def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
-        label, tiny_savedmodel, second_savedmodel, push_params, push_version):
+    label, tiny_savedmodel, second_savedmodel, push_params, push_version
+):
     """With a label, push stages v2 beside v1, waits for the server to report it AVAILABLE, then moves the label."""
     if label:
         push_params = dataclasses.replace(push_params, version_label=label, serving_target="unused-for-v1:1")
     push_version(tiny_savedmodel, push_params)  # the first label is new: written at once, no server asked
     images = [photo(64, 64 + 8 * i) for i in range(12)]
-    expected = {1: [in_process_masks(tiny_savedmodel, im[None])[0] for im in images],
-                2: [in_process_masks(second_savedmodel, im[None])[0] for im in images]}
+    expected = {
+        1: [in_process_masks(tiny_savedmodel, im[None])[0] for im in images],
+        2: [in_process_masks(second_savedmodel, im[None])[0] for im in images],
+    }
     answers: list[list[tuple[int, np.ndarray]]] = [[] for _ in images]
     failures: list[str] = []
     stop = threading.Event()
@@ -171,8 +180,9 @@ def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
             except grpc.RpcError as exc:
                 failures.append(f"client {i}: {exc.code().name}: {exc.details()}")
                 return
-            answers[i].append((response.model_spec.version.value,
-                               tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])[0]))
+            answers[i].append(
+                (response.model_spec.version.value, tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])[0])
+            )
 
     with running(push_params.model_base_path) as (server, lines):
         if label:
@@ -183,11 +193,17 @@ def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
         try:
             wait_until(lambda: all(len(a) >= 2 for a in answers) or failures, 30, "every client answered by v1")
             assert push_version(second_savedmodel, push_params) == 2
-            wait_until(lambda: all(any(v == 2 for v, _ in a[-3:]) and a[-1][0] == 2 for a in answers) or failures,
-                       30, "every client answered by v2")
+            wait_until(
+                lambda: all(any(v == 2 for v, _ in a[-3:]) and a[-1][0] == 2 for a in answers) or failures,
+                30,
+                "every client answered by v2",
+            )
             settled = [len(a) for a in answers]
-            wait_until(lambda: all(len(a) >= n + 2 for a, n in zip(answers, settled)) or failures, 30,
-                       "more answers after the swap")
+            wait_until(
+                lambda: all(len(a) >= n + 2 for a, n in zip(answers, settled, strict=True)) or failures,
+                30,
+                "more answers after the swap",
+            )
         finally:
             stop.set()
             for thread in threads:
@@ -208,7 +224,8 @@ def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
 
 @pytest.mark.slow
 def test_models_config_pins_the_served_version_and_rollback_follows(
-        tiny_savedmodel, second_savedmodel, push_params, push_version):
+    tiny_savedmodel, second_savedmodel, push_params, push_version
+):
     from petseg.components.model_store import rollback
 
     labelled_params = dataclasses.replace(push_params, version_label="stable", serving_target="not-asked:1")
@@ -225,8 +242,11 @@ def test_models_config_pins_the_served_version_and_rollback_follows(
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
 
         assert rollback(params, 1).served == 1  # returns once the server has v1 AVAILABLE and the label is written
-        wait_until(lambda: stubs.predict(labelled, timeout=10).model_spec.version.value == 1, 10,
-                   "the label to follow at the next poll")
+        wait_until(
+            lambda: stubs.predict(labelled, timeout=10).model_spec.version.value == 1,
+            10,
+            "the label to follow at the next poll",
+        )
         wait_until(lambda: version_states(stubs) == {1: AVAILABLE, 2: END}, 15, "the rollback to v1")
         assert stubs.predict(images_request(image), timeout=10).model_spec.version.value == 1
         with pytest.raises(grpc.RpcError) as refused:
@@ -236,7 +256,8 @@ def test_models_config_pins_the_served_version_and_rollback_follows(
 
 @pytest.mark.slow
 def test_a_config_tf_serving_would_refuse_is_refused_and_the_previous_one_kept(
-        tiny_savedmodel, second_savedmodel, push_params, push_version):
+    tiny_savedmodel, second_savedmodel, push_params, push_version
+):
     from petseg.components import model_store
 
     push_version(tiny_savedmodel, push_params)
@@ -260,9 +281,11 @@ def test_a_config_tf_serving_would_refuse_is_refused_and_the_previous_one_kept(
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
 
     refusals = [line for line in lines if "refused models.config" in line]
-    assert refusals == ["petseg serve: refused models.config, keeping the previous one: FAILED_PRECONDITION: "
-                        "Request to assign label to version 2 of model petseg, which is not currently available "
-                        "for inference"]
+    assert refusals == [
+        "petseg serve: refused models.config, keeping the previous one: FAILED_PRECONDITION: "
+        "Request to assign label to version 2 of model petseg, which is not currently available "
+        "for inference"
+    ]
 
 
 @pytest.mark.slow
@@ -300,9 +323,10 @@ def _bad_requests() -> dict[str, tuple[predict_pb2.PredictRequest, grpc.StatusCo
         "unknown version": (images_request(good, version=7), not_found),
         "unknown signature": (images_request(good, signature="serving_fast"), grpc.StatusCode.FAILED_PRECONDITION),
         "over the request size limit": (images_request(photo(1300, 1300)[None]), grpc.StatusCode.RESOURCE_EXHAUSTED),
-        "answer over the size limit": (images_request(photo(600, 600)[None], outputs=[contract.OUTPUT_MASK,
-                                                                                      contract.OUTPUT_PROBABILITIES]),
-                                       grpc.StatusCode.RESOURCE_EXHAUSTED),
+        "answer over the size limit": (
+            images_request(photo(600, 600)[None], outputs=[contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES]),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ),
     }
     missing = images_request(good)
     del missing.inputs[contract.INPUT_IMAGES]
@@ -328,7 +352,8 @@ def _bad_requests() -> dict[str, tuple[predict_pb2.PredictRequest, grpc.StatusCo
 
 @pytest.mark.slow
 def test_every_bad_request_gets_tf_servings_status_and_the_server_keeps_answering(
-        tiny_savedmodel, push_params, push_version):
+    tiny_savedmodel, push_params, push_version
+):
     push_version(tiny_savedmodel, push_params)
     small_limit = ServeParams(poll_seconds=0.2, workers=4, max_message_mb=4)
     with running(push_params.model_base_path, small_limit) as (server, _):
@@ -379,13 +404,30 @@ def test_port_already_in_use_is_one_clear_error(tmp_path):
         port = holder.getsockname()[1]
         with pytest.raises(PetsegError, match=f"port {port} on 127.0.0.1 is already in use"):
             start_server(tmp_path, "petseg", SERVE, host="127.0.0.1", port=port)
-        proc = subprocess.run([sys.executable, "-m", "petseg", "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--model-base-path", str(tmp_path), "--params", str(REPO_ROOT / "params.yaml")],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "petseg",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--model-base-path",
+                str(tmp_path),
+                "--params",
+                str(REPO_ROOT / "params.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        f"petseg serve: error: port {port} on 127.0.0.1 is already in use; stop the other server or pass --port PORT"]
+        f"petseg serve: error: port {port} on 127.0.0.1 is already in use; stop the other server or pass --port PORT"
+    ]
 
 
 # ----------------------------------------------------------------- draining
@@ -403,16 +445,35 @@ def test_sigterm_drains_requests_in_flight_then_exits(tmp_path, tiny_savedmodel)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params_dict({"serve": {"drain_seconds": 20.0, "workers": 4}})))
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "petseg", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--rest-port", "0", "--model-base-path", str(base), "--params", str(params_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "petseg",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rest-port",
+            "0",
+            "--model-base-path",
+            str(base),
+            "--params",
+            str(params_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        wait_until(lambda: any("listening on" in line for line in lines) or proc.poll() is not None, 60,
-                   "the server to listen")
+        wait_until(
+            lambda: any("listening on" in line for line in lines) or proc.poll() is not None, 60, "the server to listen"
+        )
         batch = np.stack([photo(375, 500) for _ in range(4)])
         request = images_request(batch, outputs=[contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES])
         outcomes: list[tuple[float, float, str]] = []  # (sent, answered, status)

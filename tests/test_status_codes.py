@@ -15,6 +15,7 @@ batching flags (--enable_batching
 tests are skipped. Every request goes through the stock stubs generated in
 tensorflow_serving.apis.
 """
+
 from __future__ import annotations
 
 import io
@@ -68,8 +69,16 @@ def png(height=64, width=64) -> bytes:
     return tf.io.encode_png(image(height, width)).numpy()
 
 
-def predict_request(batch=None, *, name="petseg", signature=contract.SIGNATURE_IMAGES, version=None, label=None,
-                    outputs=(contract.OUTPUT_MASK,), key=contract.INPUT_IMAGES):
+def predict_request(
+    batch=None,
+    *,
+    name="petseg",
+    signature=contract.SIGNATURE_IMAGES,
+    version=None,
+    label=None,
+    outputs=(contract.OUTPUT_MASK,),
+    key=contract.INPUT_IMAGES,
+):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
     request.model_spec.signature_name = signature
@@ -132,87 +141,255 @@ def bomb_png() -> bytes:
 @dataclass(frozen=True)
 class Row:
     case: str
-    rpc: str                              # predict | metadata | status
+    rpc: str  # predict | metadata | status
     request: Callable[[], object]
     code: grpc.StatusCode
     fragment: str
     source: str
-    local: bool = False                   # message (or the whole rule, when tf_serving is False) is this server's
-    tf_serving: bool = True               # TF Serving has this rule (False: skipped against a real one)
+    local: bool = False  # message (or the whole rule, when tf_serving is False) is this server's
+    tf_serving: bool = True  # TF Serving has this rule (False: skipped against a real one)
 
 
 TABLE = [
-    Row("no ModelSpec", "predict", no_spec, INVALID, "Missing ModelSpec",
-        "servables/tensorflow/predict_impl.cc TensorflowPredictor::Predict"),
-    Row("empty model name", "predict", lambda: predict_request(image()[None], name=""), INVALID,
-        "ModelSpec has no name specified.", "model_servers/server_core.cc ServableRequestFromModelSpec"),
-    Row("unknown model", "predict", lambda: predict_request(image()[None], name="dogseg"), NOT_FOUND,
+    Row(
+        "no ModelSpec",
+        "predict",
+        no_spec,
+        INVALID,
+        "Missing ModelSpec",
+        "servables/tensorflow/predict_impl.cc TensorflowPredictor::Predict",
+    ),
+    Row(
+        "empty model name",
+        "predict",
+        lambda: predict_request(image()[None], name=""),
+        INVALID,
+        "ModelSpec has no name specified.",
+        "model_servers/server_core.cc ServableRequestFromModelSpec",
+    ),
+    Row(
+        "unknown model",
+        "predict",
+        lambda: predict_request(image()[None], name="dogseg"),
+        NOT_FOUND,
         "Servable not found for request: Latest(dogseg)",
-        "core/basic_manager.cc ServingMap::GetUntypedServableHandle; core/manager.h ServableRequest::DebugString"),
-    Row("unknown model, a version", "predict", lambda: predict_request(image()[None], name="dogseg", version=1),
-        NOT_FOUND, "Servable not found for request: Specific(dogseg, 1)", "core/basic_manager.cc"),
-    Row("unknown version", "predict", lambda: predict_request(image()[None], version=7), NOT_FOUND,
-        "Servable not found for request: Specific(petseg, 7)", "core/basic_manager.cc"),
-    Row("unknown label", "predict", lambda: predict_request(image()[None], label="canary"), INVALID,
-        "Unrecognized servable version label: canary", "model_servers/server_core.cc GetModelVersionForLabel"),
-    Row("label of an unknown model", "predict", lambda: predict_request(image()[None], name="dogseg", label="stable"),
-        INVALID, "Unrecognized servable version label: stable", "model_servers/server_core.cc GetModelVersionForLabel"),
-    Row("unknown signature", "predict", lambda: predict_request(image()[None], signature="serving_fast"),
-        FAILED_PRECONDITION, 'Serving signature key "serving_fast" not found.',
-        "servables/tensorflow/predict_util.cc RunPredict"),
-    Row("an input too many", "predict", two_inputs, INVALID,
+        "core/basic_manager.cc ServingMap::GetUntypedServableHandle; core/manager.h ServableRequest::DebugString",
+    ),
+    Row(
+        "unknown model, a version",
+        "predict",
+        lambda: predict_request(image()[None], name="dogseg", version=1),
+        NOT_FOUND,
+        "Servable not found for request: Specific(dogseg, 1)",
+        "core/basic_manager.cc",
+    ),
+    Row(
+        "unknown version",
+        "predict",
+        lambda: predict_request(image()[None], version=7),
+        NOT_FOUND,
+        "Servable not found for request: Specific(petseg, 7)",
+        "core/basic_manager.cc",
+    ),
+    Row(
+        "unknown label",
+        "predict",
+        lambda: predict_request(image()[None], label="canary"),
+        INVALID,
+        "Unrecognized servable version label: canary",
+        "model_servers/server_core.cc GetModelVersionForLabel",
+    ),
+    Row(
+        "label of an unknown model",
+        "predict",
+        lambda: predict_request(image()[None], name="dogseg", label="stable"),
+        INVALID,
+        "Unrecognized servable version label: stable",
+        "model_servers/server_core.cc GetModelVersionForLabel",
+    ),
+    Row(
+        "unknown signature",
+        "predict",
+        lambda: predict_request(image()[None], signature="serving_fast"),
+        FAILED_PRECONDITION,
+        'Serving signature key "serving_fast" not found.',
+        "servables/tensorflow/predict_util.cc RunPredict",
+    ),
+    Row(
+        "an input too many",
+        "predict",
+        two_inputs,
+        INVALID,
         "input size does not match signature: 2!=1 len({images,masks}) != len({images}). Sent extra: {masks}.",
-        "servables/tensorflow/predict_util.cc VerifyRequestInputsSize"),
-    Row("no input", "predict", lambda: predict_request(None), INVALID,
-        "input size does not match signature: 0!=1", "servables/tensorflow/predict_util.cc VerifyRequestInputsSize"),
-    Row("input under the wrong key", "predict", lambda: predict_request(image()[None], key="image"), INVALID,
+        "servables/tensorflow/predict_util.cc VerifyRequestInputsSize",
+    ),
+    Row(
+        "no input",
+        "predict",
+        lambda: predict_request(None),
+        INVALID,
+        "input size does not match signature: 0!=1",
+        "servables/tensorflow/predict_util.cc VerifyRequestInputsSize",
+    ),
+    Row(
+        "input under the wrong key",
+        "predict",
+        lambda: predict_request(image()[None], key="image"),
+        INVALID,
         "Signature input alias: images(feed name: serving_default_images:0) not found in request",
-        "tensorflow/cc/saved_model/util.cc GetInputValues"),
-    Row("unknown output_filter alias", "predict", lambda: predict_request(image()[None], outputs=["logits"]),
-        INVALID, "output tensor alias not found in signature: logits Outputs expected to be in the set "
-                 "{mask,probabilities}.", "servables/tensorflow/predict_util.cc PreProcessPrediction"),
-    Row("output_filter alias twice", "predict",
-        lambda: predict_request(image()[None], outputs=["mask", "mask"]), INVALID,
-        "duplicate output tensor alias: mask", "servables/tensorflow/predict_util.cc PreProcessPrediction"),
-    Row("wrong dtype", "predict", lambda: predict_request(image()[None].astype(np.float32)), INVALID,
+        "tensorflow/cc/saved_model/util.cc GetInputValues",
+    ),
+    Row(
+        "unknown output_filter alias",
+        "predict",
+        lambda: predict_request(image()[None], outputs=["logits"]),
+        INVALID,
+        "output tensor alias not found in signature: logits Outputs expected to be in the set {mask,probabilities}.",
+        "servables/tensorflow/predict_util.cc PreProcessPrediction",
+    ),
+    Row(
+        "output_filter alias twice",
+        "predict",
+        lambda: predict_request(image()[None], outputs=["mask", "mask"]),
+        INVALID,
+        "duplicate output tensor alias: mask",
+        "servables/tensorflow/predict_util.cc PreProcessPrediction",
+    ),
+    Row(
+        "wrong dtype",
+        "predict",
+        lambda: predict_request(image()[None].astype(np.float32)),
+        INVALID,
         "Expects arg[0] to be uint8 but float is provided",
-        "tensorflow/core/framework/function.cc FunctionCallFrame::SetArgs (in Session::Run)"),
-    Row("wrong rank", "predict", lambda: predict_request(np.zeros((2, 64, 3), np.uint8)), INVALID, "must have rank 4",
-        "the graph's first op refuses it (TF Serving does not check shapes)", local=True),
-    Row("wrong channel count", "predict", lambda: predict_request(np.zeros((1, 64, 64, 4), np.uint8)), INVALID,
-        "must have 3 in dimension 3", "the graph's first conv refuses it", local=True),
-    Row("batch over max_batch_size", "predict", lambda: predict_request(np.stack([image(32, 32)] * 9)), INVALID,
+        "tensorflow/core/framework/function.cc FunctionCallFrame::SetArgs (in Session::Run)",
+    ),
+    Row(
+        "wrong rank",
+        "predict",
+        lambda: predict_request(np.zeros((2, 64, 3), np.uint8)),
+        INVALID,
+        "must have rank 4",
+        "the graph's first op refuses it (TF Serving does not check shapes)",
+        local=True,
+    ),
+    Row(
+        "wrong channel count",
+        "predict",
+        lambda: predict_request(np.zeros((1, 64, 64, 4), np.uint8)),
+        INVALID,
+        "must have 3 in dimension 3",
+        "the graph's first conv refuses it",
+        local=True,
+    ),
+    Row(
+        "batch over max_batch_size",
+        "predict",
+        lambda: predict_request(np.stack([image(32, 32)] * 9)),
+        INVALID,
         "Task size 9 is larger than maximum input batch size 8",
         "tensorflow/core/kernels/batching_util/shared_batch_scheduler.h ValidateBatchTaskQueueCapacity "
-        "(batching/batching_session.cc, --enable_batching)"),
-    Row("bytes that are no image", "predict", lambda: bytes_request([b"not an image"]), INVALID,
-        "Unknown image file format. One of JPEG", "tensorflow/core/kernels/image/decode_image_op.cc"),
-    Row("error inside the graph keeps its cause", "predict", lambda: bytes_request([png()[:60]]), INVALID,
-        "Invalid PNG data, size 60", "tensorflow/core/kernels/image/decode_image_op.cc (through Session::Run)"),
-    Row("images of two sizes in one bytes request", "predict", lambda: bytes_request([png(64, 64), png(32, 32)]),
-        INVALID, "Incompatible shapes during merge: [64,64,3] vs. [32,32,3]",
-        "the graph's TensorListStack (through Session::Run)"),
-    Row("PNG declaring 12000 x 12000", "predict", lambda: bytes_request([bomb_png()]), INVALID,
-        "is a PNG of 12000x12000: 144.0 MP decoded, over this server's limit", "serving/image_header.py",
-        local=True, tf_serving=False),
-    Row("empty batch", "predict", lambda: predict_request(np.zeros((0, 64, 64, 3), np.uint8)), INVALID,
-        "empty batch", "this server", local=True, tf_serving=False),
-    Row("metadata: no ModelSpec", "metadata", lambda: metadata_request(spec=False), INVALID, "Missing ModelSpec",
-        "servables/tensorflow/get_model_metadata_impl.cc GetModelMetadata"),
-    Row("metadata: no metadata_field", "metadata", lambda: metadata_request(fields=()), INVALID,
+        "(batching/batching_session.cc, --enable_batching)",
+    ),
+    Row(
+        "bytes that are no image",
+        "predict",
+        lambda: bytes_request([b"not an image"]),
+        INVALID,
+        "Unknown image file format. One of JPEG",
+        "tensorflow/core/kernels/image/decode_image_op.cc",
+    ),
+    Row(
+        "error inside the graph keeps its cause",
+        "predict",
+        lambda: bytes_request([png()[:60]]),
+        INVALID,
+        "Invalid PNG data, size 60",
+        "tensorflow/core/kernels/image/decode_image_op.cc (through Session::Run)",
+    ),
+    Row(
+        "images of two sizes in one bytes request",
+        "predict",
+        lambda: bytes_request([png(64, 64), png(32, 32)]),
+        INVALID,
+        "Incompatible shapes during merge: [64,64,3] vs. [32,32,3]",
+        "the graph's TensorListStack (through Session::Run)",
+    ),
+    Row(
+        "PNG declaring 12000 x 12000",
+        "predict",
+        lambda: bytes_request([bomb_png()]),
+        INVALID,
+        "is a PNG of 12000x12000: 144.0 MP decoded, over this server's limit",
+        "serving/image_header.py",
+        local=True,
+        tf_serving=False,
+    ),
+    Row(
+        "empty batch",
+        "predict",
+        lambda: predict_request(np.zeros((0, 64, 64, 3), np.uint8)),
+        INVALID,
+        "empty batch",
+        "this server",
+        local=True,
+        tf_serving=False,
+    ),
+    Row(
+        "metadata: no ModelSpec",
+        "metadata",
+        lambda: metadata_request(spec=False),
+        INVALID,
+        "Missing ModelSpec",
+        "servables/tensorflow/get_model_metadata_impl.cc GetModelMetadata",
+    ),
+    Row(
+        "metadata: no metadata_field",
+        "metadata",
+        lambda: metadata_request(fields=()),
+        INVALID,
         "GetModelMetadataRequest must specify at least one metadata_field",
-        "servables/tensorflow/get_model_metadata_impl.cc ValidateGetModelMetadataRequest"),
-    Row("metadata: unknown metadata_field", "metadata", lambda: metadata_request(fields=("signature_def", "x")),
-        INVALID, "Metadata field x is not supported",
-        "servables/tensorflow/get_model_metadata_impl.cc ValidateGetModelMetadataRequest"),
-    Row("metadata: unknown model", "metadata", lambda: metadata_request("dogseg"), NOT_FOUND,
-        "Servable not found for request: Latest(dogseg)", "core/basic_manager.cc"),
-    Row("status: no ModelSpec", "status", lambda: status_request(spec=False), INVALID, "Missing ModelSpec",
-        "model_servers/get_model_status_impl.cc GetModelStatus"),
-    Row("status: unknown model", "status", lambda: status_request("dogseg"), NOT_FOUND,
-        "Could not find any versions of model dogseg", "model_servers/get_model_status_impl.cc"),
-    Row("status: unknown version", "status", lambda: status_request(version=7), NOT_FOUND,
-        "Could not find version 7 of model petseg", "model_servers/get_model_status_impl.cc"),
+        "servables/tensorflow/get_model_metadata_impl.cc ValidateGetModelMetadataRequest",
+    ),
+    Row(
+        "metadata: unknown metadata_field",
+        "metadata",
+        lambda: metadata_request(fields=("signature_def", "x")),
+        INVALID,
+        "Metadata field x is not supported",
+        "servables/tensorflow/get_model_metadata_impl.cc ValidateGetModelMetadataRequest",
+    ),
+    Row(
+        "metadata: unknown model",
+        "metadata",
+        lambda: metadata_request("dogseg"),
+        NOT_FOUND,
+        "Servable not found for request: Latest(dogseg)",
+        "core/basic_manager.cc",
+    ),
+    Row(
+        "status: no ModelSpec",
+        "status",
+        lambda: status_request(spec=False),
+        INVALID,
+        "Missing ModelSpec",
+        "model_servers/get_model_status_impl.cc GetModelStatus",
+    ),
+    Row(
+        "status: unknown model",
+        "status",
+        lambda: status_request("dogseg"),
+        NOT_FOUND,
+        "Could not find any versions of model dogseg",
+        "model_servers/get_model_status_impl.cc",
+    ),
+    Row(
+        "status: unknown version",
+        "status",
+        lambda: status_request(version=7),
+        NOT_FOUND,
+        "Could not find version 7 of model petseg",
+        "model_servers/get_model_status_impl.cc",
+    ),
 ]
 
 
@@ -222,8 +399,11 @@ class Stubs:
     def __init__(self, target: str):
         self.channel = grpc.insecure_channel(target, options=message_options(64))
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.calls = {"predict": prediction.Predict, "metadata": prediction.GetModelMetadata,
-                      "status": model_service_pb2_grpc.ModelServiceStub(self.channel).GetModelStatus}
+        self.calls = {
+            "predict": prediction.Predict,
+            "metadata": prediction.GetModelMetadata,
+            "status": model_service_pb2_grpc.ModelServiceStub(self.channel).GetModelStatus,
+        }
 
     def refusal(self, row: Row) -> tuple[grpc.StatusCode, str]:
         try:
@@ -256,8 +436,9 @@ def _check_table(target: str, real_tf_serving: bool) -> None:
         code, message = stubs.refusal(row)
         check_message = not (real_tf_serving and row.local)
         if code != row.code or (check_message and row.fragment not in message) or "Graph execution error" in message:
-            wrong.append(f"{row.case}: got {code.name}: {message!r}; want {row.code.name}: {row.fragment!r} "
-                         f"({row.source})")
+            wrong.append(
+                f"{row.case}: got {code.name}: {message!r}; want {row.code.name}: {row.fragment!r} ({row.source})"
+            )
     assert wrong == [], "\n".join(wrong)
 
 
@@ -268,8 +449,10 @@ def test_every_bad_request_gets_tf_servings_code_and_message_from_the_local_serv
     assert answer.model_spec.version.value == 2  # still answering, the newest version
 
 
-@pytest.mark.skipif(not os.environ.get("TF_SERVING_TARGET"), reason="set TF_SERVING_TARGET=HOST:PORT to run "
-                                                                    "the table against a real TF Serving")
+@pytest.mark.skipif(
+    not os.environ.get("TF_SERVING_TARGET"),
+    reason="set TF_SERVING_TARGET=HOST:PORT to run the table against a real TF Serving",
+)
 def test_every_bad_request_gets_the_same_code_from_a_real_tf_serving():
     _check_table(os.environ["TF_SERVING_TARGET"], real_tf_serving=True)
 
@@ -291,13 +474,18 @@ def test_versions_labels_status_order_and_signature_map_as_tf_serving_answers_th
     one = stubs.calls["status"](status_request(version=1), timeout=10)
     metadata = stubs.calls["metadata"](metadata_request(), timeout=10)
 
-    assert (latest.model_spec.version.value, pinned.model_spec.version.value,
-            labelled.model_spec.version.value) == (2, 1, 1)
+    assert (latest.model_spec.version.value, pinned.model_spec.version.value, labelled.model_spec.version.value) == (
+        2,
+        1,
+        1,
+    )
     assert latest.model_spec.signature_name == contract.SIGNATURE_IMAGES and latest.model_spec.name == "petseg"
     assert list(latest.outputs) == [contract.OUTPUT_MASK]  # output_filter honoured
     # newest first (ServableStateMonitor::VersionMap is std::greater), each with an OK status
     assert [(s.version, s.state, s.status.error_code) for s in status.model_version_status] == [
-        (2, AVAILABLE, 0), (1, AVAILABLE, 0)]
+        (2, AVAILABLE, 0),
+        (1, AVAILABLE, 0),
+    ]
     assert all(s.HasField("status") for s in status.model_version_status)
     assert [s.version for s in one.model_version_status] == [1]
     signature_defs = get_model_metadata_pb2.SignatureDefMap()

@@ -1,4 +1,5 @@
 """storage: one set of file operations for local folders, fsspec stores (memory://) and TF's ram://."""
+
 from __future__ import annotations
 
 import os
@@ -59,10 +60,11 @@ def test_missing_things_are_reported(root):
     assert isinstance(raised.value, OSError) or type(raised.value).__name__ == "NotFoundError"
 
 
-@pytest.mark.parametrize("src_kind,dst_kind", [("local", "memory"), ("memory", "local"), ("memory", "memory"),
-                                               ("local", "ram"), ("ram", "memory")])
-def test_copy_tree_between_backends_copies_every_file_and_the_named_one_last(src_kind, dst_kind, tmp_path,
-                                                                            monkeypatch):
+@pytest.mark.parametrize(
+    "src_kind,dst_kind",
+    [("local", "memory"), ("memory", "local"), ("memory", "memory"), ("local", "ram"), ("ram", "memory")],
+)
+def test_copy_tree_between_backends_copies_every_file_and_the_named_one_last(src_kind, dst_kind, tmp_path, monkeypatch):
     def place(kind: str, name: str) -> str:
         return str(tmp_path / name) if kind == "local" else f"{kind}://petseg-copy-{uuid.uuid4().hex[:8]}/{name}"
 
@@ -144,11 +146,14 @@ def test_open_file_refuses_other_modes(tmp_path):
 
 
 segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12).filter(
-    lambda s: s not in (".", ".."))
+    lambda s: s not in (".", "..")
+)
 
 
-@given(head=st.sampled_from(["s3://bucket", "gs://bucket/base", "/abs/dir", "rel/dir", "memory://m"]),
-       parts=st.lists(segment, min_size=1, max_size=4))
+@given(
+    head=st.sampled_from(["s3://bucket", "gs://bucket/base", "/abs/dir", "rel/dir", "memory://m"]),
+    parts=st.lists(segment, min_size=1, max_size=4),
+)
 def test_join_parent_and_basename_agree(head, parts):
     path = storage.join(head, *parts)
     assert path == head + "/" + "/".join(parts)

@@ -1,4 +1,5 @@
 """Training end to end on tiny synthetic shards: it learns, logs, checkpoints, resumes and exports."""
+
 from __future__ import annotations
 
 import csv
@@ -10,21 +11,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from conftest import tiny_params_dict
 
 from petseg import cli
-from petseg.components import contract, train as train_module
+from petseg.components import contract
+from petseg.components import train as train_module
 from petseg.components.inputs import evaluation_dataset
 from petseg.components.params import ModelParams, TrainParams, UnetParams, params_from_dict
 from petseg.components.train import loss_function, sparse_ce_dice, train
-
-from conftest import tiny_params_dict
 
 MODEL = ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=8, depth=3))
 
 
 def _train_params(**overrides) -> TrainParams:
-    values = dict(epochs=8, batch_size=8, learning_rate=1e-2, early_stopping_patience=0, reduce_lr_patience=3,
-                  seed=1)
+    values = dict(epochs=8, batch_size=8, learning_rate=1e-2, early_stopping_patience=0, reduce_lr_patience=3, seed=1)
     values.update(overrides)
     return TrainParams(**values)
 
@@ -69,10 +69,12 @@ def test_short_run_lowers_loss_beats_chance_and_exports(tiny_records, tmp_path):
 
 @pytest.mark.slow
 def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, monkeypatch, capsys):
-    raw = tiny_params_dict({
-        "model": {"architecture": "unet", "encoder_weights": "none", "unet": {"base_filters": 4, "depth": 2}},
-        "train": {"epochs": 3, "batch_size": 16, "learning_rate": 0.01, "seed": 1},
-    })
+    raw = tiny_params_dict(
+        {
+            "model": {"architecture": "unet", "encoder_weights": "none", "unet": {"base_filters": 4, "depth": 2}},
+            "train": {"epochs": 3, "batch_size": 16, "learning_rate": 0.01, "seed": 1},
+        }
+    )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     params = params_from_dict(raw)
@@ -90,8 +92,9 @@ def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, m
     assert not (out / "savedmodel").exists()  # nothing for evaluate to pick up
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
 
-    code = cli.main(["train", "--records", str(tiny_records), "--out", str(out), "--live", str(live),
-                     "--params", str(params_file)])
+    code = cli.main(
+        ["train", "--records", str(tiny_records), "--out", str(out), "--live", str(live), "--params", str(params_file)]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "3 epochs (resumed after epoch 1)" in printed and "val mean IoU" in printed
     assert (out / "savedmodel/saved_model.pb").is_file()
@@ -110,8 +113,17 @@ def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, m
 def test_cli_without_records_is_one_line_and_exit_1(tmp_path, capsys):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params_dict()))
-    code = cli.main(["train", "--records", str(tmp_path / "nothing"), "--out", str(tmp_path / "models"),
-                     "--params", str(params_file)])
+    code = cli.main(
+        [
+            "train",
+            "--records",
+            str(tmp_path / "nothing"),
+            "--out",
+            str(tmp_path / "models"),
+            "--params",
+            str(params_file),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "petseg preprocess" in err
     assert not (tmp_path / "models").exists()
@@ -138,8 +150,8 @@ def test_fine_tuning_phase_is_planned_only_for_a_frozen_encoder():
 @pytest.mark.slow
 def test_fine_tuning_unfreezes_the_encoder_but_not_its_batch_norm(tmp_path):
     import keras
-
     from conftest import write_synthetic_records
+
     from petseg.components.model import encoder_of
 
     records_dir = write_synthetic_records(tmp_path / "records", 32, {"train": 16, "val": 8})
@@ -152,7 +164,8 @@ def test_fine_tuning_unfreezes_the_encoder_but_not_its_batch_norm(tmp_path):
     state = json.loads((tmp_path / "models/checkpoints/last/state.json").read_text())
     assert state["phase"] == "fine_tune"
     assert _tsv_column(tmp_path / "dvclive/plots/metrics/learning_rate.tsv", "learning_rate") == pytest.approx(
-        [1e-2, 1e-3])
+        [1e-2, 1e-3]
+    )
 
     trained = train_module.build_model(model_params, 32)
     trained.load_weights(tmp_path / "models/checkpoints/last/model.weights.h5")
@@ -161,7 +174,7 @@ def test_fine_tuning_unfreezes_the_encoder_but_not_its_batch_norm(tmp_path):
     assert not np.allclose(conv, encoder_of(start).get_layer("Conv1").get_weights()[0])  # the encoder learned
     bn_trained = encoder_of(trained).get_layer("bn_Conv1").get_weights()
     bn_start = encoder_of(start).get_layer("bn_Conv1").get_weights()
-    for after, before in zip(bn_trained, bn_start):
+    for after, before in zip(bn_trained, bn_start, strict=True):
         np.testing.assert_array_equal(after, before)  # its batch norm kept the pretrained statistics
 
 
@@ -171,8 +184,19 @@ def test_require_gpu_without_a_gpu_stops_in_one_line_and_writes_nothing(tiny_rec
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params_dict({"train": {"require_gpu": True}})))
     out = tmp_path / "models"
-    code = cli.main(["train", "--records", str(tiny_records), "--out", str(out), "--live", str(tmp_path / "live"),
-                     "--params", str(params_file)])
+    code = cli.main(
+        [
+            "train",
+            "--records",
+            str(tiny_records),
+            "--out",
+            str(out),
+            "--live",
+            str(tmp_path / "live"),
+            "--params",
+            str(params_file),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
     [line] = [l for l in err.splitlines() if l.startswith("petseg train: error:")]

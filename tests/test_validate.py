@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
@@ -16,7 +17,6 @@ from petseg.components.params import params_from_dict
 from petseg.components.rawdata import dataset_fingerprint, read_index, sha256_file, write_index
 from petseg.components.validate import EXPECTATION_NAMES, example_table, validate_dataset
 from petseg.components.validation_gate import require_validated
-from conftest import tiny_params_dict
 
 
 def _validate_params(**validate):
@@ -141,14 +141,17 @@ def _image_in_train_and_test(raw, examples):
     return ex.id
 
 
-@pytest.mark.parametrize("break_data, expectation", [
-    (_mask_value_7, "mask_values_in_trimap_set"),
-    (_truncated_jpeg, "image_decodes"),
-    (_grayscale_image, "image_is_rgb"),
-    (_image_and_mask_sizes_differ, "mask_size_matches_image"),
-    (_duplicate_id, "ids_unique"),
-    (_image_in_train_and_test, "no_train_test_leakage"),
-])
+@pytest.mark.parametrize(
+    "break_data, expectation",
+    [
+        (_mask_value_7, "mask_values_in_trimap_set"),
+        (_truncated_jpeg, "image_decodes"),
+        (_grayscale_image, "image_is_rgb"),
+        (_image_and_mask_sizes_differ, "mask_size_matches_image"),
+        (_duplicate_id, "ids_unique"),
+        (_image_in_train_and_test, "no_train_test_leakage"),
+    ],
+)
 def test_bad_data_stops_validation_naming_the_expectation(synthetic_raw, tmp_path, break_data, expectation):
     offender = break_data(synthetic_raw, read_index(synthetic_raw))
     out = tmp_path / "reports"
@@ -184,13 +187,13 @@ def test_non_critical_failures_only_warn(synthetic_raw, tmp_path, caplog):
 
 
 def test_unknown_critical_name_is_a_params_error(synthetic_raw, tmp_path):
-    with pytest.raises(ParamsError, match="'validate.critical' names unknown expectation 'ids_uniq'"):
+    with pytest.raises(ParamsError, match=r"'validate\.critical' names unknown expectation 'ids_uniq'"):
         validate_dataset(synthetic_raw, _validate_params(critical=["ids_uniq"]), tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
 
 
 def test_inconsistent_bounds_are_a_params_error():
-    with pytest.raises(ParamsError, match="validate.min_train_examples must not exceed"):
+    with pytest.raises(ParamsError, match=r"validate\.min_train_examples must not exceed"):
         _validate_params(min_train_examples=10, max_train_examples=5)
 
 
@@ -210,6 +213,7 @@ def test_cli_passes_then_fails_with_one_line(synthetic_raw, tmp_path, capsys, mo
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("petseg")]
     assert len(err) == 1 and err[0].startswith(
         f"petseg validate: error: 1 critical expectation failed: "
-        f"train_count_in_bounds (observed 24, expected 1000-100000); details in {out / 'data_docs' / 'validations'}/")
+        f"train_count_in_bounds (observed 24, expected 1000-100000); details in {out / 'data_docs' / 'validations'}/"
+    )
     assert err[0].endswith(".html")
     assert read_json(out / "summary.json")["failed_critical"] == ["train_count_in_bounds"]

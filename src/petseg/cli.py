@@ -9,6 +9,7 @@ exit; anything else is a bug and keeps its traceback. Heavy imports
 (TensorFlow, Great Expectations) happen inside the handlers so that
 `petseg --help` is instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from petseg.components.model_store import VersionInfo
@@ -55,16 +57,22 @@ def _run_download(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.download import download
 
     result = download(params.data, args.out)
-    print(f"download: {result.source} -> {result.out_dir}: {_split_counts(result.counts)}; "
-          f"{len(result.repaired)} repaired, {len(result.dropped)} dropped")
+    print(
+        f"download: {result.source} -> {result.out_dir}: {_split_counts(result.counts)}; "
+        f"{len(result.repaired)} repaired, {len(result.dropped)} dropped"
+    )
 
 
 # ------------------------------------------------------------------------ validate
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check the raw dataset with Great Expectations; stop on a critical failure")
     p.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw dataset folder (default: data/raw)")
-    p.add_argument("--out", type=Path, default=Path("reports/validation"),
-                   help="report folder: table, GX result, Data Docs, summary (default: reports/validation)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/validation"),
+        help="report folder: table, GX result, Data Docs, summary (default: reports/validation)",
+    )
     p.set_defaults(handler=_run_validate)
 
 
@@ -73,16 +81,22 @@ def _run_validate(args: argparse.Namespace, params: Params) -> None:
 
     result = validate_dataset(args.raw, params.validate, args.out)
     warnings = f"; warnings: {', '.join(result.failed_warnings)}" if result.failed_warnings else ""
-    print(f"validate: {args.raw} passed ({result.examples} examples: {_split_counts(result.counts)})"
-          f"{warnings}; report {result.data_docs}")
+    print(
+        f"validate: {args.raw} passed ({result.examples} examples: {_split_counts(result.counts)})"
+        f"{warnings}; report {result.data_docs}"
+    )
 
 
 # ---------------------------------------------------------------------- preprocess
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preprocess", help="resize, split and write the validated dataset as sharded TFRecords")
     p.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw dataset folder (default: data/raw)")
-    p.add_argument("--validation", type=Path, default=Path("reports/validation"),
-                   help="validate's report folder holding summary.json (default: reports/validation)")
+    p.add_argument(
+        "--validation",
+        type=Path,
+        default=Path("reports/validation"),
+        help="validate's report folder holding summary.json (default: reports/validation)",
+    )
     p.add_argument("--out", type=Path, default=Path("data/records"), help="records folder (default: data/records)")
     p.set_defaults(handler=_run_preprocess)
 
@@ -91,19 +105,27 @@ def _run_preprocess(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.preprocess import preprocess
 
     result = preprocess(args.raw, args.validation, params.preprocess, args.out)
-    print(f"preprocess: {args.raw} -> {result.out_dir} ({result.image_size} px, {result.workers} workers): "
-          + ", ".join(f"{split} {result.counts[split]} in {result.shards[split]} shards" for split in result.counts))
+    print(
+        f"preprocess: {args.raw} -> {result.out_dir} ({result.image_size} px, {result.workers} workers): "
+        + ", ".join(f"{split} {result.counts[split]} in {result.shards[split]} shards" for split in result.counts)
+    )
 
 
 # --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the U-Net on the records and export the best model as a SavedModel")
-    p.add_argument("--records", type=Path, default=Path("data/records"),
-                   help="records folder from preprocess (default: data/records)")
-    p.add_argument("--out", type=Path, default=Path("models"),
-                   help="model folder: savedmodel/ and checkpoints/ (default: models)")
-    p.add_argument("--live", type=Path, default=Path("dvclive"),
-                   help="DVCLive metrics and plots folder (default: dvclive)")
+    p.add_argument(
+        "--records",
+        type=Path,
+        default=Path("data/records"),
+        help="records folder from preprocess (default: data/records)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("models"), help="model folder: savedmodel/ and checkpoints/ (default: models)"
+    )
+    p.add_argument(
+        "--live", type=Path, default=Path("dvclive"), help="DVCLive metrics and plots folder (default: dvclive)"
+    )
     p.set_defaults(handler=_run_train)
 
 
@@ -112,20 +134,30 @@ def _run_train(args: argparse.Namespace, params: Params) -> None:
 
     result = train(args.records, params.model, params.train, args.out, args.live)
     best = result.best_metrics
-    print(f"train: {params.model.architecture} {result.epochs_run} epochs"
-          + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "")
-          + (", stopped early" if result.stopped_early else "")
-          + f"; best epoch {result.best_epoch}: val mean IoU {best.get('val_mean_iou', float('nan')):.4f}, "
-          + f"pixel accuracy {best.get('val_accuracy', float('nan')):.4f} -> {result.savedmodel}")
+    print(
+        f"train: {params.model.architecture} {result.epochs_run} epochs"
+        + (f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else "")
+        + (", stopped early" if result.stopped_early else "")
+        + f"; best epoch {result.best_epoch}: val mean IoU {best.get('val_mean_iou', float('nan')):.4f}, "
+        + f"pixel accuracy {best.get('val_accuracy', float('nan')):.4f} -> {result.savedmodel}"
+    )
 
 
 # ------------------------------------------------------------------------ evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score the SavedModel (and the served one) on the test shards; bless it or not")
-    p.add_argument("--model", type=Path, default=DEFAULT_SAVEDMODEL, help=f"SavedModel folder (default: {DEFAULT_SAVEDMODEL})")
-    p.add_argument("--records", type=Path, default=Path("data/records"), help="TFRecords folder (default: data/records)")
-    p.add_argument("--out", type=Path, default=Path("reports/evaluate"),
-                   help="metrics, blessing and plots folder (default: reports/evaluate)")
+    p.add_argument(
+        "--model", type=Path, default=DEFAULT_SAVEDMODEL, help=f"SavedModel folder (default: {DEFAULT_SAVEDMODEL})"
+    )
+    p.add_argument(
+        "--records", type=Path, default=Path("data/records"), help="TFRecords folder (default: data/records)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/evaluate"),
+        help="metrics, blessing and plots folder (default: reports/evaluate)",
+    )
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -133,23 +165,42 @@ def _run_evaluate(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.evaluate import evaluate
 
     result = evaluate(args.model, args.records, params.evaluate, params.push, args.out)
-    served = (f", served v{result.baseline_version} {result.baseline_mean_iou:.4f}"
-              if result.baseline_mean_iou is not None else "")
-    print(f"evaluate: {result.test_examples} test images: mean IoU {result.mean_iou:.4f}, "
-          f"pixel accuracy {result.pixel_accuracy:.4f}{served} -> "
-          f"{'BLESSED' if result.blessed else 'NOT BLESSED'} ({result.reason}); see {result.out_dir}")
+    served = (
+        f", served v{result.baseline_version} {result.baseline_mean_iou:.4f}"
+        if result.baseline_mean_iou is not None
+        else ""
+    )
+    print(
+        f"evaluate: {result.test_examples} test images: mean IoU {result.mean_iou:.4f}, "
+        f"pixel accuracy {result.pixel_accuracy:.4f}{served} -> "
+        f"{'BLESSED' if result.blessed else 'NOT BLESSED'} ({result.reason}); see {result.out_dir}"
+    )
 
 
 # ---------------------------------------------------------------------------- push
 def _add_push(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="publish a blessed SavedModel as the next TF Serving version (declines unblessed)")
-    p.add_argument("--model", type=Path, default=DEFAULT_SAVEDMODEL, help=f"SavedModel folder (default: {DEFAULT_SAVEDMODEL})")
-    p.add_argument("--evaluation", type=Path, default=Path("reports/evaluate"),
-                   help=f"evaluate's output folder holding {BLESSING_FILE} (default: reports/evaluate)")
-    p.add_argument("--records", type=Path, default=Path("data/records"),
-                   help="TFRecords folder whose manifest hash goes into the lineage (default: data/records)")
-    p.add_argument("--out", type=Path, default=Path("reports/push.json"),
-                   help="push record: the outcome as JSON, pushed, declined or failed (default: reports/push.json)")
+    p.add_argument(
+        "--model", type=Path, default=DEFAULT_SAVEDMODEL, help=f"SavedModel folder (default: {DEFAULT_SAVEDMODEL})"
+    )
+    p.add_argument(
+        "--evaluation",
+        type=Path,
+        default=Path("reports/evaluate"),
+        help=f"evaluate's output folder holding {BLESSING_FILE} (default: reports/evaluate)",
+    )
+    p.add_argument(
+        "--records",
+        type=Path,
+        default=Path("data/records"),
+        help="TFRecords folder whose manifest hash goes into the lineage (default: data/records)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/push.json"),
+        help="push record: the outcome as JSON, pushed, declined or failed (default: reports/push.json)",
+    )
     p.set_defaults(handler=_run_push)
 
 
@@ -167,10 +218,17 @@ def _run_push(args: argparse.Namespace, params: Params) -> None:
 
 # ------------------------------------------------------------------------ rollback
 def _add_rollback(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rollback", help="serve an earlier pushed version again after infra-validating it "
-                                        "(models.config), or --list them")
-    p.add_argument("--to", type=int, default=None, metavar="VERSION",
-                   help="version to serve (default: the newest one older than the served one)")
+    p = sub.add_parser(
+        "rollback",
+        help="serve an earlier pushed version again after infra-validating it (models.config), or --list them",
+    )
+    p.add_argument(
+        "--to",
+        type=int,
+        default=None,
+        metavar="VERSION",
+        help="version to serve (default: the newest one older than the served one)",
+    )
     p.add_argument("--list", action="store_true", help="list the kept versions with their lineage; change nothing")
     _add_rollback_target(p)
     p.set_defaults(handler=_run_rollback)
@@ -185,15 +243,21 @@ def _run_rollback(args: argparse.Namespace, params: Params) -> None:
         print(format_versions(list_versions(params.push)))
         return
     result = rollback(params.push, args.to)
-    print(f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
-          f"{result.config_file} updated")
+    print(
+        f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
+        f"{result.config_file} updated"
+    )
 
 
 def _add_rollback_target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=("store", "kserve"), default="store",
-                   help="store: serve an earlier version by models.config (TF Serving, petseg serve; default); "
-                        "kserve: send the KServe InferenceService's traffic back to its previously rolled-out "
-                        "revision (pipeline.kserve.namespace, name push.model_name)")
+    p.add_argument(
+        "--target",
+        choices=("store", "kserve"),
+        default="store",
+        help="store: serve an earlier version by models.config (TF Serving, petseg serve; default); "
+        "kserve: send the KServe InferenceService's traffic back to its previously rolled-out "
+        "revision (pipeline.kserve.namespace, name push.model_name)",
+    )
 
 
 def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
@@ -201,11 +265,15 @@ def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
     from petseg.serving.kserve import custom_objects_api, rollback_traffic
 
     if args.to is not None or args.list:
-        raise PetsegError("--to and --list pick model versions in the store; with --target kserve, rollback "
-                          "moves traffic to the previously rolled-out revision (drop --to/--list)")
+        raise PetsegError(
+            "--to and --list pick model versions in the store; with --target kserve, rollback "
+            "moves traffic to the previously rolled-out revision (drop --to/--list)"
+        )
     result = rollback_traffic(custom_objects_api(), params.pipeline.kserve.namespace, params.push.model_name)
-    print(f"rollback: InferenceService {result.namespace}/{result.name} sends all traffic to revision "
-          f"{result.to_revision} (was {result.from_revision}); canaryTrafficPercent is 0 until the next deploy")
+    print(
+        f"rollback: InferenceService {result.namespace}/{result.name} sends all traffic to revision "
+        f"{result.to_revision} (was {result.from_revision}); canaryTrafficPercent is 0 until the next deploy"
+    )
 
 
 def format_versions(infos: list[VersionInfo]) -> str:
@@ -217,8 +285,10 @@ def format_versions(infos: list[VersionInfo]) -> str:
         metrics = lin.get("metrics") or {}
         commit = (lin.get("git_commit") or "-")[:8] + ("+" if lin.get("git_dirty") else "")
         data = (lin.get("data_manifest_sha256") or "-")[:12]
-        lines.append(f"{info.version:>7}  {'*' if info.served else '':6}  {lin.get('pushed_at', '-'):25}  "
-                     f"{commit:10}  {_fmt(metrics.get('mean_iou')):>8}  {_fmt(metrics.get('pixel_accuracy')):>8}  {data}")
+        lines.append(
+            f"{info.version:>7}  {'*' if info.served else '':6}  {lin.get('pushed_at', '-'):25}  "
+            f"{commit:10}  {_fmt(metrics.get('mean_iou')):>8}  {_fmt(metrics.get('pixel_accuracy')):>8}  {data}"
+        )
     return "\n".join(lines)
 
 
@@ -228,18 +298,32 @@ def _fmt(value) -> str:
 
 # --------------------------------------------------------------------------- serve
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="local server speaking TF Serving's gRPC and REST APIs (development and CI; "
-                                     "production: serving/deploy)")
+    p = sub.add_parser(
+        "serve",
+        help="local server speaking TF Serving's gRPC and REST APIs (development and CI; production: serving/deploy)",
+    )
     p.add_argument("--port", type=int, default=None, help="gRPC port (default: serve.grpc_port; 0 = a free one)")
-    p.add_argument("--rest-port", type=int, default=None,
-                   help="REST port, TF Serving's /v1/models API (default: serve.rest_port; 0 = a free one)")
+    p.add_argument(
+        "--rest-port",
+        type=int,
+        default=None,
+        help="REST port, TF Serving's /v1/models API (default: serve.rest_port; 0 = a free one)",
+    )
     p.add_argument("--host", default=None, help="address to listen on (default: serve.host)")
-    p.add_argument("--model-base-path", type=Path, default=None,
-                   help="folder holding <model-name>/<version>/ and models.config (default: push.model_base_path)")
+    p.add_argument(
+        "--model-base-path",
+        type=Path,
+        default=None,
+        help="folder holding <model-name>/<version>/ and models.config (default: push.model_base_path)",
+    )
     p.add_argument("--model-name", default=None, help="model to serve (default: push.model_name)")
-    p.add_argument("--batching-parameters-file", default=None, metavar="FILE",
-                   help="TF Serving batching parameters whose max_batch_size bounds one request "
-                        "(default: serve.batching_parameters_file; \"\" = no bound)")
+    p.add_argument(
+        "--batching-parameters-file",
+        default=None,
+        metavar="FILE",
+        help="TF Serving batching parameters whose max_batch_size bounds one request "
+        '(default: serve.batching_parameters_file; "" = no bound)',
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -257,9 +341,15 @@ def _run_serve(args: argparse.Namespace, params: Params) -> None:
     for flag, value in (("--port", args.port), ("--rest-port", args.rest_port)):
         if value is not None and not 0 <= value <= 65535:
             raise PetsegError(f"{flag} {value} is not a port; give 0 (a free one) to 65535")
-    serve(args.model_base_path or Path(params.push.model_base_path), args.model_name or params.push.model_name,
-          serve_params, host=args.host, port=args.port, rest_port=args.rest_port,
-          log=lambda line: print(line, flush=True))
+    serve(
+        args.model_base_path or Path(params.push.model_base_path),
+        args.model_name or params.push.model_name,
+        serve_params,
+        host=args.host,
+        port=args.port,
+        rest_port=args.rest_port,
+        log=lambda line: print(line, flush=True),
+    )
 
 
 # ------------------------------------------------------------------------- predict
@@ -269,21 +359,29 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=None, help="server HOST:PORT (default: localhost:serve.grpc_port)")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
     p.add_argument("--model-name", default=None, help="model to ask (default: push.model_name)")
-    p.add_argument("--bytes", action="store_true",
-                   help="send the files' encoded bytes (serving_bytes signature) instead of pixels")
+    p.add_argument(
+        "--bytes", action="store_true", help="send the files' encoded bytes (serving_bytes signature) instead of pixels"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer (default: 30)")
-    p.add_argument("--sheet", type=Path, default=None,
-                   help="also write one PNG with a row per image: photo, mask, overlay")
+    p.add_argument(
+        "--sheet", type=Path, default=None, help="also write one PNG with a row per image: photo, mask, overlay"
+    )
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace, params: Params) -> None:
     from petseg.serving.predict_files import format_result, predict_files
 
-    results = predict_files(args.target or f"localhost:{params.serve.grpc_port}", args.images, args.out,
-                            model_name=args.model_name or params.push.model_name,
-                            max_message_mb=params.serve.max_message_mb, encoded=args.bytes,
-                            timeout_seconds=args.timeout, sheet=args.sheet)
+    results = predict_files(
+        args.target or f"localhost:{params.serve.grpc_port}",
+        args.images,
+        args.out,
+        model_name=args.model_name or params.push.model_name,
+        max_message_mb=params.serve.max_message_mb,
+        encoded=args.bytes,
+        timeout_seconds=args.timeout,
+        sheet=args.sheet,
+    )
     for result in results:
         print(format_result(result))
 
@@ -293,34 +391,56 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="Kubeflow Pipelines: compile, submit to a cluster, or run here")
     actions = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
     compile_ = actions.add_parser("compile", help="write the pipeline as a KFP YAML package")
-    compile_.add_argument("-o", "--output", type=Path, default=Path("petseg-pipeline.yaml"),
-                          help="pipeline package to write (default: petseg-pipeline.yaml)")
+    compile_.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("petseg-pipeline.yaml"),
+        help="pipeline package to write (default: petseg-pipeline.yaml)",
+    )
     compile_.set_defaults(handler=_run_pipeline_compile)
-    submit = actions.add_parser("submit", help="start a run on a Kubeflow Pipelines cluster",
-                                description="Compile and submit the pipeline through kfp.Client; a bearer "
-                                            "token is read from $KF_PIPELINES_TOKEN if set.")
+    submit = actions.add_parser(
+        "submit",
+        help="start a run on a Kubeflow Pipelines cluster",
+        description="Compile and submit the pipeline through kfp.Client; a bearer "
+        "token is read from $KF_PIPELINES_TOKEN if set.",
+    )
     submit.add_argument("--host", required=True, help="the KFP API's URL, e.g. http://localhost:8080")
     submit.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
     submit.add_argument("--experiment", default="petseg", help="experiment to file the run under (default: petseg)")
     submit.add_argument("--run-name", help="run name (default: KFP's, from the package name and time)")
     submit.set_defaults(handler=_run_pipeline_submit)
-    run_local = actions.add_parser("run-local", help="run the whole pipeline here with KFP's local runner",
-                                   description="Runs every step with kfp.local's SubprocessRunner in this "
-                                               "environment, on the synthetic set unless --param data.source=...")
-    run_local.add_argument("--workdir", type=Path, default=Path("kfp-local"),
-                           help="where runs, workspace and cache go (default: kfp-local)")
-    run_local.add_argument("--cache", action="store_true",
-                           help="reuse outputs of unchanged data/train steps from earlier local runs")
+    run_local = actions.add_parser(
+        "run-local",
+        help="run the whole pipeline here with KFP's local runner",
+        description="Runs every step with kfp.local's SubprocessRunner in this "
+        "environment, on the synthetic set unless --param data.source=...",
+    )
+    run_local.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("kfp-local"),
+        help="where runs, workspace and cache go (default: kfp-local)",
+    )
+    run_local.add_argument(
+        "--cache", action="store_true", help="reuse outputs of unchanged data/train steps from earlier local runs"
+    )
     run_local.set_defaults(handler=_run_pipeline_run_local)
     image = actions.add_parser("image", help="print the image name the pipeline uses (params.yaml pipeline.image)")
     image.add_argument("--gpu", action="store_true", help="the training image (pipeline.gpu_image) instead")
     image.set_defaults(handler=_run_pipeline_image)
     for action in (compile_, submit, run_local):
-        action.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a params.yaml value, dotted key, YAML value (repeatable)")
+        action.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a params.yaml value, dotted key, YAML value (repeatable)",
+        )
     for action in actions.choices.values():
-        action.add_argument("--params", type=Path, default=argparse.SUPPRESS,
-                            help="parameters file (default: params.yaml)")
+        action.add_argument(
+            "--params", type=Path, default=argparse.SUPPRESS, help="parameters file (default: params.yaml)"
+        )
 
 
 def _run_pipeline_compile(args: argparse.Namespace, params: Params) -> None:
@@ -334,8 +454,13 @@ def _run_pipeline_compile(args: argparse.Namespace, params: Params) -> None:
 def _run_pipeline_submit(args: argparse.Namespace, params: Params) -> None:
     from petseg.pipeline.run import apply_overrides, submit
 
-    run = submit(apply_overrides(params, args.param), args.host, namespace=args.namespace,
-                 experiment=args.experiment, run_name=args.run_name)
+    run = submit(
+        apply_overrides(params, args.param),
+        args.host,
+        namespace=args.namespace,
+        experiment=args.experiment,
+        run_name=args.run_name,
+    )
     print(f"pipeline submit: run {run.run_id} in experiment {run.experiment}: {run.url}")
 
 
@@ -379,8 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS:
         add(sub)
     for command in sub.choices.values():
-        command.add_argument("--params", type=Path, default=DEFAULT_PARAMS_FILE,
-                             help="parameters file (default: params.yaml)")
+        command.add_argument(
+            "--params", type=Path, default=DEFAULT_PARAMS_FILE, help="parameters file (default: params.yaml)"
+        )
     return parser
 
 
