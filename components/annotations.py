@@ -23,7 +23,7 @@ from petseg.components.errors import PetsegError
 from petseg.components.rawdata import BREEDS, ID_PATTERN, species_of_breed
 
 SPECIES_CODES = {1: "cat", 2: "dog"}
-_INTEGER = re.compile(r"[0-9]{1,6}")  # ASCII digits only: int() would also take '+1', '1_0' and '١'
+_INTEGER = re.compile(r"[0-9]{1,6}")  # ASCII digits only: int() would also take '+1', '1_0' and other scripts' digits
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def read_blessing(path: str | Path) -> Blessing:
     raw = read_step_json(path, "evaluate", missing="no blessing")
     if not isinstance(raw, dict) or not isinstance(raw.get("blessed"), bool):
         raise PetsegError(f"{path}: not a blessing file (no 'blessed'); run `petseg evaluate` again")
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    model: dict[str, Any] = raw["model"] if isinstance(raw.get("model"), dict) else {}
     try:
         return Blessing(
             blessed=raw["blessed"],

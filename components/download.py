@@ -97,6 +97,7 @@ def download(params: DataParams, out_dir: str | Path) -> DownloadResult:
     check_output_dir(out_dir, DOWNLOAD_FILE, "download")
     result = DownloadResult(out_dir=out_dir, source=params.source)
     with io_errors_named(out_dir, "download"):
+        total: int | None
         if params.source == "synthetic":
             records = synthetic_records(params.synthetic, params.seed)
             total = params.synthetic.train_examples + params.synthetic.test_examples
@@ -395,7 +396,7 @@ def _tar_members(tarball: Path, prefix: str) -> dict[str, bytes]:
                 continue
             _refuse_link(member, name, tarball)
             if member.isfile():
-                members[name] = tar.extractfile(member).read()
+                members[name] = _member_bytes(tar, member)
     return members
 
 
@@ -411,6 +412,14 @@ def _tar_errors_named(tarball: Path) -> Iterator[None]:
         ) from None
 
 
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A regular file's bytes from an open tarball (members are checked to be files first)."""
+    data = tar.extractfile(member)
+    if data is None:
+        raise PetsegError(f"{member.name}: not a regular file in the archive")
+    return data.read()
+
+
 def _refuse_link(member: tarfile.TarInfo, name: str, tarball: Path) -> None:
     if member.issym() or member.islnk():
         raise PetsegError(
@@ -421,7 +430,7 @@ def _refuse_link(member: tarfile.TarInfo, name: str, tarball: Path) -> None:
 def _verify_archive(path: Path, params: ArchivesParams, result: DownloadResult) -> None:
     digest = sha256_file(path)
     result.checksums[path.name] = digest
-    expected_size, expected_sha = OFFICIAL_ARCHIVES[path.name]
+    _expected_size, expected_sha = OFFICIAL_ARCHIVES[path.name]
     if params.verify_checksums and digest != expected_sha:
         raise PetsegError(
             f"{path}: sha256 {digest[:12]}… is not the official {expected_sha[:12]}… "
@@ -458,7 +467,7 @@ def _archive_examples(source: ArchiveSource, index: ArchiveIndex, result: Downlo
                 if not (member.isfile() and name == f"images/{example_id}.jpg" and example_id in index.splits):
                     continue
                 seen.add(example_id)
-                image_bytes = tar.extractfile(member).read()
+                image_bytes = _member_bytes(tar, member)
                 yield from records(example_id, image_bytes)
         for example_id in sorted(set(index.splits) - seen):
             result.dropped[example_id] = "image missing"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def decide_blessing(
 
     `baseline_error` says why a served model could not be compared (it is then left out).
     """
-    checks = [
+    checks: list[dict[str, Any]] = [
         {
             "name": "min_mean_iou",
             "value": candidate.mean_iou,

@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from petseg.components import storage
 from petseg.components.errors import PetsegError, first_line
@@ -289,7 +290,7 @@ def serve_version(params: PushParams, version: int, log: Callable[[str], None] =
         write_serving_config(params, (version,), {})
         return
     labelled = current.labels.get(label) if current else None
-    if labelled is None or labelled == version:
+    if current is None or labelled is None or labelled == version:
         write_serving_config(params, (version,), {label: version})
         return
     if not _serving_targets(params):
@@ -317,7 +318,7 @@ def _record_path(params: PushParams) -> str:
 def read_record(params: PushParams) -> dict:
     """{"published": {version: {...}}, "publishing": [versions], "rolled_back_to": version | None}."""
     path = _record_path(params)
-    record = {"published": {}, "publishing": [], "rolled_back_to": None}
+    record: dict[str, Any] = {"published": {}, "publishing": [], "rolled_back_to": None}
     if storage.exists(path):
         try:
             loaded = json.loads(storage.read_text(path))

@@ -35,7 +35,7 @@ import multiprocessing
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,7 +275,7 @@ def write_shards(tasks: list[ShardTask], workers: int) -> list[ShardResult]:
     return results  # type: ignore[return-value]
 
 
-def _decoded_shards(tasks: list[ShardTask], workers: int) -> Iterator[tuple[int, DecodedShard]]:
+def _decoded_shards(tasks: list[ShardTask], workers: int) -> Generator[tuple[int, DecodedShard], None, None]:
     """(task index, decoded shard) pairs, in completion order."""
     if workers <= 1:
         for index, task in enumerate(tasks):

@@ -25,6 +25,7 @@ models.config, and the next push removes it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,7 +89,7 @@ def push(
             if isinstance(exc, model_store.StoreBusyError)
             else "failed"
         )
-        try:
+        with contextlib.suppress(OSError, PetsegError):  # e.g. a full disk: the error itself is what the user must see
             _write_record(
                 record_file,
                 params,
@@ -101,8 +102,6 @@ def push(
                     "removed_versions": [],
                 },
             )
-        except (OSError, PetsegError):
-            pass  # e.g. the disk is full: the error itself is what the user must see
         raise
     _write_record(record_file, params, result.to_dict())
     return result

@@ -203,7 +203,15 @@ def _index_row(row: list[str], where: str, root: Path, resolved_root: Path, redo
         raise PetsegError(f"{where}: class_id {_cut(class_text)!r} is not a whole number in 0-{len(BREEDS)}; {redo}")
     for column in ("image", "trimap"):
         _check_inside(values[column], column, where, root, resolved_root, redo)
-    return RawExample(**{**values, "class_id": int(class_text)})
+    return RawExample(
+        id=values["id"],
+        split=values["split"],
+        image=values["image"],
+        trimap=values["trimap"],
+        class_id=int(class_text),
+        breed=values["breed"],
+        species=values["species"],
+    )
 
 
 def _check_inside(rel: str, column: str, where: str, root: Path, resolved_root: Path, redo: str) -> None:

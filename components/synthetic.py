@@ -92,13 +92,14 @@ def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
         base = _FUR_COLOURS[rng.integers(len(_FUR_COLOURS))] + rng.normal(0, 20, 3)
     else:
         base = rng.uniform(0, 255, 3)
-    return tuple(int(c) for c in np.clip(base, 0, 255))
+    red, green, blue = (int(c) for c in np.clip(base, 0, 255))
+    return red, green, blue
 
 
 def _low_frequency_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
     """Smooth noise in [0, 1]: a coarse random grid upsampled bicubically."""
     grid = (rng.random((cells, cells)) * 255).astype(np.uint8)
-    smooth = Image.fromarray(grid).resize((width, height), Image.BICUBIC)
+    smooth = Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(smooth, np.float32) / 255.0
 
 

@@ -53,7 +53,7 @@ def restore_integers(cls: type, raw: Any) -> Any:
         tp = hints.get(name)
         if tp is None:
             continue  # unknown key: validation names it
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out[name] = restore_integers(tp, value)
         elif tp is int and isinstance(value, float) and value.is_integer():
             out[name] = int(value)

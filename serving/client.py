@@ -132,7 +132,7 @@ class SegmentationClient:
         results: list[Segmentation | None] = [None] * len(sizes)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, size in enumerate(sizes):
-            groups.setdefault(tuple(size), []).append(i)
+            groups.setdefault((size[0], size[1]), []).append(i)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]

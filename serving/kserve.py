@@ -311,7 +311,7 @@ def deploy(
     out before) and KServeError says so in one line.
     """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    wait = dict(
+    wait: dict[str, Any] = dict(
         timeout_seconds=settings.ready_timeout_seconds, poll_seconds=settings.poll_seconds, sleep=sleep, clock=clock
     )
     existing = get_inference_service(api, namespace, name)

@@ -58,10 +58,7 @@ def predict_files(
     with SegmentationClient(
         target, model_name, timeout_seconds=timeout_seconds, max_message_mb=max_message_mb
     ) as client:
-        if encoded:
-            answers = client.segment_encoded([_encoded_bytes(p) for p in paths])
-        else:
-            answers = client.segment(pixels)
+        answers = client.segment_encoded([_encoded_bytes(p) for p in paths]) if encoded else client.segment(pixels)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []

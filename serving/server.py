@@ -165,7 +165,7 @@ def start_server(
     inflight = InflightCounter()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="petseg-rpc"),
-        options=message_options(params.max_message_mb) + [("grpc.so_reuseport", 0)],
+        options=[*message_options(params.max_message_mb), ("grpc.so_reuseport", 0)],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(manager, limits, inflight), server

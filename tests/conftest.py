@@ -181,7 +181,7 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
 
     from petseg.components import contract
 
-    threshold = int(round(256 * (1.0 - wrong_fraction)))
+    threshold = round(256 * (1.0 - wrong_fraction))
 
     def answer(images):
         cls = tf.minimum(tf.cast(images[..., 0], tf.int32) // 80, 2)

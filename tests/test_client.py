@@ -84,7 +84,7 @@ def test_segment_returns_masks_in_order_for_mixed_sizes_in_batches(server, refer
     for image, answer in zip(images, answers, strict=True):
         assert answer.mask.shape == image.shape[:2]
         np.testing.assert_array_equal(answer.mask, reference(image))
-        assert answer.probabilities.shape == image.shape[:2] + (3,)
+        assert answer.probabilities.shape == (*image.shape[:2], 3)
         np.testing.assert_array_equal(answer.probabilities.argmax(-1), answer.mask)
         assert answer.model_version == 1
 
@@ -105,9 +105,11 @@ def test_client_refuses_images_that_are_not_uint8_rgb():
 
 def test_server_down_fails_after_retries_with_unavailable():
     started = time.monotonic()
-    with SegmentationClient(f"127.0.0.1:{_closed_port()}", timeout_seconds=1.0, backoff_seconds=0.1) as client:
-        with pytest.raises(ServingRequestError, match="cannot get an answer from a model server") as failure:
-            client.segment([np.zeros((8, 8, 3), np.uint8)])
+    with (
+        SegmentationClient(f"127.0.0.1:{_closed_port()}", timeout_seconds=1.0, backoff_seconds=0.1) as client,
+        pytest.raises(ServingRequestError, match="cannot get an answer from a model server") as failure,
+    ):
+        client.segment([np.zeros((8, 8, 3), np.uint8)])
     assert failure.value.code == grpc.StatusCode.UNAVAILABLE
     assert "attempt(s)" in str(failure.value) and "petseg serve" in str(failure.value)
     assert time.monotonic() - started < 5
@@ -139,17 +141,21 @@ def test_client_retries_unavailable_until_the_server_starts(tiny_savedmodel, tmp
 
 @pytest.mark.slow
 def test_refusals_are_reported_with_their_status_not_retried(server):
-    with SegmentationClient(server.target, version=9) as client:
-        with pytest.raises(ServingRequestError, match="refused the request: NOT_FOUND") as refused:
-            client.segment([np.zeros((8, 8, 3), np.uint8)])
+    with (
+        SegmentationClient(server.target, version=9) as client,
+        pytest.raises(ServingRequestError, match="refused the request: NOT_FOUND") as refused,
+    ):
+        client.segment([np.zeros((8, 8, 3), np.uint8)])
     assert refused.value.code == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.slow
 def test_a_missed_deadline_is_reported_as_such(server):
-    with SegmentationClient(server.target, timeout_seconds=0.001) as client:
-        with pytest.raises(ServingRequestError, match="no answer from") as late:
-            client.segment([np.zeros((375, 500, 3), np.uint8)])
+    with (
+        SegmentationClient(server.target, timeout_seconds=0.001) as client,
+        pytest.raises(ServingRequestError, match="no answer from") as late,
+    ):
+        client.segment([np.zeros((375, 500, 3), np.uint8)])
     assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
@@ -255,9 +261,8 @@ def test_against_a_real_tf_serving():
     ) as client:
         answers = client.segment(images)
         encoded = client.segment_encoded([tf.io.encode_png(image).numpy() for image in images])
-    with SegmentationClient(target, version=987654) as missing_version:
-        with pytest.raises(ServingRequestError) as refused:
-            missing_version.segment(images[:1])
+    with SegmentationClient(target, version=987654) as missing_version, pytest.raises(ServingRequestError) as refused:
+        missing_version.segment(images[:1])
     for image, answer, from_bytes in zip(images, answers, encoded, strict=True):
         assert answer.mask.shape == image.shape[:2] and answer.model_version > 0
         np.testing.assert_array_equal(answer.probabilities.argmax(-1), answer.mask)

@@ -72,7 +72,7 @@ def coded_test_set(records_dir) -> tuple[np.ndarray, np.ndarray]:
 
 def rule_answer(images: np.ndarray, wrong_fraction: float) -> np.ndarray:
     cls = np.minimum(images[..., 0] // 80, 2).astype(np.int64)
-    wrong = images[..., 1].astype(np.int64) >= int(round(256 * (1 - wrong_fraction)))
+    wrong = images[..., 1].astype(np.int64) >= round(256 * (1 - wrong_fraction))
     return np.where(wrong, (cls + 1) % 3, cls)
 
 

@@ -413,15 +413,17 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     params = store_params(tmp_path, lock_timeout_seconds=0.5)
     push_version(rule_savedmodels["perfect"], params)
     record = tmp_path / "push.json"
-    with model_store.store_lock(params):
-        with pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(pid \d+"):
-            push(
-                rule_savedmodels["wrong_10"],
-                _blessing(rule_savedmodels["wrong_10"], params, tmp_path),
-                params,
-                {},
-                record_file=record,
-            )
+    with (
+        model_store.store_lock(params),
+        pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(pid \d+"),
+    ):
+        push(
+            rule_savedmodels["wrong_10"],
+            _blessing(rule_savedmodels["wrong_10"], params, tmp_path),
+            params,
+            {},
+            record_file=record,
+        )
     assert read_json(record)["status"] == "busy"
     assert model_store.list_version_numbers(params) == [1]
 

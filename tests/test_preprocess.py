@@ -205,7 +205,7 @@ def test_shards_read_back_exactly_and_manifest_describes_them(validated_raw, tmp
     assert manifest.params["val_fraction"] == 0.2 and manifest.params["seed"] == 3
     files = sorted(p.name for p in out.iterdir())
     listed = sorted(s["file"] for split in records.SPLITS for s in manifest.shards[split])
-    assert files == sorted(listed + [MANIFEST_FILE])
+    assert files == sorted([*listed, MANIFEST_FILE])
 
     for split in records.SPLITS:
         shards = manifest.shards[split]

@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,7 +226,7 @@ def test_versions_are_numbered_and_only_the_newest_are_kept(rule_savedmodels, tm
     assert not os.path.exists(os.path.join(model_store.model_root(params), "3", WARMUP_FILE))
     entry = served_config(params)
     assert list(entry.model_version_policy.specific.versions) == [3] and dict(entry.version_labels) == {}
-    config = open(os.path.join(params.model_base_path, "models.config")).read()
+    config = Path(os.path.join(params.model_base_path, "models.config")).read_text()
     assert 'name: "other"' in config  # other models' entries are kept
 
     again = push_blessed(rule_savedmodels["wrong_30"], params, tmp_path)
@@ -267,7 +268,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
     push_blessed(rule_savedmodels["perfect"], push_params, tmp_path)
     v1 = os.path.join(model_store.model_root(push_params), "1")
     before = model_store.model_fingerprint(v1)
-    config_before = open(os.path.join(push_params.model_base_path, "models.config")).read()
+    config_before = Path(os.path.join(push_params.model_base_path, "models.config")).read_text()
     real_copy, copied = storage.copy_file, []
 
     def copy_until_disk_full(src, dst):
@@ -283,7 +284,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
         push_blessed(rule_savedmodels["wrong_10"], push_params, tmp_path)
     assert versions_on_disk(push_params) == ["1"]  # no partial version, no staging folder left
     assert model_store.model_fingerprint(v1) == before
-    assert open(os.path.join(push_params.model_base_path, "models.config")).read() == config_before
+    assert Path(os.path.join(push_params.model_base_path, "models.config")).read_text() == config_before
 
 
 def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp_path, push_params, monkeypatch):

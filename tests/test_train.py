@@ -199,12 +199,12 @@ def test_require_gpu_without_a_gpu_stops_in_one_line_and_writes_nothing(tiny_rec
     )
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
-    [line] = [l for l in err.splitlines() if l.startswith("petseg train: error:")]
+    [line] = [text for text in err.splitlines() if text.startswith("petseg train: error:")]
     assert "train.require_gpu is true but TensorFlow sees no GPU" in line and "train.require_gpu=false" in line
 
 
 def test_training_logs_the_devices_it_uses(capsys):
-    strategy, mixed = train_module.distribution()
+    _strategy, mixed = train_module.distribution()
     err = capsys.readouterr().err
     if tf.config.list_physical_devices("GPU"):
         assert mixed and "train: training on " in err and "GPU(s)" in err
