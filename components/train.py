@@ -130,6 +130,7 @@ def train(records_dir: Path, model_params: ModelParams, params: TrainParams, out
     state, why = resumable_state(checkpoints, signature)
     resumed_from = state.epoch if state else 0
     remove_output(out_dir / SAVEDMODEL_DIR)  # no stale model for evaluate while this one trains
+    remove_output(out_dir / METRICS_FILE)
     if state is None:
         remove_output(checkpoints)  # DVCLive clears its own files in live_dir on a fresh start
         state = RunState(signature=signature)

@@ -112,26 +112,45 @@ def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, m
 
 
 
+def _killed_mid_epoch_2(monkeypatch):
+    """Make training raise KeyboardInterrupt in the middle of epoch 2 (after its first batch), once."""
+    real_class = train_module.epoch_controller_class
+
+    def killing_class():
+        class Killing(real_class()):
+            def on_train_batch_end(self, batch, logs=None):
+                if self.state.epoch == 1 and batch == 1:
+                    monkeypatch.setattr(train_module, "epoch_controller_class", real_class)
+                    raise KeyboardInterrupt
+        return Killing
+
+    monkeypatch.setattr(train_module, "epoch_controller_class", killing_class)
+
+
 @pytest.mark.slow
-def test_a_params_change_after_an_interruption_trains_fresh(tiny_records, tmp_path, monkeypatch, capsys):
+def test_a_run_killed_mid_epoch_resumes_but_not_after_a_params_change(tiny_records, tmp_path, monkeypatch, capsys):
     out, live = tmp_path / "models", tmp_path / "dvclive"
-    real_save = train_module.save_checkpoint
-
-    def crash_in_epoch_2(model, state, checkpoints):
-        if state.epoch == 2:
-            raise KeyboardInterrupt
-        real_save(model, state, checkpoints)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_in_epoch_2)
+    params = _train_params(epochs=3, batch_size=16)
+    _killed_mid_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_records, TINY_MODEL, _train_params(epochs=3, batch_size=16), out, live)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        train(tiny_records, TINY_MODEL, params, out, live)
+    assert json.loads((out / "checkpoints/last/state.json").read_text())["epoch"] == 1
     capsys.readouterr()
 
-    changed = train(tiny_records, TINY_MODEL, _train_params(epochs=3, batch_size=16, learning_rate=5e-3), out, live)
-    assert changed.resumed_from_epoch == 0 and changed.epochs_run == 3
+    changed = train(tiny_records, TINY_MODEL, dataclasses.replace(params, learning_rate=5e-3), out, live)
     err = capsys.readouterr().err
+    assert changed.resumed_from_epoch == 0 and changed.epochs_run == 3
     assert "train: fresh run " in err and "other params, data or code" in err
+    assert _tsv_column(live / "plots/metrics/loss/train.tsv", "step") == [0, 1, 2]
+
+    _killed_mid_epoch_2(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_records, TINY_MODEL, params, out, live)
+    capsys.readouterr()
+    resumed = train(tiny_records, TINY_MODEL, params, out, live)
+    err = capsys.readouterr().err
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
+    assert "train: resuming epoch 2 of run " in err and "interrupted after epoch 1" in err
     assert _tsv_column(live / "plots/metrics/loss/train.tsv", "step") == [0, 1, 2]
 
 
