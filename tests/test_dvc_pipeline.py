@@ -130,12 +130,14 @@ def test_exp_with_fewer_epochs_after_a_finished_run_trains_one_fresh_epoch(train
 
 
 def test_touching_the_serving_contract_marks_train_changed(trained_repo):
-    assert json.loads(_run([*DVC, "status", "--json"], trained_repo).stdout) == {}
+    def status(stage: str) -> dict:
+        return json.loads(_run([*DVC, "status", stage, "--json"], trained_repo).stdout)
+
+    assert status("train") == {}
     contract = trained_repo / "components/contract.py"
     contract.write_text(contract.read_text() + "\n# touched\n")
-    changed = json.loads(_run([*DVC, "status", "--json"], trained_repo).stdout)
-    assert "train" in changed and "download" not in changed, changed
-    assert {"changed deps": {"components/contract.py": "modified"}} in changed["train"]
+    assert {"changed deps": {"components/contract.py": "modified"}} in status("train")["train"]
+    assert status("download") == {}  # download does not run the serving contract
 
 
 def test_plots_put_train_and_validation_on_shared_axes(trained_repo):
@@ -153,10 +155,19 @@ def test_plots_put_train_and_validation_on_shared_axes(trained_repo):
 def test_model_is_a_registry_artifact(trained_repo):
     listed = yaml.safe_load((trained_repo / "dvc.yaml").read_text())["artifacts"]
     assert listed["petseg-unet"]["type"] == "model" and listed["petseg-unet"]["path"] == "models/savedmodel"
-    # DVC itself resolves the artifact to the SavedModel train wrote.
+    # The registry flow: push the model to a remote, register a version (a GTO git tag), and DVC
+    # resolves the artifact's latest version to the SavedModel train wrote.
+    _run([*DVC, "remote", "add", "-d", "store", str(trained_repo.parent / "remote")], trained_repo)
+    _commit(trained_repo, "a remote")
+    _run([*DVC, "push", "train"], trained_repo)
+    _run(["git", "tag", "-a", "petseg-unet@v1.0.0", "-m", "register petseg-unet"], trained_repo)
     out = trained_repo.parent / "fetched"
     _run([*DVC, "artifacts", "get", str(trained_repo), "petseg-unet", "-o", str(out)], trained_repo)
     assert (out / "saved_model.pb").is_file()
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    assert files(out) == files(trained_repo / "models/savedmodel")
 
 
 def test_queued_two_point_sweep_runs_and_compares(trained_repo):
