@@ -73,9 +73,9 @@ def _experiments(repo: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def trained_master(tmp_path_factory) -> Path:
-    """A repo where `dvc repro train` ran 2 epochs and dvc.lock is committed; tests work on copies."""
+    """A repo where `dvc repro` ran the pipeline (2 epochs) and dvc.lock is committed; tests work on copies."""
     repo = _make_repo(tmp_path_factory.mktemp("trained") / "repo", tiny_params_dict(TINY_TRAINING))
-    _run([*DVC, "repro", "train"], repo)
+    _run([*DVC, "repro"], repo)
     _commit(repo, "a finished 2-epoch run")
     return repo
 
@@ -171,7 +171,7 @@ def test_model_is_a_registry_artifact(trained_repo):
 
 
 def test_queued_two_point_sweep_runs_and_compares(trained_repo):
-    queued = _run([*DVC, "exp", "run", "train", "--queue", "-S", "train.learning_rate=0.02,0.005"], trained_repo)
+    queued = _run([*DVC, "exp", "run", "--queue", "-S", "train.learning_rate=0.02,0.005"], trained_repo)
     assert queued.stdout.count("Queued experiment") == 2, queued.stdout
     _run([*DVC, "queue", "start"], trained_repo)
     deadline = time.monotonic() + 900
@@ -188,9 +188,12 @@ def test_queued_two_point_sweep_runs_and_compares(trained_repo):
 
     rows = _experiments(trained_repo)
     assert sorted(row["train.learning_rate"] for row in rows) == ["0.005", "0.02"]
-    for row in rows:
+    for row in rows:  # training and evaluation metrics side by side
         assert row["epochs_run"] == "2" and 0.0 <= float(row["best_val.mean_iou"]) <= 1.0
+        assert 0.0 <= float(row["mean_iou"]) <= 1.0
     best = max(rows, key=lambda row: float(row["best_val.mean_iou"]))
     _run([*DVC, "exp", "apply", best["Experiment"]], trained_repo)
     applied = yaml.safe_load((trained_repo / "params.yaml").read_text())["train"]["learning_rate"]
     assert str(applied) == best["train.learning_rate"]
+    assert json.loads((trained_repo / "models/metrics.json").read_text())["best_val"]["mean_iou"] == pytest.approx(
+        float(best["best_val.mean_iou"]))  # its outputs came with it
