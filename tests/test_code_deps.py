@@ -96,8 +96,9 @@ def test_sync_script_reports_and_restores_a_missing_dep(tmp_path):
     shutil.copy(REPO_ROOT / "dvc.yaml", dvc_yaml)
     text = dvc_yaml.read_text()
     assert "      - components/contract.py\n" in text
-    dvc_yaml.write_text(text.replace("      - components/contract.py\n", "", 1)
-                        .replace("      - components/train.py\n", "      - components/train.py\n      - components/gone.py\n", 1))
+    text = text.replace("      - components/contract.py\n", "", 1)
+    dvc_yaml.write_text(text.replace("      - components/train.py\n",
+                                     "      - components/train.py\n      - components/gone.py\n", 1))
 
     check = subprocess.run([sys.executable, str(SYNC), "--check", "--dvc-yaml", str(dvc_yaml)],
                            capture_output=True, text=True, timeout=120)
