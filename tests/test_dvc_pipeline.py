@@ -67,8 +67,9 @@ def _steps(repo: Path) -> list[int]:
 def _experiments(repo: Path) -> list[dict]:
     """`dvc exp show --csv` rows of the experiments (not the workspace or baseline rows)."""
     shown = _run([*DVC, "exp", "show", "--csv"], repo).stdout
-    return [row for row in csv.DictReader(io.StringIO(shown)) if row["typ"] == "branch_base"
-            or row["typ"] == "branch_commit"]
+    header = next(csv.reader(io.StringIO(shown)))
+    assert len(header) == len(set(header)), "a metric and a param share a column name"
+    return [row for row in csv.DictReader(io.StringIO(shown)) if row["typ"] in ("branch_base", "branch_commit")]
 
 
 @pytest.fixture(scope="module")
