@@ -13,10 +13,15 @@ What it does:
   controller state). Keras' own EarlyStopping/ReduceLROnPlateau/ModelCheckpoint keep
   their counters in memory only, so a restart would forget them; one small
   controller whose state is saved with the weights resumes exactly.
-- Resume: a checkpoint whose run signature (model + train params except
-  `epochs`, the records manifest, the precision) matches continues from its
-  epoch; any other is discarded and training starts fresh. Raising
-  `train.epochs` therefore extends a run that did not stop early.
+- Resume only what was interrupted: a checkpoint continues only when it is
+  the same run, i.e. its run signature (all model and train params, epochs
+  included, the records manifest, the precision, and the code: the hash of
+  train's import closure, components/codedeps.py) matches and the run did not
+  finish. Anything else, a finished run included, is discarded and training
+  starts fresh. DVC keeps `models/checkpoints` between runs (persist), so
+  `dvc exp run -S train.epochs=1` after a finished run finds that checkpoint;
+  the signature, not the folder's presence, decides. The first line training
+  prints says which: "resuming epoch 3 of run <id>" or "fresh run <id>: why".
 - Fine-tuning: with a frozen pretrained encoder and `unfreeze_after_epochs` k,
   epochs k+1.. train the whole network at `fine_tune_learning_rate`.
 - GPU: MirroredStrategy over all visible GPUs and mixed_float16 (the logits
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from petseg.components import inputs
+from petseg.components.codedeps import code_fingerprint
 from petseg.components.errors import PetsegError
 from petseg.components.export import export_serving_model
 from petseg.components.fsutil import atomic_directory, read_json, remove_output, write_json
@@ -62,6 +68,7 @@ LAST_DIR = "last"
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
 BEST_WEIGHTS_FILE = "best.weights.h5"
+METRICS_FILE = "metrics.json"  # <out_dir>/metrics.json: the few numbers `dvc exp show` compares
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class RunState:
     wait: int = 0  # epochs since val loss last improved (early stopping)
     plateau_wait: int = 0  # epochs since val loss last improved or the learning rate was cut
     stopped_early: bool = False
+    finished: bool = False  # training ended (all epochs, or stopped early): never resumed
 
 
 @dataclass(frozen=True)
@@ -117,17 +125,19 @@ def train(
     for split in ("train", "val"):
         inputs.split_files(records_dir, split)  # fail early, with a message saying how to fix it
 
-    strategy, mixed = distribution(params.require_gpu)
-    checkpoints = checkpoint_dir(out_dir)
-    signature = run_signature(model_params, params, manifest.to_dict(), mixed)
-    state = load_state(checkpoints, signature)
+    strategy, mixed = distribution()
+    checkpoints = out_dir / CHECKPOINT_DIR
+    signature = run_signature(model_params, params, manifest, mixed)
+    state, why = resumable_state(checkpoints, signature)
     resumed_from = state.epoch if state else 0
-    remove_output(savedmodel_dir(out_dir))  # no stale model for evaluate while this one trains
+    remove_output(out_dir / SAVEDMODEL_DIR)  # no stale model for evaluate while this one trains
+    remove_output(out_dir / METRICS_FILE)
     if state is None:
         remove_output(checkpoints)  # DVCLive clears its own files in live_dir on a fresh start
         state = RunState(signature=signature)
+        _say(f"fresh run {run_id(signature)}: {why}")
     else:
-        _say(f"resuming from the checkpoint after epoch {state.epoch} in {checkpoints / LAST_DIR}")
+        _say(f"resuming epoch {state.epoch + 1} of run {run_id(signature)} ({why})")
 
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
@@ -148,35 +158,33 @@ def train(
             _fit_phases(model, phases, state, params, strategy, (train_ds, val_ds), checkpoints, live_dir)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    mark_finished(checkpoints, state)  # from here on, a rerun trains fresh
 
     best = checkpoints / BEST_WEIGHTS_FILE
     if not best.is_file():
         raise PetsegError(f"{checkpoints}: no best weights after training; delete {checkpoints} and train again")
     export_model = build_model(model_params, image_size)
     export_model.load_weights(best)
-    savedmodel = export_serving_model(export_model, savedmodel_dir(out_dir), image_size, CLASS_NAMES)
-    return TrainResult(
-        savedmodel=savedmodel,
-        checkpoints=checkpoints,
-        image_size=image_size,
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_metrics=dict(state.best_metrics),
-        resumed_from_epoch=resumed_from,
-        stopped_early=state.stopped_early,
-    )
+    savedmodel = export_serving_model(export_model, out_dir / SAVEDMODEL_DIR, image_size, CLASS_NAMES)
+    write_json(out_dir / METRICS_FILE, headline_metrics(state))
+    return TrainResult(savedmodel=savedmodel, checkpoints=checkpoints, image_size=image_size,
+                       epochs_run=state.epoch, best_epoch=state.best_epoch, best_metrics=dict(state.best_metrics),
+                       resumed_from_epoch=resumed_from, stopped_early=state.stopped_early)
 
 
-def _fit_phases(
-    model,
-    phases: list[Phase],
-    state: RunState,
-    params: TrainParams,
-    strategy,
-    datasets: tuple,
-    checkpoints: Path,
-    live_dir: Path,
-) -> None:
+def headline_metrics(state: RunState) -> dict:
+    """The training metrics worth a column in `dvc exp show`: the exported (best) epoch's val scores.
+
+    The rest, every metric per split and per class at the last epoch, is DVCLive's
+    <live_dir>/metrics.json, and per epoch its plots.
+    """
+    best = {k[4:]: v for k, v in sorted(state.best_metrics.items())
+            if k in ("val_loss", "val_mean_iou", "val_accuracy")}
+    return {"best_val": best, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
+
+
+def _fit_phases(model, phases: list[Phase], state: RunState, params: TrainParams, strategy, datasets: tuple,
+                checkpoints: Path, live_dir: Path) -> None:
     """Run the remaining epochs phase by phase, restoring the last checkpoint first if there is one."""
     from dvclive import Live
 
@@ -199,18 +207,8 @@ def _fit_phases(
                 _say(f"epoch {state.epoch + 1}: unfreezing the encoder, learning rate {phase.learning_rate:g}")
                 state.phase, state.plateau_wait, state.wait = phase.name, 0, 0
                 _configure(model, phase, strategy, params)
-            model.fit(
-                datasets[0],
-                validation_data=datasets[1],
-                epochs=phase.end_epoch,
-                initial_epoch=state.epoch,
-                callbacks=[controller],
-                shuffle=False,
-                verbose=_verbosity(),
-            )
-        live.log_metric("best/epoch", state.best_epoch, plot=False)
-        for name, value in state.best_metrics.items():
-            live.log_metric(f"best/{name}", value, plot=False)
+            model.fit(datasets[0], validation_data=datasets[1], epochs=phase.end_epoch, initial_epoch=state.epoch,
+                      callbacks=[controller], shuffle=False, verbose=_verbosity())
     finally:
         live.end()
 
@@ -264,13 +262,30 @@ def epoch_controller_class():
 
         def _log(self, logs: dict, learning_rate: float) -> None:
             for key, value in sorted(logs.items()):
-                name = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
-                if name != "train/learning_rate":
+                name = live_metric_name(key)
+                if name is not None:
                     self.live.log_metric(name, float(value))
             self.live.log_metric("learning_rate", learning_rate)
             self.live.next_step()
 
     return EpochController
+
+
+def live_metric_name(key: str) -> str | None:
+    """The DVCLive name of a Keras epoch log key, None for keys not logged per split.
+
+    `<metric>/train` and `<metric>/val` (loss, accuracy, mean_iou), `iou_train/<class>` and
+    `iou_val/<class>`: each plot file (dvclive/plots/metrics/<name>.tsv) has a column named
+    for its split or class, so dvc.yaml's top-level plots draw train against val, and the
+    classes, on shared axes. No name starts with a params.yaml section (`train/...` did, and
+    `dvc exp show` then had a metric `train.loss` beside the param `train.loss`).
+    """
+    split, metric = ("val", key[4:]) if key.startswith("val_") else ("train", key)
+    if metric == "learning_rate":
+        return None
+    if metric.startswith("iou_"):
+        return f"iou_{split}/{metric[4:]}"
+    return f"{metric}/{split}"
 
 
 # ----------------------------------------------------------- model and phases
@@ -372,28 +387,48 @@ def distribution(require_gpu: bool = False):
 
 
 # -------------------------------------------------------------- checkpoints
-def run_signature(model_params: ModelParams, params: TrainParams, manifest: dict, mixed: bool) -> str:
-    """What a checkpoint must match to be resumed: all of model and train params but epochs, the data, precision."""
-    train = params_to_dict(params)
-    train.pop("epochs")
-    identity = {"model": params_to_dict(model_params), "train": train, "manifest": manifest, "mixed": mixed}
+CODE_MODULE = "petseg.components.train"  # its import closure is the code a checkpoint belongs to
+
+
+def run_signature(model_params: ModelParams, params: TrainParams, manifest: dict, mixed: bool,
+                  code: str | None = None) -> str:
+    """What makes two runs the same run: model and train params (epochs too), the data, precision, the code.
+
+    `code` defaults to the hash of train's import closure (components/codedeps.py).
+    """
+    identity = {"model": params_to_dict(model_params), "train": params_to_dict(params), "manifest": manifest,
+                "mixed": mixed, "code": code if code is not None else code_fingerprint(CODE_MODULE)}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def load_state(checkpoints: Path, signature: str) -> RunState | None:
-    """The last checkpoint's state if it belongs to this run (same signature), else None."""
+def run_id(signature: str) -> str:
+    """The short name of a run, as the start-of-training line prints it."""
+    return signature[:12]
+
+
+def resumable_state(checkpoints: Path, signature: str) -> tuple[RunState | None, str]:
+    """(the last checkpoint's state, why) if it is this very run and not finished, else (None, why not)."""
     path = Path(checkpoints) / LAST_DIR / STATE_FILE
     if not path.is_file() or not (path.parent / WEIGHTS_FILE).is_file():
-        return None
+        return None, f"no checkpoint in {checkpoints}"
     try:
         state = RunState(**read_json(path))
     except (ValueError, TypeError):
-        _say(f"{path}: unreadable, starting afresh")
-        return None
+        return None, f"{path} is unreadable"
     if state.signature != signature:
-        _say(f"{checkpoints}: checkpoint is from other params or data, starting afresh")
-        return None
-    return state
+        return None, (f"the checkpoint in {checkpoints} is from run {run_id(state.signature)}, "
+                      f"other params, data or code")
+    if state.finished:
+        return None, f"run {run_id(state.signature)} in {checkpoints} finished after epoch {state.epoch}"
+    return state, f"interrupted after epoch {state.epoch}, checkpoint in {checkpoints / LAST_DIR}"
+
+
+def mark_finished(checkpoints: Path, state: RunState) -> None:
+    """Record in the last checkpoint that its run ended, so no later run resumes it."""
+    state.finished = True
+    path = Path(checkpoints) / LAST_DIR / STATE_FILE
+    if path.is_file():
+        write_json(path, dataclasses.asdict(state))
 
 
 def save_checkpoint(model, state: RunState, checkpoints: Path) -> None:

@@ -1,11 +1,15 @@
-"""End to end: `dvc repro` on a tiny synthetic set in a temporary git + DVC repository."""
-
+"""End to end: `dvc repro`, `dvc exp run`, queued sweeps and `dvc plots` on a tiny synthetic set in a
+temporary git + DVC repository."""
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,14 @@ pytestmark = pytest.mark.slow
 DATA_STAGES = ["download", "validate", "preprocess"]
 
 
+DVC = [sys.executable, "-m", "dvc"]
+# A model that trains in seconds: the DVC semantics are under test here, not the model.
+TINY_TRAINING = {
+    "model": {"architecture": "unet", "encoder_weights": "none", "unet": {"base_filters": 4, "depth": 2}},
+    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "seed": 1},
+}
+
+
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -24,21 +36,61 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture
-def dvc_repo(tmp_path) -> Path:
-    """A throwaway git + DVC repo holding this project's pipeline, code and tiny params."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+def _make_repo(repo: Path, params: dict) -> Path:
+    """A git + DVC repo holding this project's pipeline, code and `params`, with one commit."""
+    repo.mkdir(parents=True)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO_ROOT / name, repo / name)
     for folder in ("components", "src", "pipeline", "serving"):
         shutil.copytree(REPO_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "models"))
-    (repo / "data/archives").mkdir(parents=True)  # the download stage's source dependency
-    shutil.copy(REPO_ROOT / "data/archives/README.md", repo / "data/archives/README.md")
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], repo)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    _run(["git", "config", "user.email", "test@petseg.invalid"], repo)
+    _run(["git", "config", "user.name", "petseg tests"], repo)
+    _run([*DVC, "init", "-q"], repo)
+    _commit(repo, "pipeline")  # DVCLive needs a commit to name the experiment's baseline
     return repo
+
+
+def _commit(repo: Path, message: str) -> None:
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-q", "-m", message], repo)
+
+
+def _steps(repo: Path) -> list[int]:
+    """DVCLive's steps in the train loss history: [0] is one fresh epoch."""
+    with open(repo / "dvclive/plots/metrics/loss/train.tsv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def _experiments(repo: Path) -> list[dict]:
+    """`dvc exp show --csv` rows of the experiments (not the workspace or baseline rows)."""
+    shown = _run([*DVC, "exp", "show", "--csv"], repo).stdout
+    header = next(csv.reader(io.StringIO(shown)))
+    assert len(header) == len(set(header)), "a metric and a param share a column name"
+    return [row for row in csv.DictReader(io.StringIO(shown)) if row["typ"] in ("branch_base", "branch_commit")]
+
+
+@pytest.fixture(scope="module")
+def trained_master(tmp_path_factory) -> Path:
+    """A repo where `dvc repro` ran the pipeline (2 epochs) and dvc.lock is committed; tests work on copies."""
+    repo = _make_repo(tmp_path_factory.mktemp("trained") / "repo", tiny_params_dict(TINY_TRAINING))
+    _run([*DVC, "repro"], repo)
+    _commit(repo, "a finished 2-epoch run")
+    return repo
+
+
+@pytest.fixture
+def trained_repo(trained_master, tmp_path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(trained_master, repo, symlinks=True)
+    return repo
+
+
+@pytest.fixture
+def dvc_repo(tmp_path) -> Path:
+    """A throwaway git + DVC repo holding this project's pipeline, code and tiny params."""
+    return _make_repo(tmp_path / "repo", tiny_params_dict())
 
 
 def _ran_stages(output: str) -> set[str]:
@@ -60,3 +112,88 @@ def test_data_stages_run_once_and_rerun_only_what_changed(dvc_repo):
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params))
     third = _run([sys.executable, "-m", "dvc", "repro", *DATA_STAGES], dvc_repo)
     assert _ran_stages(third.stdout) == {"preprocess"}, third.stdout
+
+
+def test_exp_with_fewer_epochs_after_a_finished_run_trains_one_fresh_epoch(trained_repo):
+    assert _steps(trained_repo) == [0, 1]
+    assert (trained_repo / "models/checkpoints/last/state.json").is_file()  # persisted: still there for the exp
+
+    proc = _run([*DVC, "exp", "run", "train", "-S", "train.epochs=1", "-n", "one-epoch"], trained_repo)
+    assert "train: fresh run " in proc.stderr and "resuming" not in proc.stderr
+    assert _steps(trained_repo) == [0]  # DVCLive step 0: a new history, not the 2-epoch one
+    headline = json.loads((trained_repo / "models/metrics.json").read_text())
+    assert headline["epochs_run"] == 1 and headline["best_epoch"] == 1
+
+    (shown,) = _experiments(trained_repo)
+    assert shown["Experiment"] == "one-epoch" and shown["train.epochs"] == "1" and shown["epochs_run"] == "1"
+    assert "train.loss" in shown and shown["train.loss"] == "sparse_ce"  # the param, no metric of that name
+
+
+def test_touching_the_serving_contract_marks_train_changed(trained_repo):
+    def status(stage: str) -> dict:
+        return json.loads(_run([*DVC, "status", stage, "--json"], trained_repo).stdout)
+
+    assert status("train") == {}
+    contract = trained_repo / "components/contract.py"
+    contract.write_text(contract.read_text() + "\n# touched\n")
+    assert {"changed deps": {"components/contract.py": "modified"}} in status("train")["train"]
+    assert status("download") == {}  # download does not run the serving contract
+
+
+def test_plots_put_train_and_validation_on_shared_axes(trained_repo):
+    shown = json.loads(_run([*DVC, "plots", "show", "--json"], trained_repo).stdout)["data"]
+    for name in ("loss", "mean_iou", "accuracy"):
+        (plot,) = shown[name]
+        series = {point["filename::field"] for point in plot["content"]["data"]["values"]}
+        assert series == {"train.tsv::train", "val.tsv::val"}, (name, series)
+    (per_class,) = shown["iou_per_class"]
+    fields = {point["filename::field"].split("::")[1] for point in per_class["content"]["data"]["values"]}
+    assert fields == {"pet", "background", "border"}
+    assert not any(name.startswith("dvclive/plots") for name in shown)  # no one-metric charts besides
+
+
+def test_model_is_a_registry_artifact(trained_repo):
+    listed = yaml.safe_load((trained_repo / "dvc.yaml").read_text())["artifacts"]
+    assert listed["petseg-unet"]["type"] == "model" and listed["petseg-unet"]["path"] == "models/savedmodel"
+    # The registry flow: push the model to a remote, register a version (a GTO git tag), and DVC
+    # resolves the artifact's latest version to the SavedModel train wrote.
+    _run([*DVC, "remote", "add", "-d", "store", str(trained_repo.parent / "remote")], trained_repo)
+    _commit(trained_repo, "a remote")
+    _run([*DVC, "push", "train"], trained_repo)
+    _run(["git", "tag", "-a", "petseg-unet@v1.0.0", "-m", "register petseg-unet"], trained_repo)
+    out = trained_repo.parent / "fetched"
+    _run([*DVC, "artifacts", "get", str(trained_repo), "petseg-unet", "-o", str(out)], trained_repo)
+    assert (out / "saved_model.pb").is_file()
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    assert files(out) == files(trained_repo / "models/savedmodel")
+
+
+def test_queued_two_point_sweep_runs_and_compares(trained_repo):
+    queued = _run([*DVC, "exp", "run", "--queue", "-S", "train.learning_rate=0.02,0.005"], trained_repo)
+    assert queued.stdout.count("Queued experiment") == 2, queued.stdout
+    _run([*DVC, "queue", "start"], trained_repo)
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            status = _run([*DVC, "queue", "status"], trained_repo).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(5)
+    finally:
+        subprocess.run([*DVC, "queue", "stop"], cwd=trained_repo, capture_output=True, timeout=120)
+    assert status.count("Success") == 2, status  # `dvc queue logs <task>` says why one failed
+
+    rows = _experiments(trained_repo)
+    assert sorted(row["train.learning_rate"] for row in rows) == ["0.005", "0.02"]
+    for row in rows:  # training and evaluation metrics side by side
+        assert row["epochs_run"] == "2" and 0.0 <= float(row["best_val.mean_iou"]) <= 1.0
+        assert 0.0 <= float(row["mean_iou"]) <= 1.0
+    best = max(rows, key=lambda row: float(row["best_val.mean_iou"]))
+    _run([*DVC, "exp", "apply", best["Experiment"]], trained_repo)
+    applied = yaml.safe_load((trained_repo / "params.yaml").read_text())["train"]["learning_rate"]
+    assert str(applied) == best["train.learning_rate"]
+    assert json.loads((trained_repo / "models/metrics.json").read_text())["best_val"]["mean_iou"] == pytest.approx(
+        float(best["best_val.mean_iou"]))  # its outputs came with it

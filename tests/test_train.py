@@ -21,6 +21,7 @@ from petseg.components.params import ModelParams, TrainParams, UnetParams, param
 from petseg.components.train import loss_function, sparse_ce_dice, train
 
 MODEL = ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=8, depth=3))
+TINY_MODEL = ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=4, depth=2))
 
 
 def _train_params(**overrides) -> TrainParams:
@@ -51,7 +52,7 @@ def _served_mean_iou(savedmodel, records_dir, image_size: int) -> float:
 def test_short_run_lowers_loss_beats_chance_and_exports(tiny_records, tmp_path):
     result = train(tiny_records, MODEL, _train_params(), tmp_path / "models", tmp_path / "dvclive")
 
-    losses = _tsv_column(tmp_path / "dvclive/plots/metrics/train/loss.tsv", "loss")
+    losses = _tsv_column(tmp_path / "dvclive/plots/metrics/loss/train.tsv", "train")
     assert len(losses) == 8 and losses[-1] < 0.85 * losses[0]
 
     manifest = json.loads((tiny_records / "manifest.json").read_text())
@@ -60,10 +61,16 @@ def test_short_run_lowers_loss_beats_chance_and_exports(tiny_records, tmp_path):
     served = _served_mean_iou(result.savedmodel, tiny_records, manifest["image_size"])
     assert served == pytest.approx(result.best_metrics["val_mean_iou"], abs=0.02)
 
-    metrics = json.loads((tmp_path / "dvclive/metrics.json").read_text())
-    assert metrics["best"]["val_mean_iou"] == pytest.approx(result.best_metrics["val_mean_iou"])
-    assert {"loss", "accuracy", "mean_iou", "iou_pet", "iou_background", "iou_border"} <= set(metrics["val"])
-    assert (tmp_path / "dvclive/plots/metrics/val/mean_iou.tsv").is_file()
+    headline = json.loads((tmp_path / "models/metrics.json").read_text())
+    assert headline == {"best_val": {"accuracy": pytest.approx(result.best_metrics["val_accuracy"]),
+                                     "loss": pytest.approx(result.best_metrics["val_loss"]),
+                                     "mean_iou": pytest.approx(result.best_metrics["val_mean_iou"])},
+                        "best_epoch": result.best_epoch, "epochs_run": 8}
+    everything = json.loads((tmp_path / "dvclive/metrics.json").read_text())
+    for metric in ("loss", "accuracy", "mean_iou"):
+        assert set(everything[metric]) == {"train", "val"}
+    assert set(everything["iou_val"]) == set(everything["iou_train"]) == {"pet", "background", "border"}
+    assert (tmp_path / "dvclive/plots/metrics/mean_iou/val.tsv").is_file()
     assert result.epochs_run == 8 and 1 <= result.best_epoch <= 8 and result.resumed_from_epoch == 0
 
 
@@ -92,22 +99,136 @@ def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, m
     assert not (out / "savedmodel").exists()  # nothing for evaluate to pick up
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
 
-    code = cli.main(
-        ["train", "--records", str(tiny_records), "--out", str(out), "--live", str(live), "--params", str(params_file)]
-    )
-    printed = capsys.readouterr().out
-    assert code == 0 and "3 epochs (resumed after epoch 1)" in printed and "val mean IoU" in printed
+    assert "fresh run" in capsys.readouterr().err
+    code = cli.main(["train", "--records", str(tiny_records), "--out", str(out), "--live", str(live),
+                     "--params", str(params_file)])
+    captured = capsys.readouterr()
+    assert code == 0 and "3 epochs (resumed after epoch 1)" in captured.out and "val mean IoU" in captured.out
+    assert "train: resuming epoch 2 of run " in captured.err
     assert (out / "savedmodel/saved_model.pb").is_file()
-    assert _tsv_column(live / "plots/metrics/train/loss.tsv", "step") == [0, 1, 2]  # epoch 2 logged once
+    assert _tsv_column(live / "plots/metrics/loss/train.tsv", "step") == [0, 1, 2]  # epoch 2 logged once
     steps_per_epoch = 48 // 16
     with h5py.File(out / "checkpoints/last/model.weights.h5") as weights:
         iterations = int(np.asarray(weights["optimizer/vars/0"]))
     assert iterations == 3 * steps_per_epoch  # the optimizer state came back, not a fresh Adam
 
-    other = dataclasses.replace(params.train, epochs=1, learning_rate=5e-3)
-    changed = train(tiny_records, params.model, other, out, live)
-    assert changed.resumed_from_epoch == 0 and changed.epochs_run == 1  # other params: a fresh start
-    assert _tsv_column(live / "plots/metrics/train/loss.tsv", "step") == [0]
+
+
+def _killed_mid_epoch(monkeypatch, epoch: int):
+    """Make training raise KeyboardInterrupt in the middle of 1-based `epoch` (after its first batch), once."""
+    real_class = train_module.epoch_controller_class
+
+    def killing_class():
+        class Killing(real_class()):
+            def on_train_batch_end(self, batch, logs=None):
+                if self.state.epoch == epoch - 1 and batch == 1:
+                    monkeypatch.setattr(train_module, "epoch_controller_class", real_class)
+                    raise KeyboardInterrupt
+        return Killing
+
+    monkeypatch.setattr(train_module, "epoch_controller_class", killing_class)
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_but_not_after_a_params_change(tiny_records, tmp_path, monkeypatch, capsys):
+    out, live = tmp_path / "models", tmp_path / "dvclive"
+    params = _train_params(epochs=3, batch_size=16)
+    _killed_mid_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_records, TINY_MODEL, params, out, live)
+    assert json.loads((out / "checkpoints/last/state.json").read_text())["epoch"] == 1
+    capsys.readouterr()
+
+    _killed_mid_epoch(monkeypatch, 3)  # the resumed run is killed too, so a kill precedes the params change
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_records, TINY_MODEL, params, out, live)
+    err = capsys.readouterr().err
+    assert "train: resuming epoch 2 of run " in err and "interrupted after epoch 1" in err
+    assert json.loads((out / "checkpoints/last/state.json").read_text())["epoch"] == 2
+    assert _tsv_column(live / "plots/metrics/loss/train.tsv", "step") == [0, 1]  # epoch 1 kept, epoch 2 added
+
+    changed = train(tiny_records, TINY_MODEL, dataclasses.replace(params, learning_rate=5e-3), out, live)
+    err = capsys.readouterr().err
+    assert changed.resumed_from_epoch == 0 and changed.epochs_run == 3
+    assert "train: fresh run " in err and "other params, data or code" in err
+    assert _tsv_column(live / "plots/metrics/loss/train.tsv", "step") == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_never_resumed(tiny_records, tmp_path, capsys):
+    """The `dvc exp run -S train.epochs=1` case: a finished 2-epoch run, then 1 epoch, trains one fresh epoch."""
+    out, live = tmp_path / "models", tmp_path / "dvclive"
+    first = train(tiny_records, TINY_MODEL, _train_params(epochs=2, batch_size=16), out, live)
+    assert first.epochs_run == 2
+    assert json.loads((out / "checkpoints/last/state.json").read_text())["finished"] is True
+    capsys.readouterr()
+
+    shorter = train(tiny_records, TINY_MODEL, _train_params(epochs=1, batch_size=16), out, live)
+    err = capsys.readouterr().err
+    assert shorter.resumed_from_epoch == 0 and shorter.epochs_run == 1
+    assert "train: fresh run " in err and "other params, data or code" in err
+    assert _tsv_column(live / "plots/metrics/loss/train.tsv", "step") == [0]  # DVCLive step 0: a new history
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+    # The same params once more: that run finished, so it is not resumed either (a unit test below).
+
+
+def _write_checkpoint(checkpoints, **state) -> None:
+    last = checkpoints / "last"
+    last.mkdir(parents=True)
+    (last / "model.weights.h5").write_bytes(b"weights")
+    (last / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(("state", "resumed", "reason"), [
+    (None, False, "no checkpoint in"),
+    ({"signature": "s" * 64, "epoch": 2}, True, "interrupted after epoch 2"),
+    ({"signature": "s" * 64, "epoch": 2, "finished": True}, False, "finished after epoch 2"),
+    ({"signature": "o" * 64, "epoch": 2}, False, "from run oooooooooooo, other params, data or code"),
+    ({"signature": "s" * 64, "epoch": 2, "unknown_field": 1}, False, "unreadable"),
+])
+def test_only_an_interrupted_checkpoint_of_the_same_run_resumes(tmp_path, state, resumed, reason):
+    checkpoints = tmp_path / "checkpoints"
+    if state is not None:
+        _write_checkpoint(checkpoints, **state)
+    found, why = train_module.resumable_state(checkpoints, "s" * 64)
+    assert (found is not None) == resumed and reason in why
+    if resumed:
+        assert found.epoch == 2 and not found.finished
+
+
+def test_run_signature_follows_every_param_the_data_and_the_code():
+    manifest = {"image_size": 32, "sha256": {"train-0.tfrecord": "ab"}}
+    base = train_module.run_signature(MODEL, _train_params(), manifest, False, code="c1")
+    assert base == train_module.run_signature(MODEL, _train_params(), manifest, False, code="c1")
+    others = [
+        train_module.run_signature(MODEL, _train_params(epochs=9), manifest, False, code="c1"),
+        train_module.run_signature(MODEL, _train_params(learning_rate=0.5), manifest, False, code="c1"),
+        train_module.run_signature(TINY_MODEL, _train_params(), manifest, False, code="c1"),
+        train_module.run_signature(MODEL, _train_params(), {**manifest, "image_size": 64}, False, code="c1"),
+        train_module.run_signature(MODEL, _train_params(), manifest, True, code="c1"),
+        train_module.run_signature(MODEL, _train_params(), manifest, False, code="c2"),
+    ]
+    assert len({base, *others}) == 7
+
+
+def test_the_code_a_run_belongs_to_includes_the_serving_contract():
+    from petseg.components.codedeps import import_closure
+
+    closure = import_closure(train_module.CODE_MODULE)
+    assert {"petseg.components.contract", "petseg.components.train", "petseg.components.params"} <= set(closure)
+
+
+@pytest.mark.parametrize(("key", "name"), [
+    ("loss", "loss/train"), ("val_loss", "loss/val"), ("mean_iou", "mean_iou/train"),
+    ("val_accuracy", "accuracy/val"), ("iou_pet", "iou_train/pet"), ("val_iou_border", "iou_val/border"),
+    ("learning_rate", None),
+])
+def test_live_metric_names_never_start_with_a_params_section(key, name):
+    from petseg.components.params import Params
+
+    assert train_module.live_metric_name(key) == name
+    sections = {f.name for f in dataclasses.fields(Params)}
+    assert name is None or name.split("/")[0] not in sections
 
 
 def test_cli_without_records_is_one_line_and_exit_1(tmp_path, capsys):
