@@ -13,6 +13,7 @@ The closure is read from the source (ast), not from `sys.modules`: every
 inside a function (the CLI and the steps import heavy modules lazily), plus the
 `__init__.py` of each package on the way. Third-party imports are not followed.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,9 @@ def module_file(name: str) -> Path | None:
     return Path(spec.origin)
 
 
-def imported_modules(source: str, module: str, is_package: bool, top_level_only: bool = False,
-                     package: str = PACKAGE) -> set[str]:
+def imported_modules(
+    source: str, module: str, is_package: bool, top_level_only: bool = False, package: str = PACKAGE
+) -> set[str]:
     """Names of the `package` modules that `source` (module `module`) imports; submodules named by `from` count."""
     tree = ast.parse(source)
     nodes = tree.body if top_level_only else ast.walk(tree)

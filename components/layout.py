@@ -13,6 +13,9 @@ from pathlib import Path
 SAVEDMODEL_DIR = "savedmodel"
 CHECKPOINT_DIR = "checkpoints"
 
+# train: <out>/metrics.json, the few numbers `dvc exp show` compares (DVCLive keeps the rest).
+TRAIN_METRICS_FILE = "metrics.json"
+
 # evaluate: <out>/metrics.json, <out>/blessing.json (components/blessing.py), and two plots.
 METRICS_FILE = "metrics.json"
 BLESSING_FILE = "blessing.json"
@@ -24,6 +27,11 @@ EVALUATE_PLOTS = (CONFUSION_PLOT, SAMPLES_PLOT)
 def savedmodel_dir(train_out: str | Path) -> Path:
     """The SavedModel train exported under its output folder."""
     return Path(train_out) / SAVEDMODEL_DIR
+
+
+def train_metrics_file(train_out: str | Path) -> Path:
+    """The headline training metrics train writes beside the SavedModel."""
+    return Path(train_out) / TRAIN_METRICS_FILE
 
 
 def checkpoint_dir(train_out: str | Path) -> Path:

@@ -53,7 +53,7 @@ from petseg.components.codedeps import code_fingerprint
 from petseg.components.errors import PetsegError
 from petseg.components.export import export_serving_model
 from petseg.components.fsutil import atomic_directory, read_json, remove_output, write_json
-from petseg.components.layout import checkpoint_dir, savedmodel_dir
+from petseg.components.layout import checkpoint_dir, savedmodel_dir, train_metrics_file
 from petseg.components.manifest import load_manifest
 from petseg.components.model import build_model, encoder_of, set_encoder_trainable
 from petseg.components.params import ModelParams, TrainParams, params_to_dict
@@ -68,7 +68,6 @@ LAST_DIR = "last"
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
 BEST_WEIGHTS_FILE = "best.weights.h5"
-METRICS_FILE = "metrics.json"  # <out_dir>/metrics.json: the few numbers `dvc exp show` compares
 
 
 @dataclass(frozen=True)
@@ -125,13 +124,13 @@ def train(
     for split in ("train", "val"):
         inputs.split_files(records_dir, split)  # fail early, with a message saying how to fix it
 
-    strategy, mixed = distribution()
-    checkpoints = out_dir / CHECKPOINT_DIR
-    signature = run_signature(model_params, params, manifest, mixed)
+    strategy, mixed = distribution(params.require_gpu)
+    checkpoints = checkpoint_dir(out_dir)
+    signature = run_signature(model_params, params, manifest.to_dict(), mixed)
     state, why = resumable_state(checkpoints, signature)
     resumed_from = state.epoch if state else 0
-    remove_output(out_dir / SAVEDMODEL_DIR)  # no stale model for evaluate while this one trains
-    remove_output(out_dir / METRICS_FILE)
+    remove_output(savedmodel_dir(out_dir))  # no stale model for evaluate while this one trains
+    remove_output(train_metrics_file(out_dir))
     if state is None:
         remove_output(checkpoints)  # DVCLive clears its own files in live_dir on a fresh start
         state = RunState(signature=signature)
@@ -165,11 +164,18 @@ def train(
         raise PetsegError(f"{checkpoints}: no best weights after training; delete {checkpoints} and train again")
     export_model = build_model(model_params, image_size)
     export_model.load_weights(best)
-    savedmodel = export_serving_model(export_model, out_dir / SAVEDMODEL_DIR, image_size, CLASS_NAMES)
-    write_json(out_dir / METRICS_FILE, headline_metrics(state))
-    return TrainResult(savedmodel=savedmodel, checkpoints=checkpoints, image_size=image_size,
-                       epochs_run=state.epoch, best_epoch=state.best_epoch, best_metrics=dict(state.best_metrics),
-                       resumed_from_epoch=resumed_from, stopped_early=state.stopped_early)
+    savedmodel = export_serving_model(export_model, savedmodel_dir(out_dir), image_size, CLASS_NAMES)
+    write_json(train_metrics_file(out_dir), headline_metrics(state))
+    return TrainResult(
+        savedmodel=savedmodel,
+        checkpoints=checkpoints,
+        image_size=image_size,
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        best_metrics=dict(state.best_metrics),
+        resumed_from_epoch=resumed_from,
+        stopped_early=state.stopped_early,
+    )
 
 
 def headline_metrics(state: RunState) -> dict:
@@ -178,13 +184,22 @@ def headline_metrics(state: RunState) -> dict:
     The rest, every metric per split and per class at the last epoch, is DVCLive's
     <live_dir>/metrics.json, and per epoch its plots.
     """
-    best = {k[4:]: v for k, v in sorted(state.best_metrics.items())
-            if k in ("val_loss", "val_mean_iou", "val_accuracy")}
+    best = {
+        k[4:]: v for k, v in sorted(state.best_metrics.items()) if k in ("val_loss", "val_mean_iou", "val_accuracy")
+    }
     return {"best_val": best, "best_epoch": state.best_epoch, "epochs_run": state.epoch}
 
 
-def _fit_phases(model, phases: list[Phase], state: RunState, params: TrainParams, strategy, datasets: tuple,
-                checkpoints: Path, live_dir: Path) -> None:
+def _fit_phases(
+    model,
+    phases: list[Phase],
+    state: RunState,
+    params: TrainParams,
+    strategy,
+    datasets: tuple,
+    checkpoints: Path,
+    live_dir: Path,
+) -> None:
     """Run the remaining epochs phase by phase, restoring the last checkpoint first if there is one."""
     from dvclive import Live
 
@@ -207,8 +222,15 @@ def _fit_phases(model, phases: list[Phase], state: RunState, params: TrainParams
                 _say(f"epoch {state.epoch + 1}: unfreezing the encoder, learning rate {phase.learning_rate:g}")
                 state.phase, state.plateau_wait, state.wait = phase.name, 0, 0
                 _configure(model, phase, strategy, params)
-            model.fit(datasets[0], validation_data=datasets[1], epochs=phase.end_epoch, initial_epoch=state.epoch,
-                      callbacks=[controller], shuffle=False, verbose=_verbosity())
+            model.fit(
+                datasets[0],
+                validation_data=datasets[1],
+                epochs=phase.end_epoch,
+                initial_epoch=state.epoch,
+                callbacks=[controller],
+                shuffle=False,
+                verbose=_verbosity(),
+            )
     finally:
         live.end()
 
@@ -390,14 +412,22 @@ def distribution(require_gpu: bool = False):
 CODE_MODULE = "petseg.components.train"  # its import closure is the code a checkpoint belongs to
 
 
-def run_signature(model_params: ModelParams, params: TrainParams, manifest: dict, mixed: bool,
-                  code: str | None = None) -> str:
+def run_signature(
+    model_params: ModelParams, params: TrainParams, manifest: dict, mixed: bool, code: str | None = None
+) -> str:
     """What makes two runs the same run: model and train params (epochs too), the data, precision, the code.
 
     `code` defaults to the hash of train's import closure (components/codedeps.py).
     """
-    identity = {"model": params_to_dict(model_params), "train": params_to_dict(params), "manifest": manifest,
-                "mixed": mixed, "code": code if code is not None else code_fingerprint(CODE_MODULE)}
+    train = params_to_dict(params)
+    train.pop("require_gpu")  # where it runs, not what it trains: a GPU run may resume a CPU run's checkpoint
+    identity = {
+        "model": params_to_dict(model_params),
+        "train": train,
+        "manifest": manifest,
+        "mixed": mixed,
+        "code": code if code is not None else code_fingerprint(CODE_MODULE),
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -416,8 +446,9 @@ def resumable_state(checkpoints: Path, signature: str) -> tuple[RunState | None,
     except (ValueError, TypeError):
         return None, f"{path} is unreadable"
     if state.signature != signature:
-        return None, (f"the checkpoint in {checkpoints} is from run {run_id(state.signature)}, "
-                      f"other params, data or code")
+        return None, (
+            f"the checkpoint in {checkpoints} is from run {run_id(state.signature)}, other params, data or code"
+        )
     if state.finished:
         return None, f"run {run_id(state.signature)} in {checkpoints} finished after epoch {state.epoch}"
     return state, f"interrupted after epoch {state.epoch}, checkpoint in {checkpoints / LAST_DIR}"

@@ -8,6 +8,7 @@ every petseg module those import (components/codedeps.py). Its deps keep what is
 source (data, reports) in their order, followed by those source files, sorted. Needs petseg
 installed editable from this checkout (scripts/setup.sh does), so modules map to its files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def expected_source_deps(step: str) -> list[str]:
         try:
             paths.append(path.resolve().relative_to(REPO_ROOT).as_posix())
         except ValueError:
-            raise SystemExit(f"sync_dvc_deps: {module} is imported from {path}, not from {REPO_ROOT}; "
-                             f"install this checkout editable (bash scripts/setup.sh)") from None
+            raise SystemExit(
+                f"sync_dvc_deps: {module} is imported from {path}, not from {REPO_ROOT}; "
+                f"install this checkout editable (bash scripts/setup.sh)"
+            ) from None
     return sorted(paths)
 
 

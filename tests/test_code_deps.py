@@ -1,4 +1,5 @@
 """Each dvc.yaml stage depends on every petseg file its command runs (components/codedeps.py)."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,8 +8,8 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from petseg.components.codedeps import code_fingerprint, command_closure, import_closure
 
 SYNC = REPO_ROOT / "scripts" / "sync_dvc_deps.py"
@@ -18,7 +19,9 @@ def test_dvc_yaml_lists_every_file_each_stage_runs():
     proc = subprocess.run([sys.executable, str(SYNC), "--check"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (
         "dvc.yaml's code deps differ from the import closures; run `python scripts/sync_dvc_deps.py`:\n"
-        + proc.stdout + proc.stderr)
+        + proc.stdout
+        + proc.stderr
+    )
 
 
 @pytest.fixture
@@ -61,8 +64,14 @@ def fake_package(tmp_path, monkeypatch):
 
 def test_closure_follows_module_level_lazy_and_relative_imports_only_inside_the_package(fake_package):
     closure = import_closure("fakepkg.step")
-    assert set(closure) == {"fakepkg", "fakepkg.step", "fakepkg.contract", "fakepkg.lazy", "fakepkg.sub",
-                            "fakepkg.sub.shared"}
+    assert set(closure) == {
+        "fakepkg",
+        "fakepkg.step",
+        "fakepkg.contract",
+        "fakepkg.lazy",
+        "fakepkg.sub",
+        "fakepkg.sub.shared",
+    }
     assert closure["fakepkg.contract"] == fake_package / "contract.py"
 
 
@@ -72,7 +81,7 @@ def test_top_level_only_leaves_out_what_functions_import(fake_package):
 
 
 def test_an_unknown_module_is_an_error(fake_package):
-    with pytest.raises(ValueError, match="fakepkg.nothing: no such module"):
+    with pytest.raises(ValueError, match=r"fakepkg\.nothing: no such module"):
         import_closure("fakepkg.nothing")
 
 
@@ -86,8 +95,13 @@ def test_fingerprint_changes_with_any_file_of_the_closure_and_only_those(fake_pa
 
 def test_train_runs_the_serving_contract_and_the_cli():
     files = {path.relative_to(REPO_ROOT).as_posix() for path in command_closure("train").values()}
-    assert {"components/train.py", "components/contract.py", "components/params.py", "components/fsutil.py",
-            "src/petseg/cli.py"} <= files
+    assert {
+        "components/train.py",
+        "components/contract.py",
+        "components/params.py",
+        "components/fsutil.py",
+        "src/petseg/cli.py",
+    } <= files
     assert "components/evaluate.py" not in files  # another step's module is not train's code
 
 
@@ -97,17 +111,20 @@ def test_sync_script_reports_and_restores_a_missing_dep(tmp_path):
     text = dvc_yaml.read_text()
     assert "      - components/contract.py\n" in text
     text = text.replace("      - components/contract.py\n", "", 1)
-    dvc_yaml.write_text(text.replace("      - components/train.py\n",
-                                     "      - components/train.py\n      - components/gone.py\n", 1))
+    dvc_yaml.write_text(
+        text.replace("      - components/train.py\n", "      - components/train.py\n      - components/gone.py\n", 1)
+    )
 
-    check = subprocess.run([sys.executable, str(SYNC), "--check", "--dvc-yaml", str(dvc_yaml)],
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, str(SYNC), "--check", "--dvc-yaml", str(dvc_yaml)], capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 1
     assert "missing code deps components/contract.py" in check.stdout
     assert "stage train: deps it does not import components/gone.py" in check.stdout
     assert "run `python scripts/sync_dvc_deps.py`" in check.stderr
 
-    fix = subprocess.run([sys.executable, str(SYNC), "--dvc-yaml", str(dvc_yaml)], capture_output=True, text=True,
-                         timeout=120)
+    fix = subprocess.run(
+        [sys.executable, str(SYNC), "--dvc-yaml", str(dvc_yaml)], capture_output=True, text=True, timeout=120
+    )
     assert fix.returncode == 0, fix.stderr
     assert dvc_yaml.read_text() == (REPO_ROOT / "dvc.yaml").read_text()  # comments and order kept

@@ -1,5 +1,6 @@
 """End to end: `dvc repro`, `dvc exp run`, queued sweeps and `dvc plots` on a tiny synthetic set in a
 temporary git + DVC repository."""
+
 from __future__ import annotations
 
 import csv
@@ -164,6 +165,7 @@ def test_model_is_a_registry_artifact(trained_repo):
     out = trained_repo.parent / "fetched"
     _run([*DVC, "artifacts", "get", str(trained_repo), "petseg-unet", "-o", str(out)], trained_repo)
     assert (out / "saved_model.pb").is_file()
+
     def files(folder: Path) -> dict[str, bytes]:
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
@@ -196,4 +198,5 @@ def test_queued_two_point_sweep_runs_and_compares(trained_repo):
     applied = yaml.safe_load((trained_repo / "params.yaml").read_text())["train"]["learning_rate"]
     assert str(applied) == best["train.learning_rate"]
     assert json.loads((trained_repo / "models/metrics.json").read_text())["best_val"]["mean_iou"] == pytest.approx(
-        float(best["best_val.mean_iou"]))  # its outputs came with it
+        float(best["best_val.mean_iou"])
+    )  # its outputs came with it

@@ -1,4 +1,5 @@
 """Python 3.11-3.13: pyproject, setup.sh and CI agree, and setup refuses anything else in one line."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,8 @@ import subprocess
 import tomllib
 
 import pytest
-from packaging.specifiers import SpecifierSet
-
 from conftest import REPO_ROOT
+from packaging.specifiers import SpecifierSet
 
 SUPPORTED = ["3.11", "3.12", "3.13"]
 
@@ -32,12 +32,17 @@ def test_ci_runs_the_full_suite_and_the_3_13_check():
     assert "bash scripts/setup.sh" in ci and ".venv/bin/python -m pytest" in ci
     assert "bash .ci/python3.13 install" in ci and "bash .ci/python3.13 check" in ci
     check = (REPO_ROOT / ".ci/python3.13").read_text()
-    assert '-m "not slow"' in check and "petseg\" download" in check and "petseg\" validate" in check
+    assert '-m "not slow"' in check and 'petseg" download' in check and 'petseg" validate' in check
 
 
 def _setup(tmp_path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO_ROOT / "scripts/setup.sh")], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "VENV": str(tmp_path / "venv"), **env})
+    return subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/setup.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VENV": str(tmp_path / "venv"), **env},
+    )
 
 
 @pytest.mark.parametrize("python", ["no-such-python", "python3.10"])
@@ -61,6 +66,8 @@ def test_setup_refuses_an_existing_venv_of_another_python(tmp_path):
     venv_python.chmod(0o755)
     proc = _setup(tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"setup: {tmp_path / 'venv'} has Python 3.9; remove {tmp_path / 'venv'} " \
-                                  f"(rm -rf {tmp_path / 'venv'}) and run setup again"
+    assert (
+        proc.stderr.strip() == f"setup: {tmp_path / 'venv'} has Python 3.9; remove {tmp_path / 'venv'} "
+        f"(rm -rf {tmp_path / 'venv'}) and run setup again"
+    )
     assert venv_python.read_text() == "#!/bin/sh\necho 3.9\n"  # left as the user had it

@@ -62,10 +62,15 @@ def test_short_run_lowers_loss_beats_chance_and_exports(tiny_records, tmp_path):
     assert served == pytest.approx(result.best_metrics["val_mean_iou"], abs=0.02)
 
     headline = json.loads((tmp_path / "models/metrics.json").read_text())
-    assert headline == {"best_val": {"accuracy": pytest.approx(result.best_metrics["val_accuracy"]),
-                                     "loss": pytest.approx(result.best_metrics["val_loss"]),
-                                     "mean_iou": pytest.approx(result.best_metrics["val_mean_iou"])},
-                        "best_epoch": result.best_epoch, "epochs_run": 8}
+    assert headline == {
+        "best_val": {
+            "accuracy": pytest.approx(result.best_metrics["val_accuracy"]),
+            "loss": pytest.approx(result.best_metrics["val_loss"]),
+            "mean_iou": pytest.approx(result.best_metrics["val_mean_iou"]),
+        },
+        "best_epoch": result.best_epoch,
+        "epochs_run": 8,
+    }
     everything = json.loads((tmp_path / "dvclive/metrics.json").read_text())
     for metric in ("loss", "accuracy", "mean_iou"):
         assert set(everything[metric]) == {"train", "val"}
@@ -100,8 +105,9 @@ def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, m
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
 
     assert "fresh run" in capsys.readouterr().err
-    code = cli.main(["train", "--records", str(tiny_records), "--out", str(out), "--live", str(live),
-                     "--params", str(params_file)])
+    code = cli.main(
+        ["train", "--records", str(tiny_records), "--out", str(out), "--live", str(live), "--params", str(params_file)]
+    )
     captured = capsys.readouterr()
     assert code == 0 and "3 epochs (resumed after epoch 1)" in captured.out and "val mean IoU" in captured.out
     assert "train: resuming epoch 2 of run " in captured.err
@@ -111,7 +117,6 @@ def test_resumes_after_an_interruption_through_the_cli(tiny_records, tmp_path, m
     with h5py.File(out / "checkpoints/last/model.weights.h5") as weights:
         iterations = int(np.asarray(weights["optimizer/vars/0"]))
     assert iterations == 3 * steps_per_epoch  # the optimizer state came back, not a fresh Adam
-
 
 
 def _killed_mid_epoch(monkeypatch, epoch: int):
@@ -124,6 +129,7 @@ def _killed_mid_epoch(monkeypatch, epoch: int):
                 if self.state.epoch == epoch - 1 and batch == 1:
                     monkeypatch.setattr(train_module, "epoch_controller_class", real_class)
                     raise KeyboardInterrupt
+
         return Killing
 
     monkeypatch.setattr(train_module, "epoch_controller_class", killing_class)
@@ -179,13 +185,16 @@ def _write_checkpoint(checkpoints, **state) -> None:
     (last / "state.json").write_text(json.dumps(state))
 
 
-@pytest.mark.parametrize(("state", "resumed", "reason"), [
-    (None, False, "no checkpoint in"),
-    ({"signature": "s" * 64, "epoch": 2}, True, "interrupted after epoch 2"),
-    ({"signature": "s" * 64, "epoch": 2, "finished": True}, False, "finished after epoch 2"),
-    ({"signature": "o" * 64, "epoch": 2}, False, "from run oooooooooooo, other params, data or code"),
-    ({"signature": "s" * 64, "epoch": 2, "unknown_field": 1}, False, "unreadable"),
-])
+@pytest.mark.parametrize(
+    ("state", "resumed", "reason"),
+    [
+        (None, False, "no checkpoint in"),
+        ({"signature": "s" * 64, "epoch": 2}, True, "interrupted after epoch 2"),
+        ({"signature": "s" * 64, "epoch": 2, "finished": True}, False, "finished after epoch 2"),
+        ({"signature": "o" * 64, "epoch": 2}, False, "from run oooooooooooo, other params, data or code"),
+        ({"signature": "s" * 64, "epoch": 2, "unknown_field": 1}, False, "unreadable"),
+    ],
+)
 def test_only_an_interrupted_checkpoint_of_the_same_run_resumes(tmp_path, state, resumed, reason):
     checkpoints = tmp_path / "checkpoints"
     if state is not None:
@@ -218,11 +227,18 @@ def test_the_code_a_run_belongs_to_includes_the_serving_contract():
     assert {"petseg.components.contract", "petseg.components.train", "petseg.components.params"} <= set(closure)
 
 
-@pytest.mark.parametrize(("key", "name"), [
-    ("loss", "loss/train"), ("val_loss", "loss/val"), ("mean_iou", "mean_iou/train"),
-    ("val_accuracy", "accuracy/val"), ("iou_pet", "iou_train/pet"), ("val_iou_border", "iou_val/border"),
-    ("learning_rate", None),
-])
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("loss", "loss/train"),
+        ("val_loss", "loss/val"),
+        ("mean_iou", "mean_iou/train"),
+        ("val_accuracy", "accuracy/val"),
+        ("iou_pet", "iou_train/pet"),
+        ("val_iou_border", "iou_val/border"),
+        ("learning_rate", None),
+    ],
+)
 def test_live_metric_names_never_start_with_a_params_section(key, name):
     from petseg.components.params import Params
 
