@@ -22,6 +22,7 @@ Validation then checks that what remains is sound.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import inspect
@@ -160,7 +161,7 @@ def _normalised(record: RawRecord, result: DownloadResult) -> RawRecord | None:
         return None
     if record.id not in result.repaired:
         result.repaired.append(record.id)
-    return RawRecord(**{**record.__dict__, "image_bytes": buf.getvalue()})
+    return dataclasses.replace(record, image_bytes=buf.getvalue())
 
 
 # ------------------------------------------------------------------------- tfds

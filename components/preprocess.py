@@ -89,7 +89,7 @@ class DecodedShard:
     masks: np.ndarray  # uint8 [n, S, S], class ids
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardResult:
     """A written shard: the file's name, hash, example ids in order, and class pixel counts."""
 

@@ -29,6 +29,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from petseg.components import model_store, storage
 from petseg.components.blessing import Blessing, read_blessing
@@ -46,12 +47,16 @@ from petseg.components.warmup import (
     write_warmup_file,
 )
 
+PushStatus = Literal["pushed", "declined", "unchanged"]
+# What reports/push.json may say besides a PushStatus, when push raised instead.
+FailedPushStatus = Literal["failed", "infra_validation_failed", "busy"]
+
 
 @dataclass(frozen=True)
 class PushResult:
     """status: "pushed", "declined" (not blessed) or "unchanged" (this exact model is already served)."""
 
-    status: str
+    status: PushStatus
     reason: str
     version: int | None = None
     path: str | None = None
@@ -82,7 +87,7 @@ def push(
     try:
         result = _push(str(model_dir), blessing, params, lineage)
     except PetsegError as exc:
-        status = (
+        status: FailedPushStatus = (
             "infra_validation_failed"
             if isinstance(exc, InfraValidationError)
             else "busy"

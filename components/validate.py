@@ -96,7 +96,7 @@ EXPECTATION_NAMES = (
 _MIN_EXAMPLES_PER_WORKER = 128
 
 
-@dataclass
+@dataclass(frozen=True)
 class ValidationResult:
     """What validation found; returned when no critical expectation failed."""
 

@@ -208,6 +208,7 @@ def deploy_kserve(push_result: str, push: dict, serve: dict, pipeline: dict) -> 
     Ready within the timeout, promotion to 100%; otherwise traffic goes back to
     the last rolled-out revision and the step fails. Returns the outcome as JSON.
     """
+    import dataclasses
     import json
 
     from petseg.pipeline.component_io import section_params
@@ -226,7 +227,7 @@ def deploy_kserve(push_result: str, push: dict, serve: dict, pipeline: dict) -> 
         f"deploy: {result.status}: {result.namespace}/{result.name} version {result.version} "
         f"on revision {result.revision}"
     )
-    return json.dumps(result.__dict__)
+    return json.dumps(dataclasses.asdict(result))
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def apply_overrides(params: Params, pairs: Iterable[str], defaults: dict[str, An
 
 
 # ------------------------------------------------------------------------- submit
-@dataclass
+@dataclass(frozen=True)
 class SubmittedRun:
     run_id: str
     url: str
@@ -149,24 +149,9 @@ def _auth_hint(status: int | None) -> str:
 
 
 # ---------------------------------------------------------------------- run-local
-# The pipeline outputs run_local reports, in step order: (step, output name).
-LOCAL_OUTPUTS = (
-    ("download", "raw"),
-    ("validate", "validation"),
-    ("validate", "validation_report"),
-    ("preprocess", "records"),
-    ("train", "trained_model"),
-    ("train", "checkpoints"),
-    ("train", "training_metrics"),
-    ("train", "training_log"),
-    ("evaluate", "evaluation"),
-    ("evaluate", "metrics"),
-    ("evaluate", "confusion_matrix"),
-    ("evaluate", "predictions"),
-)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LocalRun:
     """Where a local run's outputs landed."""
 
@@ -222,7 +207,12 @@ def local_run_result(outputs: dict[str, Any]) -> LocalRun:
     """Collect artifact paths, the blessing and push's version folder from a finished local run."""
     from petseg.components.blessing import read_blessing
 
-    artifacts = [(step, name, Path(outputs[name].path)) for step, name in LOCAL_OUTPUTS]
+    from petseg.pipeline.pipeline import PipelineOutputs
+
+    # Every pipeline output but the blessing is a file artifact; the runner writes each one in
+    # the folder of the task that made it, so the step is that folder's name.
+    paths = [(name, Path(outputs[name].path)) for name in PipelineOutputs._fields if name != "blessed"]
+    artifacts = [(path.parent.name, name, path) for name, path in paths]
     # evaluate never caches, so its outputs always sit in this run's own folder.
     run_dir = Path(outputs["evaluation"].path).parents[1]
     push_output = run_dir / "push" / "executor_output.json"

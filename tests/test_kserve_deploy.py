@@ -241,7 +241,9 @@ def test_compiled_pipeline_deploys_after_push_under_the_blessing(tmp_path):
         wanted.cpu_limit,
         wanted.memory_limit,
     )
-    assert container["image"] == PARAMS.pipeline.image
+    from petseg.pipeline.images import code_tag, resolve_image
+
+    assert container["image"] == resolve_image(PARAMS.pipeline.image, code_tag())  # the components' image
 
 
 def test_compiled_pipeline_without_deploy_has_no_deploy_task(tmp_path):

@@ -22,7 +22,7 @@ from petseg.components.params import load_params, params_to_dict, with_overrides
 from petseg.pipeline.component_io import restore_integers, scalar_metrics, section_params, write_image_sheet
 from petseg.pipeline.images import Tag, code_tag, resolve_image
 from petseg.pipeline.pipeline import RUN_SECTIONS, STEPS, PipelineOutputs, compile_pipeline, pipeline_arguments
-from petseg.pipeline.run import LOCAL_OUTPUTS, TOKEN_ENV, failed_step, parse_overrides, submit
+from petseg.pipeline.run import TOKEN_ENV, failed_step, parse_overrides, submit
 
 # params.yaml as a cluster would get it: the push target must outlive the pod (an object store here).
 PROJECT_PARAMS = with_overrides(
@@ -315,7 +315,6 @@ def test_pipeline_outputs_are_listed_by_run_local(ir):
     spec, _ = ir
     outputs = spec["root"]["outputDefinitions"]
     assert set(outputs["artifacts"]) | set(outputs["parameters"]) == set(PipelineOutputs._fields)
-    assert [name for _, name in LOCAL_OUTPUTS] == [f for f in PipelineOutputs._fields if f != "blessed"]
 
 
 def test_compile_cli_writes_the_package_with_overrides(tmp_path, capsys):

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -241,7 +242,7 @@ def test_empty_val_split_writes_no_val_shards(validated_raw, tmp_path):
 def test_one_and_two_workers_write_identical_shards(validated_raw, tmp_path):
     raw, report = validated_raw
     one = preprocess(raw, report, PARAMS, tmp_path / "one")
-    two = preprocess(raw, report, PreprocessParams(**{**PARAMS.__dict__, "workers": 2}), tmp_path / "two")
+    two = preprocess(raw, report, dataclasses.replace(PARAMS, workers=2), tmp_path / "two")
     assert (one.workers, two.workers) == (1, 2)
     names = sorted(p.name for p in (tmp_path / "one").glob("*.tfrecord"))
     assert names == sorted(p.name for p in (tmp_path / "two").glob("*.tfrecord")) and len(names) >= 4
@@ -263,7 +264,7 @@ def test_bad_example_that_slipped_past_validation_stops_cleanly(synthetic_raw, t
     write_summary(
         report, success=True, fingerprint=dataset_fingerprint(synthetic_raw), failed_critical=[], failed_warnings=[]
     )
-    params = PreprocessParams(**{**PARAMS.__dict__, "workers": workers})
+    params = dataclasses.replace(PARAMS, workers=workers)
     with pytest.raises(PetsegError, match=f"example {bad.id}: trimap has values \\[7\\]"):
         preprocess(synthetic_raw, report, params, tmp_path / "records")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "validation"]
@@ -274,7 +275,7 @@ def test_falls_back_to_one_worker_when_workers_cannot_start(validated_raw, tmp_p
 
     raw, report = validated_raw
     monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
-    result = preprocess(raw, report, PreprocessParams(**{**PARAMS.__dict__, "workers": 2}), tmp_path / "records")
+    result = preprocess(raw, report, dataclasses.replace(PARAMS, workers=2), tmp_path / "records")
     assert result.workers == 1 and sum(result.counts.values()) == 32
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -212,7 +213,7 @@ def test_lineage_records_the_git_commit_and_data_manifest(coded_records, tmp_pat
 
 # ------------------------------------------------------- versions and retention
 def test_versions_are_numbered_and_only_the_newest_are_kept(rule_savedmodels, tmp_path, push_params):
-    params = PushParams(**{**push_params.__dict__, "keep_versions": 2, "warmup_requests": 0})
+    params = dataclasses.replace(push_params, keep_versions=2, warmup_requests=0)
     other = model_server_config_pb2.ModelServerConfig()
     other.model_config_list.config.add(name="other", base_path="/models/other", model_platform="tensorflow")
     os.makedirs(params.model_base_path)
@@ -288,7 +289,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
 
 
 def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp_path, push_params, monkeypatch):
-    params = PushParams(**{**push_params.__dict__, "keep_versions": 1})
+    params = dataclasses.replace(push_params, keep_versions=1)
     root = model_store.model_root(params)
     source = rule_savedmodels["perfect"]
     complete = {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
