@@ -247,7 +247,8 @@ def test_compiled_pipeline_deploys_after_push_under_the_blessing(tmp_path):
 
 
 def test_compiled_pipeline_without_deploy_has_no_deploy_task(tmp_path):
-    spec, *_ = yaml.safe_load_all(compile_pipeline(PARAMS, tmp_path / "p.yaml").read_text())
+    params = with_overrides(PARAMS, {"push.model_base_path": "gs://bucket/models"})
+    spec, *_ = yaml.safe_load_all(compile_pipeline(params, tmp_path / "p.yaml").read_text())
     assert set(_tasks_in_blessed_condition(spec)[1]) == {"push"}
     assert "exec-deploy-kserve" not in spec["deploymentSpec"]["executors"]
 
