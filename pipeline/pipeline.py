@@ -106,8 +106,8 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     from petseg.serving.kserve import check_deploy_settings
 
     settings = params.pipeline
+    check_deploy_settings(params)  # first: with pipeline.deploy=kserve its message is the more specific
     check_settings(params, for_cluster=for_cluster)
-    check_deploy_settings(params)
     tag = code_tag()
     images = {"components": resolve_image(settings.image, tag), "train": resolve_image(settings.gpu_image, tag)}
     # Caching is keyed on the images: safe when their tags name fixed code (a clean commit, or pinned by hand).
