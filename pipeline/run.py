@@ -206,7 +206,6 @@ def failed_step(exc: BaseException) -> str:
 def local_run_result(outputs: dict[str, Any]) -> LocalRun:
     """Collect artifact paths, the blessing and push's version folder from a finished local run."""
     from petseg.components.blessing import read_blessing
-
     from petseg.pipeline.pipeline import PipelineOutputs
 
     # Every pipeline output but the blessing is a file artifact; the runner writes each one in

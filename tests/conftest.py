@@ -10,32 +10,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from helpers import SAMPLE_DIR, tiny_params_dict, write_synthetic_records
+
 from petseg.components.manifest import MANIFEST_FILE
-from petseg.components.params import Params, params_from_dict, params_to_dict
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample"
-
-TINY_OVERRIDES = {
-    "data": {
-        "source": "synthetic",
-        "synthetic": {"train_examples": 24, "test_examples": 8, "min_side": 96, "max_side": 160},
-    },
-    "validate": {"min_train_examples": 10, "min_test_examples": 4},
-    "preprocess": {"image_size": 64, "examples_per_shard": 8, "workers": 1},
-}
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return out
-
-
-def tiny_params_dict(extra: dict | None = None) -> dict:
-    """params.yaml contents for a tiny, fast synthetic run (plain dict, for writing YAML)."""
-    return _merge(_merge(params_to_dict(Params()), TINY_OVERRIDES), extra or {})
+from petseg.components.params import Params, params_from_dict
 
 
 @pytest.fixture
@@ -111,50 +89,6 @@ def synthetic_records(synthetic_raw_master, tmp_path_factory) -> Path:
     )
     params = params_from_dict(tiny_params_dict())
     return preprocess(synthetic_raw_master, base / "validation", params.preprocess, base / "records").out_dir
-
-
-def write_synthetic_records(
-    out_dir: Path, image_size: int, counts: dict[str, int], examples_per_shard: int = 8, seed: int = 0
-) -> Path:
-    """Shards + a minimal manifest (image_size, counts, class pixel fractions) of synthetic scenes.
-
-    Written directly with records.serialize_example, without download/validate/preprocess,
-    so model and input tests stay fast.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    from petseg.components import records
-    from petseg.components.fsutil import write_json
-    from petseg.components.preprocess import trimap_to_classes
-    from petseg.components.synthetic import synthetic_scene
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pixels = {}
-    for split_index, (split, count) in enumerate(counts.items()):
-        rng = np.random.default_rng([seed, split_index])
-        shards = max(1, -(-count // examples_per_shard))
-        class_pixels = np.zeros(len(records.CLASS_NAMES), np.int64)
-        for shard in range(shards):
-            with tf.io.TFRecordWriter(str(out_dir / records.shard_name(split, shard, shards))) as writer:
-                for i in range(shard * examples_per_shard, min(count, (shard + 1) * examples_per_shard)):
-                    image, trimap = synthetic_scene(rng, image_size, image_size)
-                    mask = trimap_to_classes(trimap)
-                    class_pixels += np.bincount(mask.ravel(), minlength=len(records.CLASS_NAMES))
-                    writer.write(records.serialize_example(f"{split}_{i:05d}", image, mask))
-        pixels[split] = {
-            name: float(n / class_pixels.sum()) for name, n in zip(records.CLASS_NAMES, class_pixels, strict=True)
-        }
-    write_json(
-        out_dir / MANIFEST_FILE,
-        {
-            "image_size": image_size,
-            "class_names": list(records.CLASS_NAMES),
-            "counts": dict(counts),
-            "class_pixel_fractions": pixels,
-        },
-    )
-    return out_dir
 
 
 @pytest.fixture(scope="session")

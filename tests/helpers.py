@@ -1,10 +1,17 @@
-"""Helpers that several test modules share (fixtures stay in conftest.py)."""
+"""What several test modules share besides fixtures: paths, tiny params, tiny records, metric references.
+
+Fixtures stay in conftest.py; test modules import these with `from helpers import ...`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from petseg.components.manifest import MANIFEST_FILE
 from petseg.components.metrics import SegmentationMetrics, confusion_counts
+from petseg.components.params import Params, params_to_dict
 from petseg.components.records import CLASS_NAMES
 
 NAMES = CLASS_NAMES
@@ -23,3 +30,72 @@ def reference_metrics(true: np.ndarray, pred: np.ndarray, k: int = 3) -> tuple[l
 
 def metrics_of(true, pred) -> SegmentationMetrics:
     return SegmentationMetrics(NAMES, confusion_counts(true, pred, 3))
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample"
+
+TINY_OVERRIDES = {
+    "data": {
+        "source": "synthetic",
+        "synthetic": {"train_examples": 24, "test_examples": 8, "min_side": 96, "max_side": 160},
+    },
+    "validate": {"min_train_examples": 10, "min_test_examples": 4},
+    "preprocess": {"image_size": 64, "examples_per_shard": 8, "workers": 1},
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) else value
+    return out
+
+
+def tiny_params_dict(extra: dict | None = None) -> dict:
+    """params.yaml contents for a tiny, fast synthetic run (plain dict, for writing YAML)."""
+    return _merge(_merge(params_to_dict(Params()), TINY_OVERRIDES), extra or {})
+
+
+def write_synthetic_records(
+    out_dir: Path, image_size: int, counts: dict[str, int], examples_per_shard: int = 8, seed: int = 0
+) -> Path:
+    """Shards + a minimal manifest (image_size, counts, class pixel fractions) of synthetic scenes.
+
+    Written directly with records.serialize_example, without download/validate/preprocess,
+    so model and input tests stay fast.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from petseg.components import records
+    from petseg.components.fsutil import write_json
+    from petseg.components.preprocess import trimap_to_classes
+    from petseg.components.synthetic import synthetic_scene
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels = {}
+    for split_index, (split, count) in enumerate(counts.items()):
+        rng = np.random.default_rng([seed, split_index])
+        shards = max(1, -(-count // examples_per_shard))
+        class_pixels = np.zeros(len(records.CLASS_NAMES), np.int64)
+        for shard in range(shards):
+            with tf.io.TFRecordWriter(str(out_dir / records.shard_name(split, shard, shards))) as writer:
+                for i in range(shard * examples_per_shard, min(count, (shard + 1) * examples_per_shard)):
+                    image, trimap = synthetic_scene(rng, image_size, image_size)
+                    mask = trimap_to_classes(trimap)
+                    class_pixels += np.bincount(mask.ravel(), minlength=len(records.CLASS_NAMES))
+                    writer.write(records.serialize_example(f"{split}_{i:05d}", image, mask))
+        pixels[split] = {
+            name: float(n / class_pixels.sum()) for name, n in zip(records.CLASS_NAMES, class_pixels, strict=True)
+        }
+    write_json(
+        out_dir / MANIFEST_FILE,
+        {
+            "image_size": image_size,
+            "class_names": list(records.CLASS_NAMES),
+            "counts": dict(counts),
+            "class_pixel_fractions": pixels,
+        },
+    )
+    return out_dir

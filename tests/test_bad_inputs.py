@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_params_dict
+from helpers import tiny_params_dict
 
 from petseg.cli import main
 from petseg.components.rawdata import INDEX_FILE

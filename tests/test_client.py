@@ -16,7 +16,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from petseg import cli
 from petseg.components import contract

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from petseg.components.codedeps import code_fingerprint, command_closure, import_closure
 

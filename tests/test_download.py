@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_params_dict
+from helpers import tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main

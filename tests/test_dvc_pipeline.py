@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, tiny_params_dict
+from helpers import REPO_ROOT, tiny_params_dict
 
 pytestmark = pytest.mark.slow
 

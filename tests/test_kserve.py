@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes.client import ApiClient, Configuration, CustomObjectsApi

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from test_kserve import _api, _deploy, _isvc
 
 from petseg.cli import main

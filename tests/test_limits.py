@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO_ROOT, tiny_params_dict
+from helpers import REPO_ROOT, tiny_params_dict
 from test_status_codes import BATCHING_FILE, Stubs, bomb_png, bytes_request, image, png, predict_request
 
 from petseg.components.params import params_from_dict

@@ -5,7 +5,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 import petseg.components
 import petseg.pipeline

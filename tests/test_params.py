@@ -1,6 +1,6 @@
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from petseg.components.errors import ParamsError
 from petseg.components.params import Params, load_params, params_from_dict, params_to_dict, with_overrides

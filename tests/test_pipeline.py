@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
+from helpers import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main

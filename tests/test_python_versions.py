@@ -9,7 +9,7 @@ import subprocess
 import tomllib
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from packaging.specifiers import SpecifierSet
 
 SUPPORTED = ["3.11", "3.12", "3.13"]

@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO_ROOT, tiny_params_dict
+from helpers import REPO_ROOT, tiny_params_dict
 
 from petseg.components import contract
 from petseg.components.errors import PetsegError

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 PACKAGE_FOLDERS = ("components", "pipeline", "serving")
 

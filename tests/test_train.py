@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import tiny_params_dict
+from helpers import tiny_params_dict
 
 from petseg import cli
 from petseg.components import contract
@@ -287,7 +287,7 @@ def test_fine_tuning_phase_is_planned_only_for_a_frozen_encoder():
 @pytest.mark.slow
 def test_fine_tuning_unfreezes_the_encoder_but_not_its_batch_norm(tmp_path):
     import keras
-    from conftest import write_synthetic_records
+    from helpers import write_synthetic_records
 
     from petseg.components.model import encoder_of
 

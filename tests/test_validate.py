@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_params_dict
+from helpers import tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
