@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -247,7 +248,8 @@ def test_checkov_fails_a_root_pod_and_a_root_image(tmp_path):
 
 # ---------------------------------------------------------------- hadolint
 def _hadolint(*paths: Path) -> subprocess.CompletedProcess:
-    hadolint = shutil.which("hadolint")
+    beside_python = Path(sys.executable).with_name("hadolint")  # the venv's, activated or not
+    hadolint = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
     if hadolint is None:
         pytest.fail("hadolint is not installed; run `bash scripts/setup.sh` (the deploy-check extra ships it)")
     return subprocess.run(
