@@ -29,7 +29,7 @@ def test_requires_python_and_setup_agree_on_3_11_to_3_13():
 
 def test_ci_runs_the_full_suite_and_the_3_13_check():
     ci = (REPO_ROOT / ".ci/run").read_text()
-    assert "bash scripts/setup.sh" in ci and ".venv/bin/python -m pytest" in ci
+    assert "bash scripts/setup.sh" in ci and "python -m pytest" in ci
     assert "bash .ci/python3.13 install" in ci and "bash .ci/python3.13 check" in ci
     check = (REPO_ROOT / ".ci/python3.13").read_text()
     assert '-m "not slow"' in check and 'petseg" download' in check and 'petseg" validate' in check
