@@ -181,15 +181,31 @@ def test_code_tag_is_version_and_commit_and_marks_dirty_and_untracked_checkouts(
     assert resolve_image("reg.example:5000/seg:7", clean) == "reg.example:5000/seg:7"
 
 
-def test_constraints_file_pins_the_tested_environment_and_the_images_use_it():
-    from petseg.pipeline.images import CONSTRAINTS_FILE, requirement_closure
+def test_constraints_file_pins_what_petseg_requires_within_its_ranges_and_the_images_use_it():
+    """Every requirement of petseg[s3,gcs] is pinned, each pin inside pyproject's range.
 
-    pins = dict(line.split("==") for line in CONSTRAINTS_FILE.read_text().splitlines() if not line.startswith("#"))
-    assert pins == requirement_closure(), (
-        "pipeline/constraints.txt is stale: python -m petseg.pipeline.images constraints"
-    )
+    The file is generated from the tested environment (`python -m petseg.pipeline.images
+    constraints`); exact equality with whatever is installed now is not asserted, since a
+    fresh install on another day or another Python may resolve other patch releases.
+    """
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from petseg.pipeline.images import CONSTRAINTS_FILE, IMAGE_EXTRAS, _norm
+
+    lines = [line for line in CONSTRAINTS_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    pins = {_norm(name): Version(version) for name, version in (ln.split("==") for ln in lines)}
+    direct = [Requirement(text) for text in requires("petseg") or []]
+    for req in direct:
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in ("", *IMAGE_EXTRAS)):
+            continue  # a test or deploy-check tool: not in the images
+        name = _norm(req.name)
+        assert name in pins, f"{name} is not pinned: python -m petseg.pipeline.images constraints"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req}"
     assert {"tensorflow", "kfp", "s3fs", "gcsfs", "fsspec", "dvc-s3"} <= set(pins)
-    assert not {"pytest", "moto", "hypothesis"} & set(pins)  # test tools stay out of the images
+    assert not {"pytest", "moto", "hypothesis", "ruff", "mypy"} & set(pins)  # test tools stay out of the images
     for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
         text = (REPO_ROOT / "pipeline" / dockerfile).read_text()
         assert "-c pipeline/constraints.txt" in text and ".[s3,gcs]" in text, dockerfile
