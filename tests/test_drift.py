@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_params_dict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import tiny_params_dict
 from petseg.cli import main
 from petseg.components.errors import DataValidationError, ParamsError, PetsegError
 from petseg.components.fsutil import read_json
