@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import tiny_params_dict
+from great_expectations.execution_engine.util import is_valid_partition_object
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -218,6 +219,9 @@ def test_partition_is_a_valid_gx_continuous_partition(values, bins, smoothing):
     assert edges[0] == -np.inf and edges[-1] == np.inf and np.all(np.diff(edges) > 0)
     assert len(partition["weights"]) == len(edges) - 1 == bins + 2
     assert min(partition["weights"]) > 0 and sum(partition["weights"]) == pytest.approx(1.0)
+    assert is_valid_partition_object(partition)  # GX's own check of what the expectation accepts
+    categorical = drift_partition(pd.Series(values).round().clip(1, 37), "class_id", DriftParams())
+    assert is_valid_partition_object(categorical) and sum(categorical["weights"]) == pytest.approx(1.0)
 
 
 def test_cli_reference_flag_passes_then_fails_with_one_line(synthetic_raw, reference, tmp_path, capsys, monkeypatch):
