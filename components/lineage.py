@@ -19,6 +19,10 @@ Record (lineage.json keys written here; push adds version, metrics, blessing...)
     git_dirty             true when the checkout had uncommitted changes, null when unknown
     code_images           {role: image} the Kubeflow steps ran in ({} for the CLI)
     data_manifest_sha256  sha256 of the TFRecords manifest the model was trained and evaluated on
+    validation_fingerprint  the raw-data fingerprint in the summary.json of the validation those records
+                          came from (the manifest's raw_fingerprint): which accepted validation report
+                          is this model's drift reference. null when the records folder is not at hand
+                          (the Kubeflow push pod) or predates it
     params                every params.yaml section, as the run used them
     metrics               the candidate's test metrics from the blessing (when a blessing is given)
 """
@@ -32,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from petseg.components.blessing import read_blessing
-from petseg.components.manifest import manifest_path
+from petseg.components.manifest import load_manifest, manifest_path
 from petseg.components.params import Params, params_to_dict
 from petseg.components.rawdata import sha256_file
 
@@ -71,9 +75,15 @@ def collect_lineage(
         "code_images": dict(code_images or {}),
         "data_manifest_sha256": _manifest_hash(records_dir)
         or (blessing.data.get("manifest_sha256") if blessing else None),
+        "validation_fingerprint": _validation_fingerprint(records_dir),
         "params": params_to_dict(params),
         **({"metrics": blessing.candidate} if blessing and blessing.candidate else {}),
     }
+
+
+def _validation_fingerprint(records_dir: Path | None) -> str | None:
+    manifest = manifest_path(records_dir) if records_dir else None
+    return (load_manifest(records_dir).raw_fingerprint or None) if manifest and manifest.is_file() else None
 
 
 def _manifest_hash(records_dir: Path | None) -> str | None:

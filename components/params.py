@@ -78,6 +78,26 @@ class DataParams:
 
 # ----------------------------------------------------------------------- validate
 @dataclass(frozen=True)
+class DriftParams:
+    """How this dataset's statistics are compared with a reference validation's (`petseg validate --reference`).
+
+    Each no_drift_* expectation fails when the KL divergence of this data's
+    histogram of a statistic from the reference's exceeds its threshold (nats).
+    """
+
+    reference: str = ""  # a report folder; "" = no drift check unless `petseg validate --reference` names one
+    bins: int = _num(10, 2, 1000)  # histogram bins of a continuous statistic, over the reference's range
+    smoothing: float = _num(0.5, 0.0, lo_open=True)  # pseudo-count added to each reference bin (no empty bin)
+    max_kl_image_size: float = _num(0.25, 0.0, lo_open=True)
+    max_kl_brightness: float = _num(0.25, 0.0, lo_open=True)
+    max_kl_colour: float = _num(0.25, 0.0, lo_open=True)
+    max_kl_class_balance: float = _num(0.1, 0.0, lo_open=True)
+    max_kl_pet_area: float = _num(0.25, 0.0, lo_open=True)
+    max_kl_border_area: float = _num(0.25, 0.0, lo_open=True)
+    new_class_weight: float = _num(0.01, 0.0, 1.0, lo_open=True)  # reference weight given to a class it lacks
+
+
+@dataclass(frozen=True)
 class ValidateParams:
     """Bounds for the Great Expectations suite and which expectations stop the run."""
 
@@ -100,9 +120,16 @@ class ValidateParams:
         "train_count_in_bounds",
         "test_count_in_bounds",
         "no_train_test_leakage",
+        "no_drift_image_size",
+        "no_drift_brightness",
+        "no_drift_colour",
+        "no_drift_class_balance",
+        "no_drift_pet_area",
+        "no_drift_border_area",
     )
     unexpected_examples_shown: int = _num(5, 1)
     workers: int = _num(0, 0)  # 0 = one per CPU core
+    drift: DriftParams = DriftParams()
 
     def check(self) -> None:
         for key in ("train", "test"):

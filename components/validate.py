@@ -22,6 +22,23 @@ names stop the pipeline, the others only warn:
     pet_fraction_in_range       pet pixel fraction within [min_pet_fraction, max_pet_fraction]
     border_fraction_in_range    border pixel fraction at most max_border_fraction
 
+Against a reference (`--reference DIR` or validate.drift.reference: the report folder
+of an earlier accepted validation, e.g. of the data the served model was trained on),
+the distribution of each statistic below is compared with the reference table's by
+Great Expectations' ExpectColumnKLDivergenceToBeLessThan, the partition built from the
+reference (validate.drift.bins bins over its range plus two open tails, smoothed; the
+breeds' own fractions for class_id):
+
+    no_drift_image_size         image_height and image_width
+    no_drift_brightness         brightness: per-image mean luma, 0.299 R + 0.587 G + 0.114 B
+    no_drift_colour             red_share, green_share, blue_share: each channel's share of the mean colour
+    no_drift_class_balance      class_id (the breed) fractions
+    no_drift_pet_area           pet_fraction
+    no_drift_border_area        border_fraction
+
+The scan computes these columns in its one pass and writes them into examples.csv, so
+this run's report can be the next run's reference.
+
 Outputs (written whole, even when validation fails, so a person can inspect them):
 `examples.csv` (the table), `gx_result.json` (GX's validation result, COMPLETE format,
 offending rows named by id), `data_docs/` (GX Data Docs; `data_docs_page` names the page to open) and `summary.json`
@@ -62,10 +79,10 @@ from PIL import Image
 
 from petseg.components.errors import DataValidationError, ParamsError, PetsegError, stable_text
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
-from petseg.components.params import ValidateParams
+from petseg.components.params import DriftParams, ValidateParams
 from petseg.components.progress import progress_bar
 from petseg.components.rawdata import SPLITS, RawExample, dataset_fingerprint, read_index
-from petseg.components.validation_gate import SUMMARY_FILE, write_summary
+from petseg.components.validation_gate import SUMMARY_FILE, read_summary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +91,18 @@ GX_RESULT_FILE = "gx_result.json"
 DATA_DOCS_DIR = "data_docs"
 SUITE_NAME = "petseg_raw_dataset"
 TRIMAP_VALUES = (1, 2, 3)  # pet, background, border
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
+# no_drift_* name -> (the table columns compared, the DriftParams threshold field)
+DRIFT_CHECKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "no_drift_image_size": (("image_height", "image_width"), "max_kl_image_size"),
+    "no_drift_brightness": (("brightness",), "max_kl_brightness"),
+    "no_drift_colour": (("red_share", "green_share", "blue_share"), "max_kl_colour"),
+    "no_drift_class_balance": (("class_id",), "max_kl_class_balance"),
+    "no_drift_pet_area": (("pet_fraction",), "max_kl_pet_area"),
+    "no_drift_border_area": (("border_fraction",), "max_kl_border_area"),
+}
+CATEGORICAL_DRIFT_COLUMNS = ("class_id",)
+DRIFT_NAMES = tuple(DRIFT_CHECKS)
 
 EXPECTATION_NAMES = (
     "ids_unique",
@@ -90,6 +119,7 @@ EXPECTATION_NAMES = (
     "no_train_test_leakage",
     "pet_fraction_in_range",
     "border_fraction_in_range",
+    *DRIFT_NAMES,
 )
 
 # Each worker process costs about a second to start, so give it at least this many examples.
@@ -124,22 +154,30 @@ def data_docs_page(report_dir: str | Path) -> Path:
     return pages[-1] if pages else docs / "index.html"
 
 
-def validate_dataset(raw_dir: str | Path, params: ValidateParams, out_dir: str | Path) -> ValidationResult:
+def validate_dataset(
+    raw_dir: str | Path, params: ValidateParams, out_dir: str | Path, reference: str | Path | None = None
+) -> ValidationResult:
     """Validate the raw dataset in `raw_dir`, write the reports to `out_dir`, stop on a critical failure.
 
+    `reference` (else params.drift.reference, when set) is the report folder of an
+    earlier accepted validation: the no_drift_* expectations compare this data with it.
+
     Raises DataValidationError (after the reports are written) when a critical
-    expectation fails, ParamsError when `params.critical` names no expectation.
+    expectation fails, ParamsError when `params.critical` names no expectation,
+    PetsegError when the reference is not an accepted validation's report.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     check_critical_names(params.critical)
     check_output_dir(out_dir, SUMMARY_FILE, "validate")
+    reference = reference or params.drift.reference or None
+    reference_table = read_reference(reference) if reference else None  # read whole before out_dir is replaced
     with io_errors_named(out_dir, "validate"):
         examples = read_index(raw_dir)
         fingerprint = dataset_fingerprint(raw_dir)
         table = example_table(raw_dir, examples, workers=params.workers)
         with atomic_directory(out_dir) as staging:
             table.to_csv(staging / TABLE_FILE, index=False)
-            gx_result = run_suite(table, params, staging / DATA_DOCS_DIR)
+            gx_result = run_suite(table, params, staging / DATA_DOCS_DIR, reference_table)
             write_json(staging / GX_RESULT_FILE, stable_gx_result(gx_result))
             result = summarise(gx_result, params, out_dir, table)
             write_summary(
@@ -148,6 +186,7 @@ def validate_dataset(raw_dir: str | Path, params: ValidateParams, out_dir: str |
                 fingerprint=fingerprint,
                 failed_critical=result.failed_critical,
                 failed_warnings=result.failed_warnings,
+                reference=reference_summary(reference) if reference else None,
             )
     for name in result.failed_warnings:
         log.warning("validate: warning: %s", _describe_failure(name, result, gx_result, params))
@@ -163,6 +202,65 @@ def check_critical_names(critical: Iterable[str]) -> None:
             raise ParamsError(
                 f"'validate.critical' names unknown expectation {name!r} (known: {', '.join(EXPECTATION_NAMES)})"
             )
+
+
+# -------------------------------------------------------------------- reference
+def read_reference(reference_dir: str | Path) -> pd.DataFrame:
+    """The per-example table of an accepted validation, with the columns the drift checks compare.
+
+    Raises PetsegError (one line) when the folder is not such a report: no
+    summary or table, a validation that failed, or a table from before these columns.
+    """
+    reference_dir = Path(reference_dir)
+    summary = read_summary(reference_dir)
+    if not summary.get("success"):
+        raise PetsegError(
+            f"--reference {reference_dir}: that validation failed; pass the report folder of an "
+            "accepted `petseg validate`"
+        )
+    try:
+        table = pd.read_csv(reference_dir / TABLE_FILE)
+    except (OSError, ValueError) as exc:
+        raise PetsegError(
+            f"--reference {reference_dir}: cannot read {TABLE_FILE} ({stable_text(exc)}); pass the "
+            "report folder of an accepted `petseg validate`"
+        ) from None
+    missing = [c for names, _ in DRIFT_CHECKS.values() for c in names if c not in table.columns]
+    if missing:
+        raise PetsegError(
+            f"--reference {reference_dir}: {TABLE_FILE} has no {', '.join(missing)} column (written "
+            "by an older petseg); run `petseg validate` on the reference data again"
+        )
+    return table
+
+
+def reference_summary(reference_dir: str | Path) -> dict[str, str]:
+    """What summary.json records of the reference: its folder and the fingerprint of the data it validated."""
+    return {"dir": str(reference_dir), "fingerprint": str(read_summary(Path(reference_dir)).get("fingerprint", ""))}
+
+
+def drift_partition(reference: pd.Series, column: str, drift: DriftParams) -> dict:
+    """GX's partition_object for `column` built from the reference's values.
+
+    class_id: the breeds' fractions ({"values", "weights"}). Otherwise
+    drift.bins equal bins over the reference's range with an open bin at each end
+    ({"bins": [-inf, ..., inf], "weights"}); every bin gets drift.smoothing
+    pseudo-counts, so a value where the reference has none gives a finite divergence.
+    """
+    values = pd.to_numeric(reference, errors="coerce").dropna().to_numpy(dtype=float)
+    if values.size == 0:
+        raise PetsegError(f"--reference: {TABLE_FILE} has no value in column {column}; it cannot be a reference")
+    if column in CATEGORICAL_DRIFT_COLUMNS:
+        classes, counts = np.unique(values.astype(int), return_counts=True)
+        return {"values": classes.tolist(), "weights": (counts / counts.sum()).tolist()}
+    low, high = float(values.min()), float(values.max())
+    if high <= low:  # one value: a bin around it
+        low, high = low - 0.5, high + 0.5
+    # GX counts [edge, next edge), numpy closes its last bin: lift the top edge so the maximum is inside for both.
+    inner = np.linspace(low, np.nextafter(high, np.inf), drift.bins + 1)
+    counts, _ = np.histogram(values, bins=inner)
+    counts = np.concatenate(([0], counts, [0])).astype(float) + drift.smoothing
+    return {"bins": [-np.inf, *inner.tolist(), np.inf], "weights": (counts / counts.sum()).tolist()}
 
 
 # ------------------------------------------------------------------------ table
@@ -216,6 +314,10 @@ _EMPTY_ROW: dict[str, Any] = {
     "pet_fraction": np.nan,
     "background_fraction": np.nan,
     "border_fraction": np.nan,
+    "brightness": np.nan,
+    "red_share": np.nan,
+    "green_share": np.nan,
+    "blue_share": np.nan,
     "image_sha256": None,
 }
 
@@ -253,10 +355,30 @@ def _image_stats(path: Path) -> dict[str, Any]:
                 image_width=width,
                 image_channels=len(image.getbands()),
                 image_size=f"{height}x{width}",
+                **_colour_stats(image),
             )
     except Exception as exc:  # PIL raises many exception types for a broken file
         out["image_error"] = f"{type(exc).__name__}: {stable_text(exc)}"
     return out
+
+
+def _colour_stats(image: Image.Image) -> dict[str, float]:
+    """Mean luma (0-255) and each channel's share of the mean colour, from the pixels already decoded.
+
+    The means come from PIL's per-channel histograms (counted in C, about as
+    fast as the decode itself; a numpy mean over the pixels took twice as long again).
+    """
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    histograms = np.asarray(rgb.histogram(), dtype=np.float64).reshape(3, 256)
+    means = histograms @ np.arange(256) / histograms.sum(axis=1)
+    total = float(means.sum())
+    shares = means / total if total > 0 else np.full(3, 1 / 3)
+    return {
+        "brightness": float(np.dot(means, LUMA_WEIGHTS)),
+        "red_share": float(shares[0]),
+        "green_share": float(shares[1]),
+        "blue_share": float(shares[2]),
+    }
 
 
 def _mask_stats(path: Path) -> dict[str, Any]:
@@ -288,8 +410,11 @@ def _mask_stats(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ suite
-def build_expectations(params: ValidateParams) -> list:
-    """The suite's GX expectations, each named in meta["name"], severity set from params.critical."""
+def build_expectations(params: ValidateParams, reference: pd.DataFrame | None = None) -> list:
+    """The suite's GX expectations, each named in meta["name"], severity set from params.critical.
+
+    With a reference table, the no_drift_* expectations too (one per compared column).
+    """
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
@@ -401,10 +526,38 @@ def build_expectations(params: ValidateParams) -> list:
             min_value=0.0,
             max_value=params.max_border_fraction,
         ),
+        *(drift_expectations(reference, params.drift, named) if reference is not None else []),
     ]
 
 
-def run_suite(table: pd.DataFrame, params: ValidateParams, docs_dir: Path) -> dict:
+def drift_expectations(reference: pd.DataFrame, drift: DriftParams, named) -> list:
+    """One ExpectColumnKLDivergenceToBeLessThan per compared column, its partition from the reference."""
+    import great_expectations.expectations as gxe
+
+    expectations = []
+    for name, (columns, threshold_field) in DRIFT_CHECKS.items():
+        threshold = getattr(drift, threshold_field)
+        for column in columns:
+            categorical = column in CATEGORICAL_DRIFT_COLUMNS
+            expectations.append(
+                named(
+                    name,
+                    gxe.ExpectColumnKLDivergenceToBeLessThan,
+                    f"KL divergence of {column} from the reference at most {threshold} "
+                    f"(validate.drift.{threshold_field})",
+                    column=column,
+                    partition_object=drift_partition(reference[column], column, drift),
+                    threshold=threshold,
+                    tail_weight_holdout=drift.new_class_weight if categorical else 0.0,
+                    bucketize_data=not categorical,
+                )
+            )
+    return expectations
+
+
+def run_suite(
+    table: pd.DataFrame, params: ValidateParams, docs_dir: Path, reference: pd.DataFrame | None = None
+) -> dict:
     """Run the suite on `table` in an ephemeral GX context; build Data Docs into `docs_dir`; the result as JSON."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -431,7 +584,7 @@ def run_suite(table: pd.DataFrame, params: ValidateParams, docs_dir: Path) -> di
         .add_batch_definition_whole_dataframe("all_examples")
     )
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
-    for expectation in build_expectations(params):
+    for expectation in build_expectations(params, reference):
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="validate_raw_dataset", data=batch, suite=suite)
@@ -543,6 +696,8 @@ def _describe_failure(name: str, result: ValidationResult, gx_result: dict, para
         shown = ids[: params.unexpected_examples_shown]
         more = f" and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""
         return f"{name} ({len(ids)} example{'s' if len(ids) != 1 else ''}: {', '.join(shown)}{more})"
+    if name in DRIFT_CHECKS:
+        return _describe_drift(name, gx_result)
     observed = [
         item["result"].get("observed_value")
         for item in gx_result["results"]
@@ -556,3 +711,16 @@ def _describe_failure(name: str, result: ValidationResult, gx_result: dict, para
         )
         return f"{name} (observed {observed[0]}, expected {kwargs.get('min_value')}-{kwargs.get('max_value')})"
     return name
+
+
+def _describe_drift(name: str, gx_result: dict) -> str:
+    """no_drift_x (column: KL divergence 1.2 > 0.25, ...): each drifted column and how far."""
+    parts = []
+    for item in gx_result["results"]:
+        config = item["expectation_config"]
+        if item["success"] or config["meta"]["name"] != name:
+            continue
+        observed = item.get("result", {}).get("observed_value")
+        shown = "infinite" if observed is None else f"{observed:.3g}"
+        parts.append(f"{config['kwargs']['column']}: KL divergence {shown} > {config['kwargs']['threshold']:g}")
+    return f"{name} ({', '.join(parts)} against the reference)" if parts else name

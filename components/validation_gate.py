@@ -17,8 +17,15 @@ SUMMARY_FILE = "summary.json"
 
 
 def write_summary(
-    report_dir: str | Path, *, success: bool, fingerprint: str, failed_critical: list[str], failed_warnings: list[str]
+    report_dir: str | Path,
+    *,
+    success: bool,
+    fingerprint: str,
+    failed_critical: list[str],
+    failed_warnings: list[str],
+    reference: dict | None = None,
 ) -> None:
+    """summary.json; `reference` ({"dir", "fingerprint"}) names the validation the data was compared with."""
     write_json(
         Path(report_dir) / SUMMARY_FILE,
         {
@@ -26,8 +33,28 @@ def write_summary(
             "fingerprint": fingerprint,
             "failed_critical": failed_critical,
             "failed_warnings": failed_warnings,
+            "drift_reference": reference,
         },
     )
+
+
+def read_summary(report_dir: str | Path) -> dict:
+    """A validation report's summary.json, or PetsegError naming the folder when there is none."""
+    path = Path(report_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise PetsegError(
+            f"{report_dir} is not a validation report ({SUMMARY_FILE} missing); pass the --out "
+            "folder of an accepted `petseg validate`"
+        )
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise PetsegError(
+            f"{path} is unreadable ({exc}); pass the --out folder of an accepted `petseg validate`"
+        ) from None
+    if not isinstance(summary, dict):
+        raise PetsegError(f"{path} is not a validation summary; pass the --out folder of an accepted `petseg validate`")
+    return summary
 
 
 def require_validated(raw_dir: str | Path, report_dir: str | Path) -> None:

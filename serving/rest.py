@@ -44,6 +44,7 @@ import orjson
 
 from petseg.serving import servicer
 from petseg.serving.errors import ServingError, http_status
+from petseg.serving.metrics import METRICS_PATH, REST, Call, ServerMetrics
 from petseg.serving.model_manager import ModelManager
 
 # http_rest_api_util.cc kPredictionApiGegex / kModelStatusApiRegex (case-insensitive, whole path).
@@ -70,37 +71,53 @@ class RestContext:
     limits: servicer.RequestLimits
     inflight: servicer.InflightCounter
     model_runs: threading.BoundedSemaphore
+    metrics: ServerMetrics | None = None  # None: nothing counted, no /monitoring/prometheus/metrics
 
 
 # ----------------------------------------------------------------- dispatch
-def handle(context: RestContext, method: str, path: str, body: bytes) -> tuple[int, bytes]:
-    """(HTTP status, JSON body) for one request, as HttpRestApiHandler::ProcessRequest answers it."""
+def handle(context: RestContext, method: str, path: str, body: bytes, call: Call | None = None) -> tuple[int, bytes]:
+    """(HTTP status, JSON body) for one request, as HttpRestApiHandler::ProcessRequest answers it.
+
+    With a Call, the request is counted in context.metrics under the canonical
+    code it was answered with (OK, INVALID_ARGUMENT, ...), as TF Serving counts.
+    """
+    call = Call(REST) if call is None else call
+    code = grpc.StatusCode.UNKNOWN  # a bug escaping from here; the handler answers it 500
     try:
-        return 200, _dispatch(context, method, path, body)
+        answer = 200, _dispatch(context, method, path, body, call)
+        code = grpc.StatusCode.OK
+        return answer
     except ServingError as exc:
+        code = exc.code
         return http_status(exc.code), orjson.dumps({"error": exc.message})
+    finally:
+        if context.metrics is not None:
+            context.metrics.record(call, code)
 
 
-def _dispatch(context: RestContext, method: str, path: str, body: bytes) -> bytes:
+def _dispatch(context: RestContext, method: str, path: str, body: bytes, call: Call) -> bytes:
     match = (PREDICT_PATH if method == "POST" else STATUS_PATH).fullmatch(path) if method in ("POST", "GET") else None
     if match is None:
         raise ServingError(_INVALID, f"Malformed request: {method} {path}")
     name, version_text, label = (unquote(match.group(1) or ""), match.group(2), match.group(3))
+    call.model_name = name
     spec = _model_spec(name, version_text, None if label is None else unquote(label))
     if method == "POST":
         verb = match.group(4).lower()
+        call.describe(verb.capitalize(), spec, servicer.DEFAULT_SIGNATURE)
         if verb != "predict":
             raise ServingError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{verb} is not served here: this model has predict signatures only; use :predict",
             )
         with context.inflight, context.model_runs:
-            return predict(context, spec, body)
+            return predict(context, spec, body, call)
+    call.describe("GetModelMetadata" if match.group(4) else "GetModelStatus", spec)
     if not name:
         raise ServingError(_INVALID, "Missing model name in request.")
     with context.inflight:
         if match.group(4):
-            return model_metadata(context.manager, spec)
+            return model_metadata(context.manager, spec, call)
         return model_status(context.manager, spec)
 
 
@@ -129,13 +146,15 @@ def model_status(manager: ModelManager, spec) -> bytes:
     return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1).encode()
 
 
-def model_metadata(manager: ModelManager, spec) -> bytes:
+def model_metadata(manager: ModelManager, spec, call: Call | None = None) -> bytes:
     """GetModelMetadata (signature_def) as JSON, proto field names kept, as ToJsonString writes it."""
     from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
     response = servicer.model_metadata(manager, request)
+    if call is not None:
+        call.answered_by(response.model_spec.version.value)
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_defs)
 
@@ -151,7 +170,7 @@ def model_metadata(manager: ModelManager, spec) -> bytes:
 
 
 # ------------------------------------------------------------------- predict
-def predict(context: RestContext, spec, body: bytes) -> bytes:
+def predict(context: RestContext, spec, body: bytes, call: Call | None = None) -> bytes:
     """A predict request in JSON -> PredictRequest -> servicer.predict -> JSON (json_tensor.cc)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -165,6 +184,8 @@ def predict(context: RestContext, spec, body: bytes) -> bytes:
         )
     if signature_name:
         spec.signature_name = signature_name
+        if call is not None:
+            call.signature = signature_name
     loaded = servicer.resolve_spec(context.manager, spec)  # http_rest_api_handler.cc GetInfoMap
     signature = signature_name or servicer.DEFAULT_SIGNATURE
     if signature not in loaded.signature_defs.signature_def:
@@ -191,6 +212,8 @@ def predict(context: RestContext, spec, body: bytes) -> bytes:
     for alias, array in arrays.items():
         request.inputs[alias].CopyFrom(tf.make_tensor_proto(array, dtype=input_dtypes[alias]))
     response = servicer.predict(context.manager, request, context.limits)
+    if call is not None:
+        call.answered_by(response.model_spec.version.value)
     outputs = {alias: tf.make_ndarray(tensor) for alias, tensor in sorted(response.outputs.items())}
     return _row_answer(outputs) if row else _columnar_answer(outputs)
 
@@ -409,6 +432,11 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as two writes; don't hold the second for an ACK
 
     def do_GET(self):
+        context: RestContext = self.server.context  # type: ignore[attr-defined]
+        if context.metrics is not None and urlsplit(self.path).path == METRICS_PATH:
+            body, content_type = context.metrics.exposition(self.headers.get("Accept"))
+            self._reply(200, body, content_type)
+            return
         self._reply(*self._answer("GET"))
 
     def do_POST(self):
@@ -419,32 +447,46 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if not API_PATH.fullmatch(path):  # http_server.cc: only /v1/... is dispatched
             return 404, orjson.dumps({"error": f"no handler for {path}; the API is under /v1/models/"})
+        call = Call(REST)
+        predict_path = PREDICT_PATH.fullmatch(path) if method == "POST" else None
+        if predict_path is not None:  # named now, so a refusal before the body is read still says which model
+            call.api, call.model_name = predict_path.group(4).capitalize(), unquote(predict_path.group(1))
+        refusal = self._transport_refusal(context, path)
+        if refusal is not None:
+            code, status, message = refusal
+            if context.metrics is not None:
+                context.metrics.record(call, code)
+            return status, orjson.dumps({"error": message})
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            return handle(context, method, path, body, call)
+        except Exception as exc:  # a bug: answer INTERNAL (500) as TF Serving would, and keep the traceback
+            traceback.print_exc(file=sys.stderr)
+            return 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
+
+    def _transport_refusal(self, context: RestContext, path: str) -> tuple[grpc.StatusCode, int, str] | None:
+        """(code, HTTP status, message) for a body this server will not read, else None."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
-            return 411, orjson.dumps({"error": "send the body with a Content-Length (chunked bodies are not read)"})
+            return _INVALID, 411, "send the body with a Content-Length (chunked bodies are not read)"
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if length < 0:
             self.close_connection = True
-            return 400, orjson.dumps({"error": "Content-Length is not a number of bytes"})
+            return _INVALID, 400, "Content-Length is not a number of bytes"
         if length > context.limits.max_message_bytes:  # local: transport limit, like gRPC's message limit
             self.close_connection = True
             self._discard(length)  # read (and drop) it, so the client gets the answer rather than a reset
-            return 413, orjson.dumps(
-                {
-                    "error": f"request body of {length / 2**20:.1f} MiB is over the "
-                    f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit "
-                    "(serve.max_message_mb); send fewer or smaller images"
-                }
+            return (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                413,
+                f"request body of {length / 2**20:.1f} MiB is over the "
+                f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit (serve.max_message_mb); send fewer "
+                "or smaller images",
             )
-        body = self.rfile.read(length) if length else b""
-        try:
-            return handle(context, method, path, body)
-        except Exception as exc:  # a bug: answer INTERNAL (500) as TF Serving would, and keep the traceback
-            traceback.print_exc(file=sys.stderr)
-            return 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
+        return None
 
     def _discard(self, length: int, chunk: int = 2**16) -> None:
         while length > 0:
@@ -453,9 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             length -= len(got)
 
-    def _reply(self, status: int, body: bytes) -> None:
+    def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")

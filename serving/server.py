@@ -33,6 +33,7 @@ from petseg.components.params import ServeParams
 if TYPE_CHECKING:  # importing these loads TensorFlow; `petseg serve` checks its port first
     import grpc
 
+    from petseg.serving.metrics import ServerMetrics
     from petseg.serving.model_manager import ModelManager
     from petseg.serving.rest import RestServer
     from petseg.serving.servicer import InflightCounter
@@ -59,6 +60,14 @@ class RunningServer:
     inflight: InflightCounter
     rest: RestServer
     rest_port: int
+    metrics: ServerMetrics
+
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes this server: TF Serving's path on the REST port."""
+        from petseg.serving.metrics import METRICS_PATH
+
+        return self.rest_url + METRICS_PATH
 
     @property
     def target(self) -> str:
@@ -149,6 +158,7 @@ def start_server(
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+    from petseg.serving.metrics import ServerMetrics
     from petseg.serving.model_manager import ModelManager
     from petseg.serving.rest import RestContext, start_rest_server
     from petseg.serving.servicer import InflightCounter, ModelServicer, PredictionServicer
@@ -163,32 +173,34 @@ def start_server(
             "until `petseg push` writes one"
         )
     inflight = InflightCounter()
+    metrics = ServerMetrics(manager)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="petseg-rpc"),
         options=[*message_options(params.max_message_mb), ("grpc.so_reuseport", 0)],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, limits, inflight), server
+        PredictionServicer(manager, limits, inflight, metrics), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, inflight), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, inflight, metrics), server)
     try:
         bound = server.add_insecure_port(f"{_grpc_host(host)}:{port}")
     except RuntimeError:
         raise _port_in_use(host, port, "--port") from None
     try:
         rest, _ = start_rest_server(
-            host, rest_port, RestContext(manager, limits, inflight, threading.BoundedSemaphore(params.workers))
+            host, rest_port, RestContext(manager, limits, inflight, threading.BoundedSemaphore(params.workers), metrics)
         )
     except OSError:
         server.stop(0)
         raise _port_in_use(host, rest_port, "--rest-port") from None
     server.start()
     manager.start()
-    running = RunningServer(server, host, bound, manager, inflight, rest, rest.server_address[1])
+    running = RunningServer(server, host, bound, manager, inflight, rest, rest.server_address[1], metrics)
     batch = f"max batch {limits.max_batch_size}" if limits.max_batch_size else "no batch limit"
     log(
         f"petseg serve: listening on {host}:{bound} (gRPC) and {host}:{running.rest_port} (REST), model "
-        f"{model_name} from {Path(model_base_path) / model_name}, versions loaded: "
+        f"{model_name} from {Path(model_base_path) / model_name}, metrics at {running.metrics_url}, "
+        "versions loaded: "
         f"{', '.join(map(str, manager.loaded_versions())) or 'none yet'}; {batch}, images up to "
         f"{params.max_image_pixels / 1e6:.1f} MP"
     )

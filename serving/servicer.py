@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 
 from petseg.serving.errors import ServingError, graph_error_cause, status_code
 from petseg.serving.image_header import UnreadableHeader, declared_size
+from petseg.serving.metrics import GRPC, Call, ServerMetrics
 from petseg.serving.model_manager import LoadedVersion, ModelManager
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -297,37 +298,62 @@ def _fill_model_spec(spec, name: str, version: int, signature_name: str | None =
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
 
-    def __init__(self, manager: ModelManager, limits: RequestLimits, inflight: InflightCounter):
+    def __init__(
+        self,
+        manager: ModelManager,
+        limits: RequestLimits,
+        inflight: InflightCounter,
+        metrics: ServerMetrics | None = None,
+    ):
         self._manager = manager
         self._limits = limits
         self._inflight = inflight
+        self._metrics = metrics
 
     def Predict(self, request, context):
         with self._inflight:
-            return _answer(context, predict, self._manager, request, self._limits)
+            call = Call(GRPC)
+            call.describe("Predict", request.model_spec, DEFAULT_SIGNATURE)
+            return _answer(context, self._metrics, call, predict, self._manager, request, self._limits)
 
     def GetModelMetadata(self, request, context):
         with self._inflight:
-            return _answer(context, model_metadata, self._manager, request)
+            call = Call(GRPC)
+            call.describe("GetModelMetadata", request.model_spec)
+            return _answer(context, self._metrics, call, model_metadata, self._manager, request)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED (push rewrites models.config instead)."""
 
-    def __init__(self, manager: ModelManager, inflight: InflightCounter):
+    def __init__(self, manager: ModelManager, inflight: InflightCounter, metrics: ServerMetrics | None = None):
         self._manager = manager
         self._inflight = inflight
+        self._metrics = metrics
 
     def GetModelStatus(self, request, context):
         with self._inflight:
-            return _answer(context, model_status, self._manager, request)
+            call = Call(GRPC)
+            call.describe("GetModelStatus", request.model_spec)
+            return _answer(context, self._metrics, call, model_status, self._manager, request)
 
 
-def _answer(context, handler, *args) -> Any:
+def _answer(context, metrics: ServerMetrics | None, call: Call, handler, *args) -> Any:
+    """The handler's response, or its refusal as the RPC's status; either way counted once in metrics."""
+    code = grpc.StatusCode.UNKNOWN  # what gRPC answers when a handler raises anything else (a bug)
     try:
-        return handler(*args)
+        response = handler(*args)
+        code = grpc.StatusCode.OK
+        spec = getattr(response, "model_spec", None)  # GetModelStatusResponse has none
+        if spec is not None and spec.HasField("version"):
+            call.answered_by(spec.version.value)
+        return response
     except ServingError as exc:
+        code = exc.code
         context.abort(exc.code, exc.message)
+    finally:
+        if metrics is not None:
+            metrics.record(call, code)
 
 
 def model_metadata(manager: ModelManager, request):

@@ -137,6 +137,33 @@ def test_kubernetes_ports_probes_and_volumes_agree_with_params(k8s, params):
     assert generated[volumes["batching"]["configMap"]["name"]] == ["batching.config"]
 
 
+def test_tf_servings_prometheus_endpoint_is_on_and_scraped_where_the_local_server_has_it(compose, k8s, params):
+    from petseg.serving.metrics import METRICS_PATH
+
+    text = (DEPLOY / "monitoring.config").read_text()
+    enabled = re.search(r"prometheus_config\s*\{\s*enable:\s*true\s+path:\s*\"([^\"]+)\"\s*\}", text)
+    assert enabled is not None and enabled.group(1) == METRICS_PATH
+    service = _compose_service(compose)
+    flag = _flags(service["command"])["monitoring_config_file"]
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in service["volumes"])
+    assert (DEPLOY / next(src for src, dst in mounts.items() if dst == flag)).resolve() == DEPLOY / "monitoring.config"
+
+    container = _container(k8s)
+    assert _flags(container["args"])["monitoring_config_file"] == flag
+    k8s_mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert flag == f"{k8s_mounts['monitoring']}/monitoring.config"
+    volumes = {v["name"]: v for v in k8s["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    generated = {g["name"]: g.get("files") for g in k8s["Kustomization"]["configMapGenerator"]}
+    assert generated[volumes["monitoring"]["configMap"]["name"]] == ["monitoring.config"]
+
+    annotations = k8s["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(params.serve.rest_port),
+        "prometheus.io/path": METRICS_PATH,
+    }
+
+
 def test_compose_healthcheck_asks_for_the_params_model(compose, params):
     check = " ".join(_compose_service(compose)["healthcheck"]["test"])
     assert f"/v1/models/{params.push.model_name} " in check

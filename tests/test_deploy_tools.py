@@ -112,14 +112,17 @@ def test_rendered_kustomization_is_valid_and_complete(rendered):
     for obj in rendered:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == namespace["metadata"]["name"], obj["metadata"]["name"]
-    # One ConfigMap, batching.config's: the NetworkPolicy's variables (petseg-serving-access) are
-    # kustomize-local, applied to the policy and not to the cluster.
-    (batching,) = _by_kind(rendered, "ConfigMap")
+    # Two ConfigMaps, batching.config's and monitoring.config's: the NetworkPolicy's variables
+    # (petseg-serving-access) are kustomize-local, applied to the policy and not to the cluster.
+    batching, monitoring = sorted(_by_kind(rendered, "ConfigMap"), key=lambda c: c["metadata"]["name"])
     assert batching["metadata"]["name"].startswith("petseg-serving-batching-")
-    # The generated ConfigMap's hashed name reaches the Deployment's volume.
+    assert monitoring["metadata"]["name"].startswith("petseg-serving-monitoring-")
+    assert 'path: "/monitoring/prometheus/metrics"' in monitoring["data"]["monitoring.config"]
+    # The generated ConfigMaps' hashed names reach the Deployment's volumes.
     (deployment,) = _by_kind(rendered, "Deployment")
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["batching"]["configMap"]["name"] == batching["metadata"]["name"]
+    assert volumes["monitoring"]["configMap"]["name"] == monitoring["metadata"]["name"]
 
 
 def test_network_policy_admits_the_callers_named_in_the_kustomize_variables(tmp_path):

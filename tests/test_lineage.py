@@ -18,7 +18,17 @@ def test_the_cli_record_has_code_params_data_and_a_run_id(coded_records, tmp_pat
     assert record["runner"] == "cli" and record["run_id"].startswith("cli-")
     assert len(record["git_commit"]) == 40 and record["git_dirty"] is False
     assert record["data_manifest_sha256"] == sha256_file(coded_records / "manifest.json")
+    assert record["validation_fingerprint"] is None  # these records' manifest names no validation
     assert record["params"] == params_to_dict(Params()) and "metrics" not in record
+
+
+def test_the_record_names_the_validation_the_records_came_from(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    write_json(records / "manifest.json", {"image_size": 32, "raw_fingerprint": "f" * 64})
+    # preprocess copies the validation summary's fingerprint into the manifest; lineage carries it on.
+    assert collect_lineage(records, Params(), repo_dir=tmp_path)["validation_fingerprint"] == "f" * 64
+    assert collect_lineage(None, Params(), repo_dir=tmp_path)["validation_fingerprint"] is None
 
 
 def test_the_kubeflow_record_takes_commit_data_and_metrics_from_the_image_and_blessing(tmp_path, monkeypatch):

@@ -73,13 +73,20 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         default=Path("reports/validation"),
         help="report folder: table, GX result, Data Docs, summary (default: reports/validation)",
     )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="report folder of an earlier accepted validation (e.g. the served model's data): run the "
+        'no_drift_* expectations against it (default: validate.drift.reference, "" = none)',
+    )
     p.set_defaults(handler=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.validate import validate_dataset
 
-    result = validate_dataset(args.raw, params.validate, args.out)
+    result = validate_dataset(args.raw, params.validate, args.out, reference=args.reference)
     warnings = f"; warnings: {', '.join(result.failed_warnings)}" if result.failed_warnings else ""
     print(
         f"validate: {args.raw} passed ({result.examples} examples: {_split_counts(result.counts)})"
