@@ -82,8 +82,10 @@ def collect_lineage(
 
 
 def _validation_fingerprint(records_dir: Path | None) -> str | None:
-    manifest = manifest_path(records_dir) if records_dir else None
-    return (load_manifest(records_dir).raw_fingerprint or None) if manifest and manifest.is_file() else None
+    """The fingerprint of the validated raw data the records came from (validate's summary, via the manifest)."""
+    if records_dir is None or not manifest_path(records_dir).is_file():
+        return None
+    return load_manifest(records_dir).raw_fingerprint or None
 
 
 def _manifest_hash(records_dir: Path | None) -> str | None:

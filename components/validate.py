@@ -251,15 +251,15 @@ def drift_partition(reference: pd.Series, column: str, drift: DriftParams) -> di
     if values.size == 0:
         raise PetsegError(f"--reference: {TABLE_FILE} has no value in column {column}; it cannot be a reference")
     if column in CATEGORICAL_DRIFT_COLUMNS:
-        classes, counts = np.unique(values.astype(int), return_counts=True)
-        return {"values": classes.tolist(), "weights": (counts / counts.sum()).tolist()}
+        classes, class_counts = np.unique(values.astype(int), return_counts=True)
+        return {"values": classes.tolist(), "weights": (class_counts / class_counts.sum()).tolist()}
     low, high = float(values.min()), float(values.max())
     if high <= low:  # one value: a bin around it
         low, high = low - 0.5, high + 0.5
     # GX counts [edge, next edge), numpy closes its last bin: lift the top edge so the maximum is inside for both.
     inner = np.linspace(low, np.nextafter(high, np.inf), drift.bins + 1)
-    counts, _ = np.histogram(values, bins=inner)
-    counts = np.concatenate(([0], counts, [0])).astype(float) + drift.smoothing
+    inside, _ = np.histogram(values, bins=inner)
+    counts = np.concatenate(([0], inside, [0])).astype(float) + drift.smoothing
     return {"bins": [-np.inf, *inner.tolist(), np.inf], "weights": (counts / counts.sum()).tolist()}
 
 

@@ -432,7 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as two writes; don't hold the second for an ACK
 
     def do_GET(self):
-        context: RestContext = self.server.context  # type: ignore[attr-defined]
+        context: RestContext = self.server.context
         if context.metrics is not None and urlsplit(self.path).path == METRICS_PATH:
             body, content_type = context.metrics.exposition(self.headers.get("Accept"))
             self._reply(200, body, content_type)
