@@ -15,6 +15,7 @@ Operator's TFJob (and Kubeflow Trainer's TrainJob) set in every worker pod:
   it stops the others at once and raises one PetsegError, so the run never
   hangs in a collective waiting for a dead peer.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ WORKER_TASK_TYPES = ("chief", "worker")  # the task types that train; "ps" and "
 LOCAL_HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 10.0  # after SIGTERM, how long a worker may take before SIGKILL
 POLL_SECONDS = 0.2
+TAIL_LINES = 40  # lines of a worker's stderr kept to explain its failure
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,18 @@ def worker_role(environ: dict[str, str] | None = None) -> WorkerRole:
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise PetsegError(f"{TF_CONFIG} is not JSON ({exc.msg} at character {exc.pos}); "
-                          "unset it or give {\"cluster\": {...}, \"task\": {...}}") from None
+        raise PetsegError(
+            f"{TF_CONFIG} is not JSON ({exc.msg} at character {exc.pos}); "
+            'unset it or give {"cluster": {...}, "task": {...}}'
+        ) from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
-        raise PetsegError(f"{TF_CONFIG} has no \"cluster\" mapping (task type -> list of host:port)")
+        raise PetsegError(f'{TF_CONFIG} has no "cluster" mapping (task type -> list of host:port)')
     cluster, task = config["cluster"], config.get("task") or {}
     for task_type, addresses in cluster.items():
         if not isinstance(addresses, list) or not all(isinstance(a, str) and ":" in a for a in addresses):
-            raise PetsegError(f"{TF_CONFIG} cluster.{task_type} must be a list of \"host:port\" strings; "
-                              f"got {addresses!r}")
+            raise PetsegError(
+                f'{TF_CONFIG} cluster.{task_type} must be a list of "host:port" strings; got {addresses!r}'
+            )
     chiefs, others = len(cluster.get("chief", [])), len(cluster.get("worker", []))
     if chiefs > 1:
         raise PetsegError(f"{TF_CONFIG} names {chiefs} chiefs; a cluster has at most one")
@@ -78,14 +83,17 @@ def worker_role(environ: dict[str, str] | None = None) -> WorkerRole:
         raise PetsegError(f"{TF_CONFIG} names no chief or worker tasks (cluster has: {', '.join(cluster) or 'none'})")
     task_type, index = task.get("type"), task.get("index", 0)
     if task_type not in WORKER_TASK_TYPES:
-        raise PetsegError(f"{TF_CONFIG} task.type is {task_type!r}; `petseg train` runs as chief or worker "
-                          "(parameter servers and evaluators are not used)")
+        raise PetsegError(
+            f"{TF_CONFIG} task.type is {task_type!r}; `petseg train` runs as chief or worker "
+            "(parameter servers and evaluators are not used)"
+        )
     size = len(cluster.get(task_type, []))
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
         raise PetsegError(f"{TF_CONFIG} task.index {index!r} is not one of the {size} {task_type} task(s)")
     is_chief = task_type == "chief" or (chiefs == 0 and index == 0)
-    return WorkerRole(workers=workers, index=index + (chiefs if task_type == "worker" else 0),
-                      task_type=task_type, is_chief=is_chief)
+    return WorkerRole(
+        workers=workers, index=index + (chiefs if task_type == "worker" else 0), task_type=task_type, is_chief=is_chief
+    )
 
 
 # --------------------------------------------------------------- local workers
@@ -113,8 +121,7 @@ class LocalRun:
     seconds: float
 
 
-def run_local_workers(command: Sequence[str], workers: int, timeout_seconds: float | None = None,
-                      log=None) -> LocalRun:
+def run_local_workers(command: Sequence[str], workers: int, timeout_seconds: float | None = None, log=None) -> LocalRun:
     """Run `command` as `workers` processes on 127.0.0.1 with a TF_CONFIG each; wait for all of them.
 
     Worker 0 (the chief) keeps this process's stdout and stderr; the others' stdout
@@ -134,41 +141,71 @@ def run_local_workers(command: Sequence[str], workers: int, timeout_seconds: flo
         for index, tf_config in enumerate(local_tf_configs(ports)):
             env = {**os.environ, TF_CONFIG: tf_config}
             chief = index == 0
-            process = subprocess.Popen(list(command), env=env, stdin=subprocess.DEVNULL,
-                                       stdout=None if chief else subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                       text=True, errors="replace")
+            process = subprocess.Popen(
+                list(command),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=None if chief else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
             processes.append(process)
             last_lines.append([])
             threading.Thread(target=_follow, args=(process.stderr, last_lines[-1], chief), daemon=True).start()
-        log(f"local workers: {workers} on {LOCAL_HOST} ports {', '.join(map(str, ports))} "
-            f"(pids {', '.join(str(p.pid) for p in processes)}; worker 0 is the chief)")
+        log(
+            f"local workers: {workers} on {LOCAL_HOST} ports {', '.join(map(str, ports))} "
+            f"(pids {', '.join(str(p.pid) for p in processes)}; worker 0 is the chief)"
+        )
         _wait_all(processes, last_lines, started, timeout_seconds)
     finally:
         _stop(processes)
     return LocalRun(pids=tuple(p.pid for p in processes), ports=tuple(ports), seconds=time.monotonic() - started)
 
 
-def _follow(stream, last: list[str], forward: bool) -> None:
-    """Read a worker's stderr to the end: forward it (the chief's) and remember its last non-empty line."""
+def _follow(stream, tail: list[str], forward: bool) -> None:
+    """Read a worker's stderr to the end: forward it (the chief's), keep its last TAIL_LINES non-empty lines."""
     for line in stream:
-        if forward:
+        if forward and not _is_error_line(line):  # the launcher restates it in its own one line
             sys.stderr.write(line)
             sys.stderr.flush()
         if line.strip():
-            last[:] = [line.strip()]
+            tail.append(line.rstrip())
+            del tail[:-TAIL_LINES]
 
 
-def _wait_all(processes: list[subprocess.Popen], last_lines: list[list[str]], started: float,
-              timeout_seconds: float | None) -> None:
+def _is_error_line(line: str) -> bool:
+    """The one line `petseg` prints for a user's mistake (cli.main)."""
+    return line.startswith("petseg ") and ": error: " in line
+
+
+def _failure_line(tail: list[str], forwarded: bool) -> str:
+    """What a worker that exited non-zero said last: its one-line error, or (a bug) its traceback, shown once.
+
+    A worker killed by a signal said nothing about it, so its last line is not repeated.
+    """
+    errors = [line for line in tail if _is_error_line(line)]
+    if errors:
+        return f": {errors[-1].split(': error: ', 1)[1]}"
+    if any(line.startswith("Traceback") for line in tail) and not forwarded:
+        sys.stderr.write("\n".join(tail) + "\n")  # a non-chief's traceback was not forwarded: show it now
+    return f": {tail[-1]}" if tail else ""
+
+
+def _wait_all(
+    processes: list[subprocess.Popen], last_lines: list[list[str]], started: float, timeout_seconds: float | None
+) -> None:
     """Return when every worker exited 0; PetsegError as soon as one fails or the time is up."""
     while True:
         codes = [p.poll() for p in processes]
         for index, code in enumerate(codes):
             if code not in (None, 0):
                 time.sleep(POLL_SECONDS)  # let its stderr reader catch the last line
-                said = f": {last_lines[index][0]}" if last_lines[index] else ""
-                raise PetsegError(f"local worker {index} of {len(processes)} (pid {processes[index].pid}) "
-                                  f"{_exit_reason(code)}{said}; stopped the other workers, nothing exported")
+                said = "" if code < 0 else _failure_line(last_lines[index], forwarded=index == 0)
+                raise PetsegError(
+                    f"local worker {index} of {len(processes)} (pid {processes[index].pid}) "
+                    f"{_exit_reason(code)}{said}; stopped the other workers, the run failed"
+                )
         if all(code == 0 for code in codes):
             return
         if timeout_seconds is not None and time.monotonic() - started > timeout_seconds:

@@ -19,6 +19,7 @@ the strategy):
 Remove this module when Keras fixes the issue; tests/test_multiworker.py
 trains two workers end to end and would show the breakage again.
 """
+
 from __future__ import annotations
 
 _applied = False
@@ -55,6 +56,7 @@ def apply() -> None:
             if isinstance(value, tf.distribute.DistributedValues):
                 return strategy.experimental_local_results(value)[0]
             return value
+
         return first
 
     tf_trainer.reduce_per_replica = reduce_per_replica
