@@ -336,7 +336,19 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     image = actions.add_parser("image", help="print the image name the pipeline uses (params.yaml pipeline.image)")
     image.add_argument("--gpu", action="store_true", help="the training image (pipeline.gpu_image) instead")
     image.set_defaults(handler=_run_pipeline_image)
-    for action in (compile_, submit, run_local):
+    tfjob = actions.add_parser("tfjob", help="write the train step as a Kubeflow TFJob of pipeline.train_workers "
+                                             "workers (ConfigMap + TFJob YAML for kubectl apply)")
+    tfjob.add_argument("--pvc", required=True,
+                       help="PersistentVolumeClaim (ReadWriteMany) every worker mounts: records in, models out")
+    tfjob.add_argument("--namespace", default="kubeflow-user-example-com",
+                       help="namespace of the TFJob (default: kubeflow-user-example-com)")
+    tfjob.add_argument("--name", default="petseg-train", help="TFJob name (default: petseg-train)")
+    tfjob.add_argument("--records", default="data/records", help="records folder inside the PVC (default: data/records)")
+    tfjob.add_argument("--out", default="models", help="model folder inside the PVC (default: models)")
+    tfjob.add_argument("--live", default="dvclive", help="DVCLive folder inside the PVC (default: dvclive)")
+    tfjob.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: print to stdout)")
+    tfjob.set_defaults(handler=_run_pipeline_tfjob)
+    for action in (compile_, submit, run_local, tfjob):
         action.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                             help="override a params.yaml value, dotted key, YAML value (repeatable)")
     for action in actions.choices.values():
@@ -378,6 +390,23 @@ def _run_pipeline_image(args: argparse.Namespace, params: Params) -> None:
     from petseg.pipeline.images import code_tag, resolve_image
 
     print(resolve_image(params.pipeline.gpu_image if args.gpu else params.pipeline.image, code_tag()))
+
+
+def _run_pipeline_tfjob(args: argparse.Namespace, params: Params) -> None:
+    from petseg.pipeline.images import code_tag, resolve_image
+    from petseg.pipeline.run import apply_overrides
+    from petseg.pipeline.tfjob import manifests_yaml, tfjob_manifests, write_manifests
+
+    params = apply_overrides(params, args.param)
+    image = resolve_image(params.pipeline.gpu_image, code_tag())
+    manifests = tfjob_manifests(params, image, args.pvc, args.namespace, args.name, records=args.records,
+                                out=args.out, live=args.live)
+    if args.output is None:
+        print(manifests_yaml(manifests), end="")
+        return
+    write_manifests(manifests, args.output)
+    print(f"pipeline tfjob: wrote {args.output}: TFJob {args.namespace}/{args.name}, "
+          f"{params.pipeline.train_workers} worker(s) of {image}; run `kubectl apply -f {args.output}`")
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
