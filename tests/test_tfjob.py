@@ -179,7 +179,7 @@ def test_train_workers_is_validated_in_params(workers):
     if 1 <= workers <= 64:
         assert params_from_yaml(yaml.safe_dump(raw).encode()).pipeline.train_workers == workers
     else:
-        with pytest.raises(PetsegError, match="pipeline.train_workers"):
+        with pytest.raises(PetsegError, match=r"pipeline\.train_workers"):
             params_from_yaml(yaml.safe_dump(raw).encode())
 
 
