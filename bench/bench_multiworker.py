@@ -36,8 +36,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import yaml
 
 EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - (\d+(?:\.\d+)?)(ms|s) - ")
 
@@ -76,7 +76,7 @@ def write_records(out_dir: Path, image_size: int, counts: dict[str, int], per_sh
                     mask = trimap_to_classes(trimap)
                     pixels += np.bincount(mask.ravel(), minlength=len(records.CLASS_NAMES))
                     writer.write(records.serialize_example(f"{split}_{i:05d}", image, mask))
-        fractions[split] = {name: float(n / pixels.sum()) for name, n in zip(records.CLASS_NAMES, pixels)}
+        fractions[split] = {name: float(n / pixels.sum()) for name, n in zip(records.CLASS_NAMES, pixels, strict=True)}
     write_json(
         out_dir / "manifest.json",
         {
