@@ -393,9 +393,12 @@ def copy_checkpoints(out_dir: Path, scratch_out: Path) -> Path:
     Every worker must resume from the same checkpoint, so out_dir has to be on
     storage all workers read (a shared volume in a cluster).
     """
-    source = checkpoint_dir(out_dir)
-    if source.is_dir():
-        shutil.copytree(source, checkpoint_dir(scratch_out))
+    source, copy = checkpoint_dir(out_dir), checkpoint_dir(scratch_out)
+    try:
+        if source.is_dir():
+            shutil.copytree(source, copy)
+    except (shutil.Error, FileNotFoundError):  # the chief is deleting a stale checkpoint: it starts afresh too
+        shutil.rmtree(copy, ignore_errors=True)
     return scratch_out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -222,3 +223,30 @@ def test_killing_one_worker_fails_the_run_in_one_line(worker_run):
     )
     assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
     assert not (root / "models/savedmodel").exists()
+
+
+# ------------------------------------------------------------------ resuming: every worker from the chief's checkpoint
+def test_a_non_chief_resumes_from_a_copy_of_the_chiefs_checkpoint(tmp_path):
+    from petseg.components import train as train_module
+
+    chief_out = tmp_path / "models"
+    last = chief_out / "checkpoints" / train_module.LAST_DIR
+    last.mkdir(parents=True)
+    state = train_module.RunState(signature="abc", epoch=3, best_epoch=2)
+    (last / train_module.STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))
+    (last / train_module.WEIGHTS_FILE).write_bytes(b"weights")
+    (chief_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).write_bytes(b"best")
+
+    scratch_out = train_module.copy_checkpoints(chief_out, tmp_path / "scratch" / "models")
+    copied = train_module.load_state(scratch_out / "checkpoints", "abc")
+    assert copied == train_module.load_state(chief_out / "checkpoints", "abc") and copied.epoch == 3
+    assert (scratch_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).read_bytes() == b"best"
+    (scratch_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).write_bytes(b"scratch")  # its own writes
+    assert (chief_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).read_bytes() == b"best"  # never the chief's
+
+
+def test_without_a_chief_checkpoint_a_non_chief_starts_afresh_too(tmp_path):
+    from petseg.components import train as train_module
+
+    scratch_out = train_module.copy_checkpoints(tmp_path / "models", tmp_path / "scratch" / "models")
+    assert train_module.load_state(scratch_out / "checkpoints", "abc") is None
