@@ -250,3 +250,39 @@ def test_without_a_chief_checkpoint_a_non_chief_starts_afresh_too(tmp_path):
 
     scratch_out = train_module.copy_checkpoints(tmp_path / "models", tmp_path / "scratch" / "models")
     assert train_module.load_state(scratch_out / "checkpoints", "abc") is None
+
+
+# ------------------------------------------------------------------ the CLI flag
+@pytest.mark.parametrize(
+    ("workers", "env", "says"),
+    [
+        ("0", {}, "--local-workers must be at least 1, got 0"),
+        (
+            "2",
+            {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}'},
+            "TF_CONFIG is already set",
+        ),
+    ],
+)
+def test_local_workers_flag_mistakes_are_one_line(tmp_path, capsys, monkeypatch, workers, env, says):
+    from petseg import cli
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    code = cli.main(
+        [
+            "train",
+            "--records",
+            str(tmp_path / "records"),
+            "--out",
+            str(tmp_path / "models"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--local-workers",
+            workers,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and says in err
+    assert not (tmp_path / "models").exists()
