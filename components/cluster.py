@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -38,6 +40,7 @@ WORKER_TASK_TYPES = ("chief", "worker")  # the task types that train; "ps" and "
 LOCAL_HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 10.0  # after SIGTERM, how long a worker may take before SIGKILL
 POLL_SECONDS = 0.2
+AFTER_CHIEF_SECONDS = 120.0  # how long the other workers may run on after the chief exited 0
 TAIL_LINES = 40  # lines of a worker's stderr kept to explain its failure
 
 
@@ -125,7 +128,9 @@ def run_local_workers(command: Sequence[str], workers: int, timeout_seconds: flo
     """Run `command` as `workers` processes on 127.0.0.1 with a TF_CONFIG each; wait for all of them.
 
     Worker 0 (the chief) keeps this process's stdout and stderr; the others' stdout
-    is dropped and their stderr kept, so a failure names its last line. When any
+    is dropped and their stderr kept, so a failure names its last line. Their
+    TMPDIR is one folder removed at the end, so a killed worker leaves no scratch
+    behind. When any
     worker fails (non-zero exit or a signal), or `timeout_seconds` pass, the others
     are stopped (SIGTERM, then SIGKILL after STOP_GRACE_SECONDS) and PetsegError
     says which worker and why. Ctrl-C stops them all too.
@@ -137,9 +142,10 @@ def run_local_workers(command: Sequence[str], workers: int, timeout_seconds: flo
     started = time.monotonic()
     processes: list[subprocess.Popen] = []
     last_lines: list[list[str]] = []
+    scratch = tempfile.mkdtemp(prefix="petseg-local-workers-")  # the workers' TMPDIR: gone even if one is killed
     try:
         for index, tf_config in enumerate(local_tf_configs(ports)):
-            env = {**os.environ, TF_CONFIG: tf_config}
+            env = {**os.environ, TF_CONFIG: tf_config, "TMPDIR": scratch}
             chief = index == 0
             process = subprocess.Popen(
                 list(command),
@@ -160,6 +166,7 @@ def run_local_workers(command: Sequence[str], workers: int, timeout_seconds: flo
         _wait_all(processes, last_lines, started, timeout_seconds)
     finally:
         _stop(processes)
+        shutil.rmtree(scratch, ignore_errors=True)
     return LocalRun(pids=tuple(p.pid for p in processes), ports=tuple(ports), seconds=time.monotonic() - started)
 
 
@@ -196,6 +203,7 @@ def _wait_all(
     processes: list[subprocess.Popen], last_lines: list[list[str]], started: float, timeout_seconds: float | None
 ) -> None:
     """Return when every worker exited 0; PetsegError as soon as one fails or the time is up."""
+    chief_done = None
     while True:
         codes = [p.poll() for p in processes]
         for index, code in enumerate(codes):
@@ -208,6 +216,14 @@ def _wait_all(
                 )
         if all(code == 0 for code in codes):
             return
+        if codes[0] == 0:  # the chief is done: the others finish together with it, or something is wrong
+            chief_done = chief_done or time.monotonic()
+            if time.monotonic() - chief_done > AFTER_CHIEF_SECONDS:
+                waiting = [str(i) for i, code in enumerate(codes) if code is None]
+                raise PetsegError(
+                    f"local worker(s) {', '.join(waiting)} still running {AFTER_CHIEF_SECONDS:g} s "
+                    "after the chief finished; stopped them (the chief's outputs are complete)"
+                )
         if timeout_seconds is not None and time.monotonic() - started > timeout_seconds:
             raise PetsegError(f"local workers still running after {timeout_seconds:g} s; stopped them all")
         time.sleep(POLL_SECONDS)
@@ -238,6 +254,4 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def scratch_dir(role: WorkerRole, base: Path | None = None) -> Path:
     """A fresh private folder for a non-chief worker's writes (checkpoints, DVCLive, export), deleted after."""
-    import tempfile
-
     return Path(tempfile.mkdtemp(prefix=f"petseg-worker{role.index}-", dir=base))

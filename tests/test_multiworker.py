@@ -94,10 +94,15 @@ def _worker_script(body: str) -> list[str]:
     return [sys.executable, "-c", prelude + body]
 
 
-def test_launcher_waits_for_every_worker(tmp_path):
-    run = run_local_workers(
-        _worker_script(f"open(r'{tmp_path}/w%d' % i, 'w').write(os.environ['TF_CONFIG'])"), 3, log=lambda line: None
+def test_launcher_waits_for_every_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    body = (
+        f"open(r'{tmp_path}/w%d' % i, 'w').write(os.environ['TF_CONFIG'])\n"
+        "open(os.path.join(os.environ['TMPDIR'], 'left-%d' % i), 'w').write('x')"
     )
+    run = run_local_workers(_worker_script(body), 3, log=lambda line: None)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the workers' shared TMPDIR is removed
     configs = [json.loads((tmp_path / f"w{i}").read_text()) for i in range(3)]
     assert [c["task"]["index"] for c in configs] == [0, 1, 2]
     assert configs[0]["cluster"]["worker"] == [f"{LOCAL_HOST}:{p}" for p in run.ports]
@@ -127,6 +132,14 @@ def test_launcher_timeout_stops_everyone():
     started = time.monotonic()
     with pytest.raises(PetsegError, match="still running after 1 s"):
         run_local_workers(_worker_script("time.sleep(600)"), 2, timeout_seconds=1, log=lambda line: None)
+    assert time.monotonic() - started < 20
+
+
+def test_workers_left_running_after_the_chief_finished_are_stopped(monkeypatch):
+    monkeypatch.setattr(cluster, "AFTER_CHIEF_SECONDS", 1.0)
+    started = time.monotonic()
+    with pytest.raises(PetsegError, match=r"local worker\(s\) 1 still running 1 s after the chief finished"):
+        run_local_workers(_worker_script("time.sleep(0 if i == 0 else 600)"), 2, log=lambda line: None)
     assert time.monotonic() - started < 20
 
 
@@ -286,3 +299,33 @@ def test_local_workers_flag_mistakes_are_one_line(tmp_path, capsys, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and says in err
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_two_worker_run_resumes_on_both_workers_from_the_chiefs_checkpoint(worker_run):
+    root, command, env = worker_run
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["train"]["epochs"] = 4
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    state_file = root / "models/checkpoints/last/state.json"
+    launcher = subprocess.Popen(
+        command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    first = launcher.stderr.readline()
+    pids = [int(p) for p in first.split("(pids ")[1].split(";")[0].split(", ")]
+    deadline = time.monotonic() + 300
+    while not state_file.is_file() and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.2)
+    os.kill(pids[0], signal.SIGKILL)  # the chief, after its first checkpoint
+    launcher.stderr.read()
+    assert launcher.wait(timeout=120) == 1
+    done_epochs = json.loads(state_file.read_text())["epoch"]
+    assert 1 <= done_epochs < 4
+
+    # both workers must resume at the same epoch, or their all-reduces no longer pair up and the run fails
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=540)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"unet 4 epochs (resumed after epoch {done_epochs})" in again.stdout
+    assert json.loads(state_file.read_text())["epoch"] == 4
+    _assert_serves_the_contract(root / "models/savedmodel")
+    assert list((root / "tmp").iterdir()) == []
