@@ -26,6 +26,10 @@ What it does:
   epochs k+1.. train the whole network at `fine_tune_learning_rate`.
 - GPU: MirroredStrategy over all visible GPUs and mixed_float16 (the logits
   layer stays float32). `batch_size` is the global batch. CPU: plain Keras.
+- Several workers (a multi-worker TF_CONFIG, as TFJob sets it, or `petseg
+  train --local-workers N`): MultiWorkerMirroredStrategy; only the chief writes
+  checkpoints, DVCLive and the export, the others resume from a copy of its
+  checkpoint and write to scratch (components/cluster.py).
 - Exports `<out_dir>/savedmodel` from the best weights (float32) via
   components/export.py.
 
@@ -44,17 +48,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from petseg.components import inputs
+from petseg.components import inputs, keras_multiworker
+from petseg.components.cluster import WorkerRole, scratch_dir, worker_role
 from petseg.components.codedeps import code_fingerprint
 from petseg.components.errors import PetsegError
 from petseg.components.export import export_serving_model
 from petseg.components.fsutil import atomic_directory, read_json, remove_output, write_json
 from petseg.components.layout import checkpoint_dir, savedmodel_dir, train_metrics_file
-from petseg.components.manifest import load_manifest
+from petseg.components.manifest import Manifest, load_manifest
 from petseg.components.model import build_model, encoder_of, set_encoder_trainable
 from petseg.components.params import ModelParams, TrainParams, params_to_dict
 from petseg.components.records import CLASS_NAMES
@@ -68,6 +74,7 @@ LAST_DIR = "last"
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
 BEST_WEIGHTS_FILE = "best.weights.h5"
+COLLECTIVE_TIMEOUT_SECONDS = 600.0  # a multi-worker all-reduce waiting longer than this fails the run
 
 
 @dataclass(frozen=True)
@@ -113,18 +120,45 @@ class Phase:
 def train(
     records_dir: Path, model_params: ModelParams, params: TrainParams, out_dir: Path, live_dir: Path
 ) -> TrainResult:
-    """Train on `records_dir`'s shards, checkpointing under out_dir; export out_dir/savedmodel."""
-    import keras
-    import tensorflow as tf
+    """Train on `records_dir`'s shards, checkpointing under out_dir; export out_dir/savedmodel.
 
+    Under a multi-worker TF_CONFIG every worker runs this; only the chief writes
+    out_dir and live_dir, the others resume from a copy of the chief's checkpoint
+    and write to a scratch folder they delete (components/cluster.py).
+    """
     records_dir, out_dir, live_dir = Path(records_dir), Path(out_dir), Path(live_dir)
     manifest = load_manifest(records_dir)
-    image_size = manifest.image_size
-    counts = manifest.counts
     for split in ("train", "val"):
         inputs.split_files(records_dir, split)  # fail early, with a message saying how to fix it
 
-    strategy, mixed = distribution(params.require_gpu)
+    role = worker_role()
+    strategy, mixed = distribution(params.require_gpu, role)
+    scratch = None
+    if not role.is_chief:  # writes go to a private scratch copy, deleted at the end; the chief's stay whole
+        scratch = scratch_dir(role)
+        out_dir, live_dir = copy_checkpoints(out_dir, scratch / "models"), scratch / "dvclive"
+    try:
+        return _train(records_dir, model_params, params, out_dir, live_dir, manifest, strategy, mixed)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(
+    records_dir: Path,
+    model_params: ModelParams,
+    params: TrainParams,
+    out_dir: Path,
+    live_dir: Path,
+    manifest: Manifest,
+    strategy,
+    mixed: bool,
+) -> TrainResult:
+    """train() once the strategy is chosen and out_dir/live_dir are this worker's to write."""
+    import keras
+    import tensorflow as tf
+
+    image_size, counts = manifest.image_size, manifest.counts
     checkpoints = checkpoint_dir(out_dir)
     signature = run_signature(model_params, params, manifest.to_dict(), mixed)
     state, why = resumable_state(checkpoints, signature)
@@ -145,6 +179,7 @@ def train(
     val_ds = inputs.evaluation_dataset(
         records_dir, "val", image_size, params.batch_size, params.cache, counts.get("val")
     )
+    train_ds, val_ds = shard_by_example(train_ds, strategy), shard_by_example(val_ds, strategy)
 
     previous_policy = keras.config.dtype_policy()
     try:
@@ -384,28 +419,78 @@ def segmentation_metrics() -> list:
     ]
 
 
-def distribution(require_gpu: bool = False):
-    """(strategy, mixed precision?): MirroredStrategy + mixed_float16 on GPUs, the default strategy on CPU.
+def distribution(require_gpu: bool = False, role: WorkerRole | None = None):
+    """(strategy, mixed precision?) for this process's devices and, under TF_CONFIG, its fellow workers.
 
-    Logs the devices it trains on. With `require_gpu`, no visible GPU is an
-    error: a GPU image whose CUDA/cuDNN do not match TensorFlow shows no GPU,
-    and training would otherwise run on the CPU, many times slower, unnoticed.
+    One worker: MirroredStrategy + mixed_float16 over the node's GPUs, the default
+    strategy on the CPU. Several workers (TF_CONFIG, as TFJob sets it):
+    MultiWorkerMirroredStrategy, which also mirrors over each node's GPUs; its
+    collectives time out after COLLECTIVE_TIMEOUT_SECONDS, so a dead peer ends
+    the run instead of hanging it. Logs the devices it trains on. With
+    `require_gpu`, no visible GPU is an error: a GPU image whose CUDA/cuDNN do
+    not match TensorFlow shows no GPU, and training would otherwise run on the
+    CPU, many times slower, unnoticed.
     """
     import tensorflow as tf
 
+    role = role or WorkerRole()
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-        _say(f"training on {len(gpus)} GPU(s): {', '.join(names)} (mixed_float16, MirroredStrategy)")
-        return tf.distribute.MirroredStrategy(), True
-    if require_gpu:
+    if not gpus and require_gpu:
         raise PetsegError(
             "train.require_gpu is true but TensorFlow sees no GPU (CUDA build: "
             f"{tf.test.is_built_with_cuda()}); check the node's NVIDIA driver and the image's "
             "CUDA/cuDNN, or set train.require_gpu=false to train on the CPU"
         )
-    _say(f"training on the CPU ({len(tf.config.list_physical_devices('CPU'))} device(s), float32): no GPU visible")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        devices = f"{len(gpus)} GPU(s): {', '.join(names)} (mixed_float16"
+    else:
+        devices = f"the CPU ({len(tf.config.list_physical_devices('CPU'))} device(s), float32"
+    if role.multi_worker:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        keras_multiworker.apply()  # keras-team/keras#20585: Keras 3's fit under several workers
+        _say(
+            f"training on {devices}, MultiWorkerMirroredStrategy): worker {role.index} of {role.workers}"
+            + (" (chief)" if role.is_chief else "")
+        )
+        return strategy, bool(gpus)
+    if gpus:
+        _say(f"training on {devices}, MirroredStrategy)")
+        return tf.distribute.MirroredStrategy(), True
+    _say(f"training on {devices}): no GPU visible")
     return tf.distribute.get_strategy(), False
+
+
+def shard_by_example(dataset, strategy):
+    """Under several workers, split the batches by example (DATA), so every worker steps the same count.
+
+    Sharding by file (TensorFlow's AUTO choice) gives workers unequal shard counts
+    and so unequal steps per epoch, which deadlocks the all-reduce; by example each
+    worker reads all shards and keeps its share of every global batch.
+    """
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return dataset.with_options(options)
+    return dataset
+
+
+def copy_checkpoints(out_dir: Path, scratch_out: Path) -> Path:
+    """A non-chief worker's out_dir: scratch_out holding a copy of the chief's checkpoints, to resume from.
+
+    Every worker must resume from the same checkpoint, so out_dir has to be on
+    storage all workers read (a shared volume in a cluster).
+    """
+    source, copy = checkpoint_dir(out_dir), checkpoint_dir(scratch_out)
+    try:
+        if source.is_dir():
+            shutil.copytree(source, copy)
+    except (shutil.Error, FileNotFoundError):  # the chief is deleting a stale checkpoint: it starts afresh too
+        shutil.rmtree(copy, ignore_errors=True)
+    return scratch_out
 
 
 # -------------------------------------------------------------- checkpoints

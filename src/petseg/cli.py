@@ -133,12 +133,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--live", type=Path, default=Path("dvclive"), help="DVCLive metrics and plots folder (default: dvclive)"
     )
+    p.add_argument(
+        "--local-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start N worker processes on 127.0.0.1 (TF_CONFIG each, MultiWorkerMirroredStrategy; "
+        "worker 0 writes) for development and tests; default: one process, or the cluster "
+        "TF_CONFIG describes",
+    )
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.train import train
 
+    if args.local_workers is not None:
+        return _run_local_workers(args)
     result = train(args.records, params.model, params.train, args.out, args.live)
     best = result.best_metrics
     print(
@@ -148,6 +159,35 @@ def _run_train(args: argparse.Namespace, params: Params) -> None:
         + f"; best epoch {result.best_epoch}: val mean IoU {best.get('val_mean_iou', float('nan')):.4f}, "
         + f"pixel accuracy {best.get('val_accuracy', float('nan')):.4f} -> {result.savedmodel}"
     )
+
+
+def _run_local_workers(args: argparse.Namespace) -> None:
+    """`petseg train --local-workers N`: this same command N times on 127.0.0.1, one TF_CONFIG each."""
+    from petseg.components.cluster import TF_CONFIG, run_local_workers
+
+    if args.local_workers < 1:
+        raise PetsegError(f"--local-workers must be at least 1, got {args.local_workers}")
+    if os.environ.get(TF_CONFIG, "").strip():
+        raise PetsegError(
+            f"--local-workers starts its own workers, but {TF_CONFIG} is already set; "
+            f"unset {TF_CONFIG} or drop --local-workers"
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "petseg",
+        "train",
+        "--records",
+        str(args.records),
+        "--out",
+        str(args.out),
+        "--live",
+        str(args.live),
+        "--params",
+        str(args.params),
+    ]
+    run = run_local_workers(command, args.local_workers)
+    print(f"train: {args.local_workers} local workers finished in {run.seconds:.1f} s")
 
 
 # ------------------------------------------------------------------------ evaluate
@@ -436,7 +476,28 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     image = actions.add_parser("image", help="print the image name the pipeline uses (params.yaml pipeline.image)")
     image.add_argument("--gpu", action="store_true", help="the training image (pipeline.gpu_image) instead")
     image.set_defaults(handler=_run_pipeline_image)
-    for action in (compile_, submit, run_local):
+    tfjob = actions.add_parser(
+        "tfjob",
+        help="write the train step as a Kubeflow TFJob of pipeline.train_workers "
+        "workers (ConfigMap + TFJob YAML for kubectl apply)",
+    )
+    tfjob.add_argument(
+        "--pvc", required=True, help="PersistentVolumeClaim (ReadWriteMany) every worker mounts: records in, models out"
+    )
+    tfjob.add_argument(
+        "--namespace",
+        default="kubeflow-user-example-com",
+        help="namespace of the TFJob (default: kubeflow-user-example-com)",
+    )
+    tfjob.add_argument("--name", default="petseg-train", help="TFJob name (default: petseg-train)")
+    tfjob.add_argument(
+        "--records", default="data/records", help="records folder inside the PVC (default: data/records)"
+    )
+    tfjob.add_argument("--out", default="models", help="model folder inside the PVC (default: models)")
+    tfjob.add_argument("--live", default="dvclive", help="DVCLive folder inside the PVC (default: dvclive)")
+    tfjob.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: print to stdout)")
+    tfjob.set_defaults(handler=_run_pipeline_tfjob)
+    for action in (compile_, submit, run_local, tfjob):
         action.add_argument(
             "--param",
             action="append",
@@ -489,6 +550,26 @@ def _run_pipeline_image(args: argparse.Namespace, params: Params) -> None:
     from petseg.pipeline.images import code_tag, resolve_image
 
     print(resolve_image(params.pipeline.gpu_image if args.gpu else params.pipeline.image, code_tag()))
+
+
+def _run_pipeline_tfjob(args: argparse.Namespace, params: Params) -> None:
+    from petseg.pipeline.images import code_tag, resolve_image
+    from petseg.pipeline.run import apply_overrides
+    from petseg.pipeline.tfjob import manifests_yaml, tfjob_manifests, write_manifests
+
+    params = apply_overrides(params, args.param)
+    image = resolve_image(params.pipeline.gpu_image, code_tag())
+    manifests = tfjob_manifests(
+        params, image, args.pvc, args.namespace, args.name, records=args.records, out=args.out, live=args.live
+    )
+    if args.output is None:
+        print(manifests_yaml(manifests), end="")
+        return
+    write_manifests(manifests, args.output)
+    print(
+        f"pipeline tfjob: wrote {args.output}: TFJob {args.namespace}/{args.name}, "
+        f"{params.pipeline.train_workers} worker(s) of {image}; run `kubectl apply -f {args.output}`"
+    )
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

@@ -1,0 +1,188 @@
+"""The train step as a Kubeflow Training Operator TFJob (kubeflow.org/v1) of `pipeline.train_workers` workers.
+
+`petseg pipeline tfjob --pvc NAME` writes two Kubernetes objects, generated from params.yaml:
+
+- a ConfigMap holding the run's params.yaml (with `train.require_gpu` on when a
+  GPU is asked for, as the pipeline's train step does), mounted read-only at
+  /etc/petseg/params.yaml;
+- a TFJob whose `Worker` replicas (`pipeline.train_workers`) run
+  `petseg train` in the GPU image (`pipeline.gpu_image`, tagged like the
+  pipeline's, pipeline/images.py) with the train step's resources, GPU
+  request, node selector and toleration. The operator gives each pod a
+  TF_CONFIG; with no Chief replica, worker 0 is the chief, which is the rule
+  components/cluster.py follows, so worker 0 alone writes the checkpoints,
+  DVCLive and the SavedModel.
+
+Every worker mounts the same PersistentVolumeClaim (ReadWriteMany) at
+WORKSPACE: it reads the records from there and resumes from the chief's
+checkpoint there. `restartPolicy: OnFailure` with `backoffLimit` lets a
+failed worker come back; its peers' collectives fail (bounded by the
+strategy's timeout), they restart too, and all resume from the last
+checkpoint. The Istio sidecar is turned off for the worker pods: Kubeflow
+profiles inject it, and it breaks the workers' direct gRPC to each other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from petseg.components.errors import PetsegError
+from petseg.components.params import Params, params_to_dict
+
+API_VERSION = "kubeflow.org/v1"
+KIND = "TFJob"
+CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG and the port to (TFJobDefaultContainerName)
+PORT_NAME, PORT = "tfjob-port", 2222  # the operator's defaults
+WORKSPACE = "/mnt/petseg"  # where the shared PVC is mounted
+PARAMS_DIR = "/etc/petseg"
+BACKOFF_LIMIT = 3
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def tfjob_manifests(
+    params: Params,
+    image: str,
+    pvc: str,
+    namespace: str,
+    name: str = "petseg-train",
+    records: str = "data/records",
+    out: str = "models",
+    live: str = "dvclive",
+) -> list[dict]:
+    """[ConfigMap, TFJob]: `pipeline.train_workers` workers training from params on the PVC `pvc`.
+
+    `records`, `out` and `live` are paths inside the PVC; PetsegError names a
+    name or path the API server or the workers would refuse.
+    """
+    if not _DNS1035.fullmatch(name) or len(name) > 52:  # the operator wants a DNS-1035 label; pods add suffixes
+        raise PetsegError(
+            f"TFJob name {name!r} must be lower-case letters, digits and '-', start with a letter, "
+            "at most 52 characters"
+        )
+    if not pvc.strip():
+        raise PetsegError("--pvc must name a PersistentVolumeClaim every worker mounts (ReadWriteMany)")
+    for key, path in (("--records", records), ("--out", out), ("--live", live)):
+        if path.startswith("/") or ".." in Path(path).parts or not path.strip():
+            raise PetsegError(f"{key} {path!r} must be a relative path inside the PVC, without '..'")
+    settings = params.pipeline
+    gpu = settings.accelerator_limit > 0
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-params", "namespace": namespace, "labels": _labels(name)},
+        "data": {"params.yaml": job_params_yaml(params, require_gpu=gpu)},
+    }
+    container = {
+        "name": CONTAINER,
+        "image": image,
+        "command": [
+            "petseg",
+            "train",
+            "--records",
+            f"{WORKSPACE}/{records}",
+            "--out",
+            f"{WORKSPACE}/{out}",
+            "--live",
+            f"{WORKSPACE}/{live}",
+            "--params",
+            f"{PARAMS_DIR}/params.yaml",
+        ],
+        "workingDir": WORKSPACE,
+        "ports": [{"name": PORT_NAME, "containerPort": PORT}],
+        "resources": _resources(params),
+        "volumeMounts": [
+            {"name": "workspace", "mountPath": WORKSPACE},
+            {"name": "params", "mountPath": PARAMS_DIR, "readOnly": True},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": pvc}},
+            {"name": "params", "configMap": {"name": f"{name}-params"}},
+        ],
+    }
+    if gpu and settings.gpu_node_selector_key and settings.gpu_node_selector_value:
+        pod_spec["nodeSelector"] = {settings.gpu_node_selector_key: settings.gpu_node_selector_value}
+    if gpu and settings.gpu_toleration_key:
+        pod_spec["tolerations"] = [
+            {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": settings.gpu_toleration_effect}
+        ]
+    tfjob = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "labels": _labels(name)},
+        "spec": {
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": BACKOFF_LIMIT},
+            "tfReplicaSpecs": {
+                "Worker": {
+                    "replicas": settings.train_workers,
+                    "restartPolicy": "OnFailure",
+                    "template": {
+                        "metadata": {"labels": _labels(name), "annotations": {"sidecar.istio.io/inject": "false"}},
+                        "spec": pod_spec,
+                    },
+                },
+            },
+        },
+    }
+    return [config_map, tfjob]
+
+
+def job_params_yaml(params: Params, require_gpu: bool) -> str:
+    """params.yaml as the workers read it: these params, with train.require_gpu on when GPUs are requested."""
+    raw = params_to_dict(params)
+    raw["train"]["require_gpu"] = raw["train"]["require_gpu"] or require_gpu
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def _resources(params: Params) -> dict:
+    settings, train = params.pipeline, params.pipeline.resources.train
+    resources = {
+        "requests": {"cpu": train.cpu_request, "memory": train.memory_request},
+        "limits": {"cpu": train.cpu_limit, "memory": train.memory_limit},
+    }
+    if settings.accelerator_limit > 0:
+        resources["limits"][settings.accelerator_type] = settings.accelerator_limit
+    return resources
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "petseg",
+        "app.kubernetes.io/component": "train",
+        "app.kubernetes.io/instance": name,
+    }
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Safe YAML with multi-line strings (the embedded params.yaml) as readable `|` blocks."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
+)
+
+
+def manifests_yaml(manifests: list[dict]) -> str:
+    """The objects as one multi-document YAML file (`kubectl apply -f` takes it)."""
+    return yaml.dump_all(manifests, Dumper=_BlockDumper, sort_keys=False)
+
+
+def write_manifests(manifests: list[dict], path: Path) -> Path:
+    """Write the YAML whole (a temporary file renamed into place), so no half-written file is left."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(manifests_yaml(manifests))
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise PetsegError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
