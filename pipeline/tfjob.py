@@ -143,7 +143,7 @@ def job_params_yaml(params: Params, require_gpu: bool) -> str:
 
 def _resources(params: Params) -> dict:
     settings, train = params.pipeline, params.pipeline.resources.train
-    resources = {
+    resources: dict[str, dict[str, str | int]] = {
         "requests": {"cpu": train.cpu_request, "memory": train.memory_request},
         "limits": {"cpu": train.cpu_limit, "memory": train.memory_limit},
     }
