@@ -42,6 +42,8 @@ def _make_repo(repo: Path, params: dict) -> Path:
     repo.mkdir(parents=True)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO_ROOT / name, repo / name)
+    (repo / "data/archives").mkdir(parents=True)  # the download stage's source dependency
+    shutil.copy(REPO_ROOT / "data/archives/README.md", repo / "data/archives/README.md")
     for folder in ("components", "src", "pipeline", "serving"):
         shutil.copytree(REPO_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "models"))
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
