@@ -251,8 +251,9 @@ def test_a_non_chief_resumes_from_a_copy_of_the_chiefs_checkpoint(tmp_path):
     (chief_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).write_bytes(b"best")
 
     scratch_out = train_module.copy_checkpoints(chief_out, tmp_path / "scratch" / "models")
-    copied = train_module.load_state(scratch_out / "checkpoints", "abc")
-    assert copied == train_module.load_state(chief_out / "checkpoints", "abc") and copied.epoch == 3
+    copied, _ = train_module.resumable_state(scratch_out / "checkpoints", "abc")
+    assert copied == train_module.resumable_state(chief_out / "checkpoints", "abc")[0]
+    assert copied is not None and copied.epoch == 3
     assert (scratch_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).read_bytes() == b"best"
     (scratch_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).write_bytes(b"scratch")  # its own writes
     assert (chief_out / "checkpoints" / train_module.BEST_WEIGHTS_FILE).read_bytes() == b"best"  # never the chief's
@@ -262,7 +263,7 @@ def test_without_a_chief_checkpoint_a_non_chief_starts_afresh_too(tmp_path):
     from petseg.components import train as train_module
 
     scratch_out = train_module.copy_checkpoints(tmp_path / "models", tmp_path / "scratch" / "models")
-    assert train_module.load_state(scratch_out / "checkpoints", "abc") is None
+    assert train_module.resumable_state(scratch_out / "checkpoints", "abc")[0] is None
 
 
 # ------------------------------------------------------------------ the CLI flag
