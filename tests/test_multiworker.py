@@ -204,7 +204,7 @@ def test_two_local_workers_train_and_the_chief_alone_exports(worker_run):
     assert "MultiWorkerMirroredStrategy): worker 0 of 2 (chief)" in done.stderr
     _assert_serves_the_contract(root / "models/savedmodel")
     assert (root / "models/checkpoints/last/model.weights.h5").is_file()
-    steps = [row.split("\t")[0] for row in (root / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()]
+    steps = [row.split("\t")[0] for row in (root / "dvclive/plots/metrics/loss/train.tsv").read_text().splitlines()]
     assert steps[1:] == ["0", "1"]  # the chief logged each epoch once; the other worker's DVCLive went to scratch
     assert list((root / "tmp").iterdir()) == []  # the non-chief deleted its scratch folder
 
