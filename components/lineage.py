@@ -62,7 +62,7 @@ def collect_lineage(
     working directory), $PETSEG_GIT_COMMIT (set in the images), `code_commit`.
     The data hash is the manifest's in `records_dir`, else the one the blessing recorded.
     """
-    commit, dirty = _git_state(Path(repo_dir) if repo_dir else Path.cwd())
+    commit, dirty = git_state(Path(repo_dir) if repo_dir else Path.cwd())
     if commit is None:
         commit = os.environ.get(COMMIT_ENV) or code_commit or None
     blessing = read_blessing(blessing_file) if blessing_file else None
@@ -93,7 +93,9 @@ def _manifest_hash(records_dir: Path | None) -> str | None:
     return sha256_file(manifest) if manifest and manifest.is_file() else None
 
 
-def _git_state(repo_dir: Path) -> tuple[str | None, bool | None]:
+def git_state(repo_dir: Path) -> tuple[str | None, bool | None]:
+    """(HEAD commit, uncommitted changes to tracked files?) of the checkout at `repo_dir`; (None, None) outside git."""
+
     def git(*args: str) -> str | None:
         try:
             proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=20)

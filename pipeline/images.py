@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from petseg.components.lineage import git_state
 
 PACKAGE = "petseg"
 IMAGE_EXTRAS = ("s3", "gcs")
@@ -52,7 +53,7 @@ def package_version() -> str:
 def code_tag(repo_dir: Path = SOURCE_ROOT) -> Tag:
     """`<version>-g<commit12>[-dirty]`, or `<version>-nogit` outside a git checkout."""
     version = package_version()
-    commit, dirty = _git_state(repo_dir)
+    commit, dirty = git_state(repo_dir)
     if commit is None:
         return Tag(f"{version}-nogit", None, cacheable=False)
     return Tag(f"{version}-g{commit[:12]}{'-dirty' if dirty else ''}", commit, cacheable=not dirty)
@@ -67,20 +68,6 @@ def has_tag(image: str) -> bool:
 def resolve_image(image: str, tag: Tag) -> str:
     """`image` with the derived tag appended unless it has a tag or digest of its own."""
     return image if has_tag(image) else f"{image}:{tag.value}"
-
-
-def _git_state(repo_dir: Path) -> tuple[str | None, bool]:
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return None, False
-    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
 
 
 # ------------------------------------------------------------------ constraints
