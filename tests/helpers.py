@@ -99,3 +99,9 @@ def write_synthetic_records(
         },
     )
     return out_dir
+
+
+def assert_mask_is_a_most_likely_class(mask: np.ndarray, probabilities: np.ndarray) -> None:
+    """Each mask pixel names a class of highest probability there (on a tie either class is right)."""
+    chosen = np.take_along_axis(probabilities, mask[..., None].astype(np.int64), axis=-1)[..., 0]
+    np.testing.assert_allclose(chosen, probabilities.max(axis=-1), rtol=0, atol=1e-6)
