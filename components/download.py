@@ -39,7 +39,7 @@ from pathlib import Path
 from PIL import Image
 
 from petseg.components.annotations import ListEntry, decode_text, parse_list_file
-from petseg.components.errors import PetsegError, stable_text
+from petseg.components.errors import PetsegError, first_line, stable_text
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.params import (
     ArchivesParams,
@@ -185,7 +185,7 @@ def tfds_records(params: TfdsParams, result: DownloadResult) -> tuple[Iterator[R
         builder = tfds.builder(f"oxford_iiit_pet:{params.version}", data_dir=params.data_dir)
         prepared = builder.is_prepared()
     except Exception as exc:  # tfds raises its own error types for unknown versions
-        raise PetsegError(f"data.tfds.version {params.version!r}: {str(exc).splitlines()[0]}") from None
+        raise PetsegError(f"data.tfds.version {params.version!r}: {first_line(exc)}") from None
     finally:
         absl.logging.set_verbosity(verbosity)
     if not prepared:

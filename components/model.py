@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from petseg.components.errors import PetsegError
+from petseg.components.errors import PetsegError, first_line
 from petseg.components.params import ModelParams
 from petseg.components.records import CLASS_NAMES
 
@@ -121,14 +121,14 @@ def _mobilenet_encoder(image_size: int, encoder_weights: str):
         )
     except Exception as exc:  # Keras raises a bare Exception for a failed download
         if encoder_weights == "imagenet":
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             raise PetsegError(
                 f"could not download the ImageNet weights for MobileNetV2 ({reason}); "
                 "set model.encoder_weights to none or to a local weights file"
             ) from None
         raise PetsegError(
             f"model.encoder_weights {encoder_weights}: not a MobileNetV2 weights file "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"({type(exc).__name__}: {first_line(exc)})"
         ) from None
     outputs = [base.get_layer(name).output for name in MOBILENET_SKIPS]
     return keras.Model(base.input, outputs, name=ENCODER_NAME)

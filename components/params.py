@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from petseg.components.errors import ParamsError
+from petseg.components.errors import ParamsError, first_line
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 _MAX_INT = 2**63 - 1  # every integer parameter fits in 64 bits
@@ -411,28 +411,28 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            first_line: dict = {}
+            first_seen: dict = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    seen = key in first_line
+                    seen = key in first_seen
                 except TypeError:  # an unhashable key: the base class says so as a YAML error
                     continue
                 line = key_node.start_mark.line + 1
                 if seen:
                     raise ParamsError(
-                        f"line {line}: duplicate key {_shown(key)} (first on line {first_line[key]}); keep one"
+                        f"line {line}: duplicate key {_shown(key)} (first on line {first_seen[key]}); keep one"
                     )
-                first_line[key] = line
+                first_seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """YAML's complaint in one line, with the line number when it has one."""
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    problem = getattr(exc, "problem", None) or first_line(exc)
     where = f"line {mark.line + 1}: " if mark is not None else ""
     return f"{where}{problem}"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from petseg.components import contract
-from petseg.components.errors import PetsegError
+from petseg.components.errors import PetsegError, first_line
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -179,7 +179,7 @@ class SegmentationClient:
     def _error(self, exc, attempts: int) -> ServingRequestError:
         grpc = self._grpc
         code = exc.code()
-        detail = (exc.details() or "").strip().splitlines()[0] if exc.details() else ""
+        detail = first_line(exc.details()) if (exc.details() or "").strip() else ""
         if code == grpc.StatusCode.UNAVAILABLE:
             message = (
                 f"cannot get an answer from a model server at {self.target} after {attempts} "

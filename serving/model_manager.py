@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from petseg.components import model_store
+from petseg.components.errors import first_line
 from petseg.components.warmup import WARMUP_FILE, answer_request, read_warmup_file
 from petseg.serving.errors import ServingError
 
@@ -244,7 +245,7 @@ class ModelManager:
         try:
             loaded = self._load(version, path)
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = first_line(exc)
             self._failed[version] = _mtime(path)
             with self._lock:
                 self._states[version] = VersionState(END, message)

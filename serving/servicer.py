@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from petseg.components.errors import first_line
 from petseg.serving.errors import ServingError, graph_error_cause, status_code
 from petseg.serving.image_header import UnreadableHeader, declared_size
 from petseg.serving.metrics import GRPC, Call, ServerMetrics
@@ -105,9 +106,7 @@ def predict(manager: ModelManager, request, limits: RequestLimits):
     except tf.errors.OpError as exc:  # the graph's own error: keep its code and cause, as the session does
         raise ServingError(status_code(exc.error_code), graph_error_cause(exc.message)) from None
     except (TypeError, ValueError) as exc:  # the signature's Python binding refused the inputs
-        raise ServingError(
-            _INVALID, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        ) from None
+        raise ServingError(_INVALID, first_line(exc)) from None
     arrays = {key: results[key].numpy() for key in outputs_wanted}
     answer_bytes = sum(a.nbytes for a in arrays.values())
     if answer_bytes > limits.max_message_bytes:  # local: gRPC would fail to send it anyway
