@@ -39,6 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import yaml
 
+# The tests' tiny synthetic records writer: shards plus the manifest train reads, one place for both.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import write_synthetic_records
+
 EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - (\d+(?:\.\d+)?)(ms|s) - ")
 
 
@@ -52,41 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-filters", type=int, default=8, help="unet base filters (depth 3)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
-
-
-def write_records(out_dir: Path, image_size: int, counts: dict[str, int], per_shard: int = 32) -> Path:
-    """Synthetic scenes at `image_size` as preprocess's shards, with the manifest train reads."""
-    import tensorflow as tf
-
-    from petseg.components import records
-    from petseg.components.fsutil import write_json
-    from petseg.components.preprocess import trimap_to_classes
-    from petseg.components.synthetic import synthetic_scene
-
-    out_dir.mkdir(parents=True)
-    fractions = {}
-    for split_index, (split, count) in enumerate(counts.items()):
-        rng = np.random.default_rng([7, split_index])
-        shards = max(1, -(-count // per_shard))
-        pixels = np.zeros(len(records.CLASS_NAMES), np.int64)
-        for shard in range(shards):
-            with tf.io.TFRecordWriter(str(out_dir / records.shard_name(split, shard, shards))) as writer:
-                for i in range(shard * per_shard, min(count, (shard + 1) * per_shard)):
-                    image, trimap = synthetic_scene(rng, image_size, image_size)
-                    mask = trimap_to_classes(trimap)
-                    pixels += np.bincount(mask.ravel(), minlength=len(records.CLASS_NAMES))
-                    writer.write(records.serialize_example(f"{split}_{i:05d}", image, mask))
-        fractions[split] = {name: float(n / pixels.sum()) for name, n in zip(records.CLASS_NAMES, pixels, strict=True)}
-    write_json(
-        out_dir / "manifest.json",
-        {
-            "image_size": image_size,
-            "class_names": list(records.CLASS_NAMES),
-            "counts": counts,
-            "class_pixel_fractions": fractions,
-        },
-    )
-    return out_dir
 
 
 def params_file(path: Path, args: argparse.Namespace) -> Path:
@@ -146,7 +115,7 @@ def measure(args: argparse.Namespace) -> dict:
     counts = {"train": args.examples, "val": max(args.batch_size, args.examples // 4)}
     with tempfile.TemporaryDirectory(prefix="bench-multiworker-") as tmp:
         work = Path(tmp)
-        records = write_records(work / "records", args.image_size, counts)
+        records = write_synthetic_records(work / "records", args.image_size, counts, examples_per_shard=32, seed=7)
         params = params_file(work / "params.yaml", args)
         load_before = os.getloadavg()[0]
         one = run_train(work, records, params, "one", None)
