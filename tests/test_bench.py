@@ -93,6 +93,15 @@ def _cell(level: int, floor_p50: float, server_p50: float, server_p99: float) ->
         server_p95=server_p99 * 0.9,
         server_p99=server_p99,
         server_throughput=1000 / server_p50,
+        server_baseline_p50=floor_p50,
+        server_ratio=server_p50 / floor_p50,
+        rest_requests=50,
+        rest_p50=server_p50 * 2,
+        rest_p95=server_p99 * 1.8,
+        rest_p99=server_p99 * 2,
+        rest_throughput=500 / server_p50,
+        rest_baseline_p50=floor_p50,
+        rest_ratio=server_p50 * 2 / floor_p50,
     )
 
 
@@ -182,6 +191,9 @@ def test_results_tables_carry_figures_ratios_and_goal_outcomes(run_all):
     assert row("| Training (images/s)")[1:] == ["21.00", "24.00", "0.88x", ">= 1x seed", "**no**"]
     assert row("| Pipeline / training step")[1] == "147.6x" and row("| Pipeline / training step")[-1] == "yes"
     assert row("| 128x128 | 1 | 1 |")[-2:] == ["added p50 < 15%: +10.0% (+3.0 ms)", "yes"]
+    assert row("| 128x128 | 1 | 1 |")[3:5] == ["30.0 / 45.0", "33.0 / 40.0"]
+    assert row("| 128x128 | 1 | 1 |")[5] == "66.0 / 80.0"  # REST p50 / p99
+    assert row("| 128x128 | 1 | 1 |")[8:10] == ["1.10x", "2.20x"]  # gRPC and REST over in-process
     assert row("| 128x128 | 1 | 16 |")[-2:] == ["p99/p50 < 3: 3.50", "**no**"]
     assert sum(line.startswith("|---") for line in lines) == 3
 
