@@ -24,6 +24,9 @@ Record (lineage.json keys written here; push adds version, metrics, blessing...)
                           is this model's drift reference. null when the records folder is not at hand
                           (the Kubeflow push pod) or predates it
     params                every params.yaml section, as the run used them
+    drift_reference       (added by push when given the validation report) {dir, source, fingerprint}:
+                          where in the version folder that report's summary.json and examples.csv
+                          are kept, the folder they came from, the fingerprint of the data they validated
     metrics               the candidate's test metrics from the blessing (when a blessing is given)
 """
 

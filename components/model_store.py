@@ -7,6 +7,9 @@ Layout (TF Serving's own, so a `tensorflow/serving` container serves it as is):
         saved_model.pb, variables/, assets.extra/
         assets.extra/tf_serving_warmup_requests     PredictionLog TFRecords (warm-up)
         lineage.json                                where this version came from
+        drift_reference/                            summary.json + examples.csv of the accepted
+                                                    validation of the data it was trained on
+                                                    (components/validation_gate.py), when push got it
     <model_base_path>/<model_name>/.petseg-store.json   which versions push published (retention
                                                         deletes only those), which one is being
                                                         published, the last rollback target
@@ -68,6 +71,7 @@ from petseg.components.storage import is_uri, join
 MODELS_CONFIG_FILE = "models.config"
 SAVED_MODEL_FILE = "saved_model.pb"
 LINEAGE_FILE = "lineage.json"
+DRIFT_REFERENCE_DIR = "drift_reference"
 RECORD_FILE = ".petseg-store.json"
 LOCK_FILE = ".petseg-store.lock"
 STAGING_PREFIX = ".staging-"
@@ -498,6 +502,24 @@ def read_lineage(params: PushParams, version: int) -> dict | None:
         return json.loads(storage.read_text(path))
     except ValueError:
         return None
+
+
+def drift_reference_path(params: PushParams, version: int) -> str:
+    """Where push keeps the validation report of a version's training data (its drift reference)."""
+    return join(version_path(params, version), DRIFT_REFERENCE_DIR)
+
+
+def served_drift_reference(params: PushParams) -> tuple[int | None, str | None]:
+    """(the served version, its drift reference folder); the folder is None when that version has none.
+
+    (None, None) when nothing is served. A version has none when push was not
+    given the validation report (or it was pushed by a petseg before this).
+    """
+    served = served_version(params)
+    if served is None:
+        return None, None
+    folder = drift_reference_path(params, served)
+    return served, folder if storage.isdir(folder) else None
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,10 @@ class DataParams:
 
 
 # ----------------------------------------------------------------------- validate
+# validate.drift.reference naming the served model's training data instead of a folder.
+SERVED_REFERENCE = "served"
+
+
 @dataclass(frozen=True)
 class DriftParams:
     """How this dataset's statistics are compared with a reference validation's (`petseg validate --reference`).
@@ -85,7 +89,9 @@ class DriftParams:
     histogram of a statistic from the reference's exceeds its threshold (nats).
     """
 
-    reference: str = ""  # a report folder; "" = no drift check unless `petseg validate --reference` names one
+    # "served": the report push kept with the served version (push.model_base_path; none served = no
+    # drift check); else a report folder or URI; "" = none. `petseg validate --reference` overrides it.
+    reference: str = SERVED_REFERENCE
     bins: int = _num(10, 2, 1000)  # histogram bins of a continuous statistic, over the reference's range
     smoothing: float = _num(0.5, 0.0, lo_open=True)  # pseudo-count added to each reference bin (no empty bin)
     max_kl_image_size: float = _num(0.25, 0.0, lo_open=True)
@@ -296,6 +302,7 @@ class StepResources:
 @dataclass(frozen=True)
 class PipelineResources:
     download: StepResources = StepResources("1", "2", "2Gi", "8Gi")
+    drift_reference: StepResources = StepResources("100m", "500m", "256Mi", "1Gi")
     validate: StepResources = StepResources("1", "2", "2Gi", "8Gi")
     preprocess: StepResources = StepResources("2", "4", "4Gi", "8Gi")
     train: StepResources = StepResources("4", "8", "16Gi", "32Gi")

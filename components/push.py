@@ -1,6 +1,6 @@
 """Step 6, push: publish a blessed SavedModel as the next version TF Serving serves.
 
-push(model_dir, blessing_file, params, lineage):
+push(model_dir, blessing_file, params, lineage, drift_reference=None):
 
 1. Declines a model evaluate did not bless (a result, not an error: the
    declined record says why), and refuses a blessing that is stale: made for
@@ -13,7 +13,11 @@ push(model_dir, blessing_file, params, lineage):
    Serving, which only sees all-digit folder names), adds TF Serving warm-up
    requests (`assets.extra/tf_serving_warmup_requests`, PredictionLog
    TFRecords) and infra-validates the copy (components/warmup.py). A copy that
-   fails is deleted and nothing is published; the reason is recorded.
+   fails is deleted and nothing is published; the reason is recorded. With
+   `drift_reference` (the accepted validation report of the data the model was
+   trained on) the copy also keeps that report's summary.json and examples.csv
+   in `drift_reference/`: what a later `petseg validate` compares new data with
+   while this version is served.
 4. Hands the copy to the model store (components/model_store.py), which
    publishes it as the next integer version (one rename), points models.config
    at it in the steps TF Serving accepts, and applies retention.
@@ -37,6 +41,7 @@ from petseg.components.errors import PetsegError, first_line
 from petseg.components.fsutil import write_json
 from petseg.components.params import PushParams
 from petseg.components.storage import join
+from petseg.components.validation_gate import DRIFT_REFERENCE_FILES, require_drift_reference
 from petseg.components.warmup import (
     DEFAULT_WARMUP_IMAGE_SIZE,
     WARMUP_FILE,
@@ -76,16 +81,24 @@ class PushResult:
 
 # -------------------------------------------------------------------- the step
 def push(
-    model_dir: Path, blessing_file: Path, params: PushParams, lineage: dict, record_file: Path | None = None
+    model_dir: Path,
+    blessing_file: Path,
+    params: PushParams,
+    lineage: dict,
+    record_file: Path | None = None,
+    drift_reference: str | Path | None = None,
 ) -> PushResult:
     """Publish `model_dir` as the next served version if its blessing says so; see the module docstring.
 
     `lineage` (see collect_lineage) is stored with the version; `record_file`,
     if given, receives the outcome as JSON whether pushed, declined or failed.
+    `drift_reference`, the validation report folder of the model's training
+    data, is kept with the version (it must be accepted and, when the lineage
+    knows the data's fingerprint, of that data).
     """
     blessing = read_blessing(blessing_file)
     try:
-        result = _push(str(model_dir), blessing, params, lineage)
+        result = _push(str(model_dir), blessing, params, lineage, drift_reference)
     except PetsegError as exc:
         status: FailedPushStatus = (
             "infra_validation_failed"
@@ -112,7 +125,9 @@ def push(
     return result
 
 
-def _push(model_dir: str, blessing: Blessing, params: PushParams, lineage: dict) -> PushResult:
+def _push(
+    model_dir: str, blessing: Blessing, params: PushParams, lineage: dict, drift_reference: str | Path | None
+) -> PushResult:
     if not blessing.blessed:
         return PushResult(
             "declined",
@@ -126,6 +141,8 @@ def _push(model_dir: str, blessing: Blessing, params: PushParams, lineage: dict)
             f"the blessing is for a different model than {model_dir} (it changed since it "
             "was evaluated); run `petseg evaluate` again"
         )
+    if drift_reference is not None:
+        lineage = {**lineage, "drift_reference": _checked_drift_reference(drift_reference, lineage)}
     storage.makedirs(model_store.model_root(params))
     with model_store.store_lock(params):
         model_store.remove_leftovers(params)
@@ -226,12 +243,37 @@ def _stage_and_publish(model_dir: str, params: PushParams, version: int, served:
     return final
 
 
+def _checked_drift_reference(report_dir: str | Path, lineage: dict) -> dict:
+    """What lineage.json records of the drift reference push keeps: its source folder and data fingerprint.
+
+    PetsegError (one line) when the folder is not an accepted report, or is the
+    report of other data than the model's records came from.
+    """
+    what = f"push --validation {report_dir}"
+    validated = str(require_drift_reference(report_dir, what).get("fingerprint", ""))
+    trained_on = lineage.get("validation_fingerprint")
+    if trained_on and validated != trained_on:
+        raise PetsegError(
+            f"{what}: that report validated other data (fingerprint {validated[:12]}) than the records "
+            f"the model was trained on came from ({trained_on[:12]}); pass the validation report of "
+            "that data"
+        )
+    return {"dir": model_store.DRIFT_REFERENCE_DIR, "source": str(report_dir), "fingerprint": validated}
+
+
 def stage_version(model_dir: str, staging: str, params: PushParams, lineage: dict) -> dict:
     """Copy the model into `staging`, add warm-up requests, infra-validate it, then write its lineage.
 
-    Raises InfraValidationError when the copy does not load or answer.
+    When the lineage names a drift reference, its report files are copied into
+    `staging/drift_reference/` too. Raises InfraValidationError when the copy
+    does not load or answer.
     """
     storage.copy_tree(model_dir, staging, last=model_store.SAVED_MODEL_FILE)
+    reference = lineage.get("drift_reference")
+    if reference:
+        storage.makedirs(join(staging, reference["dir"]))
+        for name in DRIFT_REFERENCE_FILES:
+            storage.copy_file(join(str(reference["source"]), name), join(staging, reference["dir"], name))
     image_size = int((lineage.get("data") or {}).get("image_size") or DEFAULT_WARMUP_IMAGE_SIZE)
     requests = warmup_requests(staging, params.model_name, params.warmup_requests, image_size)
     if params.warmup_requests:

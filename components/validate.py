@@ -22,8 +22,9 @@ names stop the pipeline, the others only warn:
     pet_fraction_in_range       pet pixel fraction within [min_pet_fraction, max_pet_fraction]
     border_fraction_in_range    border pixel fraction at most max_border_fraction
 
-Against a reference (`--reference DIR` or validate.drift.reference: the report folder
-of an earlier accepted validation, e.g. of the data the served model was trained on),
+Against a reference (`--reference` or validate.drift.reference: the report folder
+of an earlier accepted validation; "served", the default, is the one push kept with
+the served version, the data the served model was trained on; see drift_reference),
 the distribution of each statistic below is compared with the reference table's by
 Great Expectations' ExpectColumnKLDivergenceToBeLessThan, the partition built from the
 reference (validate.drift.bins bins over its range plus two open tails, smoothed; the
@@ -77,16 +78,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from petseg.components import model_store, storage
 from petseg.components.errors import DataValidationError, ParamsError, PetsegError, stable_text
 from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
-from petseg.components.params import DriftParams, ValidateParams
+from petseg.components.params import SERVED_REFERENCE, DriftParams, PushParams, ValidateParams
 from petseg.components.progress import progress_bar
 from petseg.components.rawdata import SPLITS, RawExample, dataset_fingerprint, read_index
-from petseg.components.validation_gate import SUMMARY_FILE, read_summary, write_summary
+from petseg.components.validation_gate import SUMMARY_FILE, TABLE_FILE, require_drift_reference, write_summary
 
 log = logging.getLogger(__name__)
 
-TABLE_FILE = "examples.csv"
 GX_RESULT_FILE = "gx_result.json"
 DATA_DOCS_DIR = "data_docs"
 SUITE_NAME = "petseg_raw_dataset"
@@ -159,8 +160,9 @@ def validate_dataset(
 ) -> ValidationResult:
     """Validate the raw dataset in `raw_dir`, write the reports to `out_dir`, stop on a critical failure.
 
-    `reference` (else params.drift.reference, when set) is the report folder of an
-    earlier accepted validation: the no_drift_* expectations compare this data with it.
+    `reference` is the report folder (local or an object-store URI) of an
+    earlier accepted validation: the no_drift_* expectations compare this data
+    with it. None runs no drift check. Runners choose it with drift_reference.
 
     Raises DataValidationError (after the reports are written) when a critical
     expectation fails, ParamsError when `params.critical` names no expectation,
@@ -169,8 +171,9 @@ def validate_dataset(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     check_critical_names(params.critical)
     check_output_dir(out_dir, SUMMARY_FILE, "validate")
-    reference = reference or params.drift.reference or None
-    reference_table = read_reference(reference) if reference else None  # read whole before out_dir is replaced
+    reference = str(reference) if reference else None
+    reference_table, reference_fingerprint = read_reference(reference) if reference else (None, "")
+    # (read whole before out_dir is replaced: it may be the reference)
     with io_errors_named(out_dir, "validate"):
         examples = read_index(raw_dir)
         fingerprint = dataset_fingerprint(raw_dir)
@@ -186,7 +189,7 @@ def validate_dataset(
                 fingerprint=fingerprint,
                 failed_critical=result.failed_critical,
                 failed_warnings=result.failed_warnings,
-                reference=reference_summary(reference) if reference else None,
+                reference={"dir": reference, "fingerprint": reference_fingerprint} if reference else None,
             )
     for name in result.failed_warnings:
         log.warning("validate: warning: %s", _describe_failure(name, result, gx_result, params))
@@ -205,38 +208,56 @@ def check_critical_names(critical: Iterable[str]) -> None:
 
 
 # -------------------------------------------------------------------- reference
-def read_reference(reference_dir: str | Path) -> pd.DataFrame:
-    """The per-example table of an accepted validation, with the columns the drift checks compare.
+def drift_reference(choice: str, store: PushParams) -> str | None:
+    """The report folder the no_drift_* expectations compare with, or None for no drift check.
+
+    `choice` is `--reference` or validate.drift.reference: "" (none), a report
+    folder or object-store URI, or "served": the report push kept with the
+    version the model store at push.model_base_path serves (the data the served
+    model was trained on). Nothing served yet, or a version pushed without a
+    report, means no drift check; a line says which.
+    """
+    if choice != SERVED_REFERENCE:
+        return choice or None
+    version, folder = model_store.served_drift_reference(store)
+    where = model_store.model_root(store)
+    if version is None:
+        print(f"validate: no version served at {where} yet: no drift check", flush=True)
+    elif folder is None:
+        print(
+            f"validate: served version {version} at {where} has no drift reference (pushed without its "
+            "validation report): no drift check",
+            flush=True,
+        )
+    else:
+        print(f"validate: drift reference: the data served version {version} was trained on ({folder})", flush=True)
+    return folder
+
+
+def read_reference(reference: str) -> tuple[pd.DataFrame, str]:
+    """The per-example table of an accepted validation (local folder or URI), and its data's fingerprint.
 
     Raises PetsegError (one line) when the folder is not such a report: no
-    summary or table, a validation that failed, or a table from before these columns.
+    summary or table, a validation that failed, or a table from before the
+    columns the drift checks compare.
     """
-    reference_dir = Path(reference_dir)
-    summary = read_summary(reference_dir)
-    if not summary.get("success"):
-        raise PetsegError(
-            f"--reference {reference_dir}: that validation failed; pass the report folder of an "
-            "accepted `petseg validate`"
-        )
-    try:
-        table = pd.read_csv(reference_dir / TABLE_FILE)
-    except (OSError, ValueError) as exc:
-        raise PetsegError(
-            f"--reference {reference_dir}: cannot read {TABLE_FILE} ({stable_text(exc)}); pass the "
-            "report folder of an accepted `petseg validate`"
-        ) from None
+    what = f"--reference {reference}"
+    with storage.local_copy(reference) as local:
+        summary = require_drift_reference(local, what, shown_as=reference)
+        try:
+            table = pd.read_csv(Path(local) / TABLE_FILE)
+        except (OSError, ValueError) as exc:
+            raise PetsegError(
+                f"{what}: cannot read {TABLE_FILE} ({stable_text(exc)}); pass the "
+                "report folder of an accepted `petseg validate`"
+            ) from None
     missing = [c for names, _ in DRIFT_CHECKS.values() for c in names if c not in table.columns]
     if missing:
         raise PetsegError(
-            f"--reference {reference_dir}: {TABLE_FILE} has no {', '.join(missing)} column (written "
+            f"{what}: {TABLE_FILE} has no {', '.join(missing)} column (written "
             "by an older petseg); run `petseg validate` on the reference data again"
         )
-    return table
-
-
-def reference_summary(reference_dir: str | Path) -> dict[str, str]:
-    """What summary.json records of the reference: its folder and the fingerprint of the data it validated."""
-    return {"dir": str(reference_dir), "fingerprint": str(read_summary(Path(reference_dir)).get("fingerprint", ""))}
+    return table, str(summary.get("fingerprint", ""))
 
 
 def drift_partition(reference: pd.Series, column: str, drift: DriftParams) -> dict:

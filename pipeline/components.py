@@ -45,9 +45,26 @@ def download(data: dict, raw: Output[Dataset]):
     )
 
 
-def validate(raw: Input[Dataset], validate: dict, validation: Output[Artifact], report: Output[HTML]):
+def drift_reference(validate: dict, push: dict) -> str:
+    """Before step 2: the report folder validate compares the data with ("" = no drift check).
+
+    For validate.drift.reference "served", the report push kept with the version
+    served at push.model_base_path (read from the model store now, so this step
+    is never cached); else that folder or URI as it is. Its own step so that
+    validate stays cacheable: validate's input is the folder's name, and a
+    version folder never changes once published.
+    """
+    from petseg.components.validate import drift_reference as choose_reference
+    from petseg.pipeline.component_io import section_params
+
+    validate_params = section_params("validate", validate)
+    return choose_reference(validate_params.drift.reference, section_params("push", push)) or ""
+
+
+def validate(raw: Input[Dataset], validate: dict, reference: str, validation: Output[Artifact], report: Output[HTML]):
     """Step 2: Great Expectations on the raw dataset; a failed critical expectation fails the run.
 
+    `reference` is the drift reference the drift_reference step chose ("" = none).
     The HTML report is written before the step fails, and on a failure also
     uploaded to its artifact URI when that is an object store: Kubeflow uploads
     no outputs of a failed step.
@@ -56,7 +73,9 @@ def validate(raw: Input[Dataset], validate: dict, validation: Output[Artifact], 
     from petseg.pipeline.component_io import keep_validation_report, section_params
 
     try:
-        result = validate_dataset(raw.path, section_params("validate", validate), validation.path)
+        result = validate_dataset(
+            raw.path, section_params("validate", validate), validation.path, reference=reference or None
+        )
     except Exception:
         keep_validation_report(validation.path, report.path, report.uri, failed=True)
         raise
@@ -147,6 +166,7 @@ def evaluate(
 def push(
     trained_model: Input[Model],
     evaluation: Input[Artifact],
+    validation: Input[Artifact],
     data: dict,
     validate: dict,
     preprocess: dict,
@@ -163,7 +183,8 @@ def push(
     Returns push's outcome as JSON (status, version, path). The lineage record is
     the CLI's (components/lineage.py): the code commit and images, every params
     section of this run, the data manifest hash and metrics from the blessing,
-    and the pipeline run.
+    and the pipeline run. The run's validation report is kept with the version
+    as its drift reference.
     """
     import json
     from pathlib import Path
@@ -195,8 +216,14 @@ def push(
         code_commit=code.get("commit"),
         code_images=code.get("images"),
     )
-    lineage.update({"model_artifact": trained_model.uri, "evaluation_artifact": evaluation.uri})
-    result = push_step(Path(trained_model.path), blessing_file, params.push, lineage)
+    lineage.update(
+        {
+            "model_artifact": trained_model.uri,
+            "evaluation_artifact": evaluation.uri,
+            "validation_artifact": validation.uri,
+        }
+    )
+    result = push_step(Path(trained_model.path), blessing_file, params.push, lineage, drift_reference=validation.path)
     print(f"push: {result.status}: {result.reason}")
     return json.dumps(result.to_dict())
 
@@ -235,6 +262,7 @@ class Components:
     """The KFP components, built for one pair of images."""
 
     download: Callable[..., Any]
+    drift_reference: Callable[..., Any]
     validate: Callable[..., Any]
     preprocess: Callable[..., Any]
     train: Callable[..., Any]
@@ -251,6 +279,7 @@ def make_components(image: str, gpu_image: str) -> Components:
 
     return Components(
         download=component(download, image),
+        drift_reference=component(drift_reference, image),
         validate=component(validate, image),
         preprocess=component(preprocess, image),
         train=component(train, gpu_image),

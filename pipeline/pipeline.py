@@ -20,9 +20,17 @@ every run's data for lineage and caching, and nothing ties the steps to one node
 or zone. The one shared place is where TF Serving reads models: push writes to
 `push.model_base_path`, which must outlive the pod: an object store URI (gs://,
 s3://, reached through fsspec, components/storage.py) or, with
-`pipeline.serving_pvc`, a PVC mounted in evaluate (which reads the served model
-as a baseline) and push. Compiling for a cluster with anything else is refused;
+`pipeline.serving_pvc`, a PVC mounted in every step that reads the model store:
+drift_reference and validate (the served version's drift reference), evaluate
+(the served model, its baseline) and push. Compiling for a cluster with anything else is refused;
 run-local may push to a local folder.
+
+Drift. Before validate, the uncached drift_reference step names the report
+folder validate compares the data with: with validate.drift.reference "served",
+the one push kept beside the served version (components/validate.py
+drift_reference), else that setting as it is. Validate takes the folder's name
+as a parameter, so it stays cacheable (a published version folder never
+changes). Push keeps this run's validation report with the version it publishes.
 
 Caching. On for download, validate, preprocess and train when the images' tags
 name fixed code (pipeline/images.py: `<version>-g<commit>` of a clean checkout,
@@ -61,8 +69,10 @@ PIPELINE_DESCRIPTION = (
 )
 # The params.yaml sections that are run parameters, in step order.
 RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push")
-STEPS = ("download", "validate", "preprocess", "train", "evaluate", "push")
+STEPS = ("download", "drift_reference", "validate", "preprocess", "train", "evaluate", "push")
 CACHED_STEPS = frozenset({"download", "validate", "preprocess", "train"})
+# Steps that read or write the model store (push.model_base_path): they mount pipeline.serving_pvc.
+SERVING_STORE_STEPS = frozenset({"drift_reference", "validate", "evaluate", "push"})
 BLESSED_CONDITION = "blessed"
 # push.model_base_path schemes that outlive a pod (TF Serving reads both itself).
 DURABLE_SCHEMES = frozenset({"s3", "gs"})
@@ -126,7 +136,10 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
         push: dict = defaults["push"],
     ) -> PipelineOutputs:
         download_task = ops.download(data=data)
-        validate_task = ops.validate(raw=download_task.outputs["raw"], validate=validate)
+        reference_task = ops.drift_reference(validate=validate, push=push)
+        validate_task = ops.validate(
+            raw=download_task.outputs["raw"], validate=validate, reference=reference_task.output
+        )
         preprocess_task = ops.preprocess(
             raw=download_task.outputs["raw"], validation=validate_task.outputs["validation"], preprocess=preprocess
         )
@@ -144,6 +157,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
         )
         tasks = {
             "download": download_task,
+            "drift_reference": reference_task,
             "validate": validate_task,
             "preprocess": preprocess_task,
             "train": train_task,
@@ -154,6 +168,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
             tasks["push"] = ops.push(
                 trained_model=train_task.outputs["trained_model"],
                 evaluation=evaluate_task.outputs["evaluation"],
+                validation=validate_task.outputs["validation"],
                 data=data,
                 validate=validate,
                 preprocess=preprocess,
@@ -194,7 +209,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
 
 
 def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool = True) -> None:
-    """Resources, caching, and (train) the GPU, node selector and toleration; (evaluate, push) the serving PVC."""
+    """Resources, caching, (train) the GPU, node selector and toleration, and the serving PVC where it is read."""
     from kfp import kubernetes
 
     task.set_display_name(step)
@@ -211,7 +226,7 @@ def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool =
             kubernetes.add_toleration(
                 task, key=settings.gpu_toleration_key, operator="Exists", effect=settings.gpu_toleration_effect
             )
-    if step in ("evaluate", "push") and settings.serving_pvc:
+    if step in SERVING_STORE_STEPS and settings.serving_pvc:
         kubernetes.mount_pvc(task, pvc_name=settings.serving_pvc, mount_path=settings.serving_mount_path)
 
 

@@ -17,15 +17,17 @@ import pandas as pd
 import pytest
 import yaml
 from great_expectations.execution_engine.util import is_valid_partition_object
-from helpers import tiny_params_dict
+from helpers import tiny_params_dict, write_blessing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from petseg.cli import main
+from petseg.components import model_store
 from petseg.components.errors import DataValidationError, ParamsError, PetsegError
 from petseg.components.fsutil import read_json
-from petseg.components.params import DriftParams, params_from_dict
+from petseg.components.params import DriftParams, PushParams, params_from_dict
+from petseg.components.push import push
 from petseg.components.rawdata import dataset_fingerprint, read_index, write_index
 from petseg.components.validate import (
     DRIFT_CHECKS,
@@ -157,10 +159,100 @@ def test_drift_threshold_comes_from_params(synthetic_raw, reference, tmp_path):
     assert "no_drift_brightness" not in result.failed_critical + result.failed_warnings
 
 
-def test_reference_from_params_when_no_flag(synthetic_raw, reference, tmp_path):
+def _cli_validate(raw: Path, folder: Path, out: Path, validate: dict | None = None, *flags: str) -> list[str]:
+    """`petseg validate` with tiny params (push.model_base_path `folder`/serving) and `flags`."""
+    params_file = folder / "params.yaml"
+    sections = {"validate": {**BOUNDS, **(validate or {})}, "push": {"model_base_path": str(folder / "serving")}}
+    params_file.write_text(yaml.safe_dump(tiny_params_dict(sections)))
+    return ["validate", "--raw", str(raw), "--out", str(out), "--params", str(params_file), *flags]
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("petseg")]
+
+
+def test_reference_from_params_when_no_flag(synthetic_raw, reference, tmp_path, capsys):
     _half_as_bright(synthetic_raw)
-    with pytest.raises(DataValidationError, match="no_drift_brightness"):
-        validate_dataset(synthetic_raw, _validate_params(drift={"reference": str(reference)}), tmp_path / "v")
+    args = _cli_validate(synthetic_raw, tmp_path, tmp_path / "v", {"drift": {"reference": str(reference)}})
+    assert main(args) == 1
+    [line] = _error_lines(capsys)
+    assert "no_drift_brightness (" in line
+
+
+def test_nothing_served_means_no_drift_check_and_says_so(synthetic_raw, tmp_path, capsys):
+    _half_as_bright(synthetic_raw)  # would drift from anything; there is nothing to compare with
+    assert main(_cli_validate(synthetic_raw, tmp_path, tmp_path / "v")) == 0
+    assert f"validate: no version served at {tmp_path / 'serving' / 'petseg'} yet: no drift check" in (
+        capsys.readouterr().out
+    )
+    assert read_json(tmp_path / "v" / "summary.json")["drift_reference"] is None
+
+
+def test_the_served_versions_training_data_is_the_reference(
+    synthetic_raw, reference, rule_savedmodels, tmp_path, capsys
+):
+    """push keeps the validation report with the version; the next validate compares with it by default."""
+    store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
+    fingerprint = read_json(reference / "summary.json")["fingerprint"]
+    model = rule_savedmodels["perfect"]
+    lineage = {"git_commit": None, "validation_fingerprint": fingerprint}
+    assert push(model, write_blessing(model, store, tmp_path), store, lineage, drift_reference=reference).version == 1
+    kept = Path(model_store.version_path(store, 1)) / "drift_reference"
+    for name in ("summary.json", "examples.csv"):
+        assert (kept / name).read_bytes() == (reference / name).read_bytes()
+    assert sorted(p.name for p in kept.iterdir()) == ["examples.csv", "summary.json"]  # not the Data Docs
+    assert read_json(Path(model_store.version_path(store, 1)) / "lineage.json")["drift_reference"] == {
+        "dir": "drift_reference",
+        "source": str(reference),
+        "fingerprint": fingerprint,
+    }
+    capsys.readouterr()
+
+    args = _cli_validate(synthetic_raw, tmp_path, tmp_path / "same")
+    assert main(args) == 0
+    assert f"drift reference: the data served version 1 was trained on ({kept})" in capsys.readouterr().out
+    assert read_json(tmp_path / "same" / "summary.json")["drift_reference"] == {
+        "dir": str(kept),
+        "fingerprint": fingerprint,
+    }
+
+    _half_as_bright(synthetic_raw)
+    assert main([*args[:4], str(tmp_path / "dark"), *args[5:]]) == 1
+    [line] = _error_lines(capsys)
+    assert line.startswith("petseg validate: error: ") and "no_drift_brightness (" in line
+
+    # --reference "" turns the check off for one run; the summary says no reference was used.
+    assert main([*args[:4], str(tmp_path / "unchecked"), *args[5:], "--reference", ""]) == 0
+    assert read_json(tmp_path / "unchecked" / "summary.json")["drift_reference"] is None
+
+
+def test_a_served_version_without_a_reference_means_no_drift_check(synthetic_raw, rule_savedmodels, tmp_path, capsys):
+    store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
+    model = rule_savedmodels["perfect"]
+    push(model, write_blessing(model, store, tmp_path), store, {"git_commit": None})
+    capsys.readouterr()
+    assert main(_cli_validate(synthetic_raw, tmp_path, tmp_path / "v")) == 0
+    assert "served version 1 at" in capsys.readouterr().out
+    assert read_json(tmp_path / "v" / "summary.json")["drift_reference"] is None
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda ref, tmp: _copy(ref, tmp, summary={"success": False}), "that validation failed"),
+        (lambda ref, tmp: _copy(ref, tmp, summary={"fingerprint": "0" * 64}), "that report validated other data"),
+        (lambda ref, tmp: tmp / "nowhere", "is not a validation report (summary.json missing)"),
+        (lambda ref, tmp: _copy(ref, tmp, remove="examples.csv"), "examples.csv missing from"),
+    ],
+)
+def test_push_refuses_a_report_that_cannot_be_the_reference(reference, rule_savedmodels, tmp_path, make, error):
+    store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
+    model = rule_savedmodels["perfect"]
+    lineage = {"git_commit": None, "validation_fingerprint": read_json(reference / "summary.json")["fingerprint"]}
+    with pytest.raises(PetsegError, match=re.escape(error)) as caught:
+        push(model, write_blessing(model, store, tmp_path), store, lineage, drift_reference=make(reference, tmp_path))
+    assert "\n" not in str(caught.value)
+    assert model_store.list_version_numbers(store) == [] and model_store.served_version(store) is None
 
 
 @pytest.mark.parametrize(
@@ -182,9 +274,11 @@ def test_a_bad_reference_is_one_line_and_writes_nothing(synthetic_raw, reference
     assert not out.exists()
 
 
-def _copy(reference: Path, tmp: Path, *, summary=None, drop=None, table=None, summary_text=None) -> Path:
+def _copy(reference: Path, tmp: Path, *, summary=None, drop=None, table=None, summary_text=None, remove=None) -> Path:
     copy = tmp / "bad-reference"
     shutil.copytree(reference, copy)
+    if remove is not None:
+        (copy / remove).unlink()
     if summary is not None:
         (copy / "summary.json").write_text(json.dumps({**read_json(reference / "summary.json"), **summary}))
     if summary_text is not None:

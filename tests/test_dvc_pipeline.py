@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO_ROOT, tiny_params_dict
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +31,11 @@ TINY_TRAINING = {
 }
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -202,3 +204,29 @@ def test_queued_two_point_sweep_runs_and_compares(trained_repo):
     assert json.loads((trained_repo / "models/metrics.json").read_text())["best_val"]["mean_iou"] == pytest.approx(
         float(best["best_val.mean_iou"])
     )  # its outputs came with it
+
+
+def test_push_keeps_the_validation_report_and_the_next_validate_compares_with_it(tmp_path):
+    """dvc repro pushes version 1 with its data's report; validate then checks data against that report."""
+    gate = {"evaluate": {"min_mean_iou": 0.0, "min_accuracy": 0.0}, "push": {"warmup_requests": 1}}
+    repo = _make_repo(tmp_path / "repo", tiny_params_dict({**TINY_TRAINING, **gate}))
+    first = _run([*DVC, "repro"], repo)
+    assert "validate: no version served at serving/models/petseg yet: no drift check" in first.stdout
+    kept = repo / "serving/models/petseg/1/drift_reference"
+    for name in ("summary.json", "examples.csv"):
+        assert (kept / name).read_bytes() == (repo / "reports/validation" / name).read_bytes()
+
+    again = _run([*DVC, "repro", "-f", "-s", "validate"], repo)
+    assert "the data served version 1 was trained on (serving/models/petseg/1/drift_reference)" in again.stdout
+    assert json.loads((repo / "reports/validation/summary.json").read_text())["drift_reference"]["dir"] == (
+        "serving/models/petseg/1/drift_reference"
+    )
+
+    # Darker photos arrive (a new camera, say): validate stops the pipeline on the served model's data.
+    for photo in (repo / "data/raw").rglob("*.jpg"):
+        with Image.open(photo) as image:
+            darker = image.point(lambda v: v // 2)
+        darker.save(photo, format="JPEG", quality=95)
+    drifted = _run([*DVC, "repro", "-s", "validate"], repo, check=False)
+    assert drifted.returncode != 0
+    assert "petseg validate: error: " in drifted.stderr and "no_drift_brightness (" in drifted.stderr

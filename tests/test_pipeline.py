@@ -45,6 +45,14 @@ def ir(tmp_path_factory):
     return _compile(tmp_path_factory.mktemp("ir"))
 
 
+def _ir_name(step: str) -> str:
+    """A step's task and executor name in the compiled IR (KFP writes a function's name in kebab case)."""
+    return step.replace("_", "-")
+
+
+IR_NAMES = tuple(_ir_name(step) for step in STEPS)
+
+
 def _step_order(dag_tasks: dict) -> list[str]:
     """Task names in dependency order (each task after all it depends on)."""
     done: list[str] = []
@@ -67,8 +75,12 @@ def test_steps_run_in_order_with_push_under_the_blessed_condition(ir):
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
     name, condition = _condition(spec)
-    assert _step_order(tasks) == ["download", "validate", "preprocess", "train", "evaluate", name]
-    assert tasks["validate"]["dependentTasks"] == ["download"]
+    assert _step_order(tasks) == ["download", "drift-reference", "validate", "preprocess", "train", "evaluate", name]
+    assert tasks["drift-reference"].get("dependentTasks", []) == []
+    assert set(tasks["validate"]["dependentTasks"]) == {"download", "drift-reference"}
+    assert tasks["validate"]["inputs"]["parameters"]["reference"] == {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "drift-reference"}
+    }
     assert set(tasks["preprocess"]["dependentTasks"]) == {"download", "validate"}
     assert tasks["train"]["dependentTasks"] == ["preprocess"]
     assert set(tasks["evaluate"]["dependentTasks"]) == {"preprocess", "train"}
@@ -79,7 +91,11 @@ def test_steps_run_in_order_with_push_under_the_blessed_condition(ir):
     )
     inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["push"]
-    assert [t for t in STEPS if t in tasks or t in inner] == list(STEPS)
+    # push keeps this run's validation report with the version (the next run's drift reference)
+    assert inner["push"]["inputs"]["artifacts"]["validation"] == {
+        "componentInputArtifact": "pipelinechannel--validate-validation"
+    }
+    assert [t for t in IR_NAMES if t in tasks or t in inner] == list(IR_NAMES)
 
 
 def test_train_asks_for_a_gpu_node_and_runs_the_gpu_image(ir):
@@ -107,9 +123,9 @@ def test_train_asks_for_a_gpu_node_and_runs_the_gpu_image(ir):
 def test_every_step_has_requests_limits_and_the_project_image(ir):
     spec, _ = ir
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{step}" for step in STEPS}
+    assert set(executors) == {f"exec-{_ir_name(step)}" for step in STEPS}
     for step in STEPS:
-        container = executors[f"exec-{step}"]["container"]
+        container = executors[f"exec-{_ir_name(step)}"]["container"]
         wanted = getattr(PROJECT_PARAMS.pipeline.resources, step)
         assert {
             k: container["resources"][k]
@@ -130,7 +146,7 @@ def _cached_steps(spec) -> set[str]:
     tasks = dict(spec["root"]["dag"]["tasks"])
     _, condition = _condition(spec)
     tasks.update(spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"])
-    return {step for step in STEPS if tasks[step]["cachingOptions"].get("enableCache")}
+    return {step for step in STEPS if tasks[_ir_name(step)]["cachingOptions"].get("enableCache")}
 
 
 def test_caching_is_on_for_data_and_train_off_for_evaluate_and_push(tmp_path):
@@ -265,7 +281,7 @@ def test_train_outputs_a_savedmodel_only_model_and_a_separate_checkpoints_artifa
     assert outputs["trained_model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert outputs["checkpoints"]["artifactType"]["schemaTitle"] == "system.Artifact"
     push_inputs = spec["components"]["comp-push"]["inputDefinitions"]["artifacts"]
-    assert set(push_inputs) == {"trained_model", "evaluation"}  # no checkpoints downloaded to push
+    assert set(push_inputs) == {"trained_model", "evaluation", "validation"}  # no checkpoints downloaded to push
 
 
 @pytest.mark.parametrize("base", ["serving/models", "/abs/models", "memory://models", "ram://models"])
@@ -307,14 +323,15 @@ def test_submit_refuses_a_pod_local_push_target_before_contacting_the_cluster():
         submit(local, "http://127.0.0.1:9")
 
 
-def test_serving_pvc_is_mounted_where_evaluate_and_push_read_the_model_base_path(tmp_path):
+def test_serving_pvc_is_mounted_where_a_step_reads_the_model_base_path(tmp_path):
     params = with_overrides(
         PROJECT_PARAMS, {"pipeline.serving_pvc": "models", "push.model_base_path": "/serving/models/prod"}
     )
     _, platform = _compile(tmp_path, params)
-    for step in ("evaluate", "push"):
+    for step in ("drift-reference", "validate", "evaluate", "push"):
         assert platform[f"exec-{step}"]["pvcMount"][0]["mountPath"] == "/serving/models"
-    assert "pvcMount" not in platform["exec-train"]
+    for step in ("download", "preprocess", "train"):
+        assert "pvcMount" not in platform.get(f"exec-{step}", {})
     outside = with_overrides(params, {"push.model_base_path": "serving/models"})
     with pytest.raises(ParamsError, match=r"push\.model_base_path .* must lie under pipeline\.serving_mount_path"):
         compile_pipeline(outside, tmp_path / "bad.yaml")
@@ -647,6 +664,17 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
     assert main(["rollback", "--list", "--params", str(tmp_path / "params.yaml")]) == 0
     [row] = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert row[0] == "1" and TAG.commit[:8] in row[3] and row[-1] == lineage["data_manifest_sha256"][:12]
+
+    # Push kept this run's validation report with the version; the next run's validate compares with it.
+    validation = Path(listed[("validate", "validation")])
+    kept = models / "petseg" / "1" / "drift_reference"
+    for name in ("summary.json", "examples.csv"):
+        assert (kept / name).read_bytes() == (validation / name).read_bytes()
+    assert json.loads((validation / "summary.json").read_text())["drift_reference"] is None  # nothing served then
+    code, summary, _, _ = _run_local(local_workdir, tmp_path, {}, capsys)
+    assert code == 0, summary[-3000:]
+    again = json.loads((Path(_listed(summary)[("validate", "validation")]) / "summary.json").read_text())
+    assert again["success"] and again["drift_reference"]["dir"] == str(kept)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
+from helpers import write_blessing
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -22,7 +23,7 @@ from petseg.cli import main
 from petseg.components import contract, model_store, storage
 from petseg.components.errors import PetsegError
 from petseg.components.evaluate import evaluate
-from petseg.components.fsutil import read_json, write_json
+from petseg.components.fsutil import read_json
 from petseg.components.lineage import collect_lineage
 from petseg.components.model_store import list_versions, rollback
 from petseg.components.params import EvaluateParams, Params, PushParams
@@ -38,28 +39,8 @@ def push_params(tmp_path) -> PushParams:
     )
 
 
-def bless(model_dir, params: PushParams, folder, blessed: bool = True, mean_iou: float = 0.9) -> os.PathLike:
-    """A blessing.json in evaluate's format for `model_dir`, compared against what is served now."""
-    served = model_store.served_version(params)
-    path = folder / f"blessing-{uuid.uuid4().hex[:6]}.json"
-    write_json(
-        path,
-        {
-            "blessed": blessed,
-            "reason": "given by the test",
-            "checks": [],
-            "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
-            "baseline": {"version": served} if served else None,
-            "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-            "data": {"image_size": 32},
-            "push_target": model_store.model_root(params),
-        },
-    )
-    return path
-
-
 def push_blessed(model_dir, params, folder, **kw):
-    return push(model_dir, bless(model_dir, params, folder), params, {"git_commit": None}, **kw)
+    return push(model_dir, write_blessing(model_dir, params, folder), params, {"git_commit": None}, **kw)
 
 
 def versions_on_disk(params) -> list[str]:
@@ -149,10 +130,10 @@ def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, cod
 
 
 def test_stale_or_foreign_blessings_are_refused(rule_savedmodels, tmp_path, push_params):
-    for_perfect = bless(rule_savedmodels["perfect"], push_params, tmp_path)
+    for_perfect = write_blessing(rule_savedmodels["perfect"], push_params, tmp_path)
     with pytest.raises(PetsegError, match="different model"):
         push(rule_savedmodels["wrong_10"], for_perfect, push_params, {})
-    early = bless(rule_savedmodels["wrong_10"], push_params, tmp_path)  # made while nothing is served
+    early = write_blessing(rule_savedmodels["wrong_10"], push_params, tmp_path)  # made while nothing is served
     push(rule_savedmodels["perfect"], for_perfect, push_params, {})
     with pytest.raises(PetsegError, match="served version changed since evaluation"):
         push(rule_savedmodels["wrong_10"], early, push_params, {})
@@ -245,7 +226,7 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
     assert versions_on_disk(push_params) == ["1"] and model_store.served_version(push_params) == 1
 
     (tmp_path / "ev").mkdir()
-    os.replace(bless(rule_savedmodels["broken"], push_params, tmp_path), tmp_path / "ev" / "blessing.json")
+    os.replace(write_blessing(rule_savedmodels["broken"], push_params, tmp_path), tmp_path / "ev" / "blessing.json")
     params_file = write_params(tmp_path, push_params)
     code = main(
         [
@@ -340,7 +321,7 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
     for i, name in enumerate(("perfect", "wrong_10", "wrong_30")):
         push(
             rule_savedmodels[name],
-            bless(rule_savedmodels[name], push_params, tmp_path, mean_iou=0.7 + i / 10),
+            write_blessing(rule_savedmodels[name], push_params, tmp_path, mean_iou=0.7 + i / 10),
             push_params,
             {"git_commit": f"{i}" * 40},
         )

@@ -20,16 +20,18 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from helpers import write_blessing
 
 from petseg.cli import main
 from petseg.components import model_store, storage
 from petseg.components.evaluate import evaluate
-from petseg.components.fsutil import write_json
 from petseg.components.model_store import list_versions, rollback
 from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
 from petseg.components.push import push
+from petseg.components.validate import DRIFT_CHECKS, drift_reference, read_reference
 
 MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
 S3_ENV = {
@@ -96,26 +98,6 @@ def bucket(s3_endpoint) -> str:
     return f"s3://{name}"
 
 
-def bless(model_dir, params: PushParams, folder: Path, mean_iou: float = 0.9) -> Path:
-    """A blessing.json as evaluate writes it, compared against what is served at `params` now."""
-    served = model_store.served_version(params)
-    path = folder / f"blessing-{uuid.uuid4().hex[:6]}.json"
-    write_json(
-        path,
-        {
-            "blessed": True,
-            "reason": "given by the test",
-            "checks": [],
-            "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
-            "baseline": {"version": served} if served else None,
-            "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-            "data": {"image_size": 32, "manifest_sha256": "d" * 64},
-            "push_target": model_store.model_root(params),
-        },
-    )
-    return path
-
-
 def publish_by_copy(model_dir: Path, params: PushParams, version: int, lineage: dict) -> None:
     """A version on the store as push leaves it (files, lineage.json, the store's record, models.config),
     through the store's own publish, without push's infra validation."""
@@ -127,6 +109,15 @@ def publish_by_copy(model_dir: Path, params: PushParams, version: int, lineage: 
         )
         model_store.publish(params, staging, version, {"pushed_at": "2026-11-25T00:00:00+00:00"})
     model_store.serve_version(params, version, log=lambda _: None)
+
+
+def write_validation_report(folder: Path) -> Path:
+    """An accepted validation report of two examples, with every column the drift checks compare."""
+    folder.mkdir(parents=True)
+    columns = sorted({c for names, _ in DRIFT_CHECKS.values() for c in names})
+    pd.DataFrame({c: [1.0, 2.0] for c in columns}).to_csv(folder / "examples.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps({"success": True, "fingerprint": "a" * 64}))
+    return folder
 
 
 def write_params(folder: Path, push_params: PushParams) -> str:
@@ -213,11 +204,25 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     """push -> evaluate (baseline from S3) -> push again -> rollback --list, all on s3://."""
     params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=1, warmup_requests=2)
     lineage = {"git_commit": "e" * 40, "data_manifest_sha256": "f" * 64}
-    first = push(rule_savedmodels["perfect"], bless(rule_savedmodels["perfect"], params, tmp_path), params, lineage)
+    report = write_validation_report(tmp_path / "validation")
+    first = push(
+        rule_savedmodels["perfect"],
+        write_blessing(rule_savedmodels["perfect"], params, tmp_path),
+        params,
+        lineage,
+        drift_reference=report,
+    )
     assert first.status == "pushed" and first.version == 1
     files = storage.walk_files(model_store.version_path(params, 1))
     assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
+    assert {"drift_reference/summary.json", "drift_reference/examples.csv"} <= set(files)
     assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "1"]  # nothing staged left
+
+    # The next validate reads that report back from the bucket as its drift reference.
+    reference = drift_reference("served", params)
+    assert reference == storage.join(model_store.version_path(params, 1), "drift_reference")
+    table, fingerprint = read_reference(reference)
+    assert fingerprint == "a" * 64 and table.equals(pd.read_csv(report / "examples.csv"))
 
     result = evaluate(
         rule_savedmodels["wrong_10"],

@@ -75,18 +75,20 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--reference",
-        type=Path,
         default=None,
-        help="report folder of an earlier accepted validation (e.g. the served model's data): run the "
-        'no_drift_* expectations against it (default: validate.drift.reference, "" = none)',
+        help="report folder (or URI) of an earlier accepted validation to run the no_drift_* expectations "
+        'against; "served": the one push kept with the served version; "" = none '
+        "(default: validate.drift.reference)",
     )
     p.set_defaults(handler=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.validate import validate_dataset
+    from petseg.components.validate import drift_reference, validate_dataset
 
-    result = validate_dataset(args.raw, params.validate, args.out, reference=args.reference)
+    choice = params.validate.drift.reference if args.reference is None else args.reference
+    reference = drift_reference(choice, params.push)
+    result = validate_dataset(args.raw, params.validate, args.out, reference=reference)
     warnings = f"; warnings: {', '.join(result.failed_warnings)}" if result.failed_warnings else ""
     print(
         f"validate: {args.raw} passed ({result.examples} examples: {_split_counts(result.counts)})"
@@ -243,6 +245,13 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
         help="TFRecords folder whose manifest hash goes into the lineage (default: data/records)",
     )
     p.add_argument(
+        "--validation",
+        type=Path,
+        default=None,
+        help="accepted validation report of the data the model was trained on (e.g. reports/validation): "
+        "kept with the version as the drift reference later validations compare with (default: none kept)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=Path("reports/push.json"),
@@ -255,10 +264,13 @@ def _run_push(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.lineage import collect_lineage
     from petseg.components.push import push
 
-    result = push(args.model, args.evaluation, params.push, collect_lineage(args.records, params), args.out)
+    lineage = collect_lineage(args.records, params)
+    result = push(args.model, args.evaluation, params.push, lineage, args.out, drift_reference=args.validation)
     if result.status == "pushed":
         removed = f"; removed old versions {result.removed_versions}" if result.removed_versions else ""
         print(f"push: {result.path}: {result.reason}{removed}")
+        if args.validation is None:
+            print(f"push: no --validation given: version {result.version} keeps no drift reference")
     else:
         print(f"push: {result.status}: {result.reason}")
 
