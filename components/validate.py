@@ -219,8 +219,15 @@ def drift_reference(choice: str, store: PushParams) -> str | None:
     """
     if choice != SERVED_REFERENCE:
         return choice or None
-    version, folder = model_store.served_drift_reference(store)
     where = model_store.model_root(store)
+    try:
+        version, folder = model_store.served_drift_reference(store)
+    except OSError as exc:
+        raise PetsegError(
+            f"cannot read which version is served at {where} ({stable_text(exc)}), the drift reference "
+            'validate.drift.reference "served" asks for; fix access to the store, or pass --reference '
+            'with a report folder ("" for none)'
+        ) from None
     if version is None:
         print(f"validate: no version served at {where} yet: no drift check", flush=True)
     elif folder is None:

@@ -27,6 +27,7 @@ from helpers import write_blessing
 
 from petseg.cli import main
 from petseg.components import model_store, storage
+from petseg.components.errors import PetsegError
 from petseg.components.evaluate import evaluate
 from petseg.components.model_store import list_versions, rollback
 from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
@@ -196,6 +197,19 @@ def test_evaluate_stops_in_one_line_when_the_store_is_unreachable(
     with pytest.raises(Exception, match=r"cannot read the served model at s3://.*Access Denied"):
         evaluate(rule_savedmodels["perfect"], coded_records, EvaluateParams(), params, tmp_path / "ev")
     assert not (tmp_path / "ev").exists()
+
+
+def test_validate_stops_in_one_line_when_the_served_reference_is_unreachable(bucket, monkeypatch):
+    params = PushParams(model_base_path=storage.join(bucket, "serving"))
+
+    def denied(*args, **kwargs):
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(storage, "listdir", denied)
+    monkeypatch.setattr(storage, "isdir", denied)
+    with pytest.raises(PetsegError, match=r"cannot read which version is served at s3://.*Access Denied") as caught:
+        drift_reference("served", params)
+    assert "\n" not in str(caught.value)
 
 
 # push stages in a local folder on object stores (storage.local_workdir): TensorFlow writes the warm-up
