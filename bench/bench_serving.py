@@ -36,6 +36,7 @@ which `bench/run_all.py` puts into bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -100,10 +101,9 @@ def closed_loop(make_call, concurrency: int, seconds: float, min_requests: int, 
     start_barrier = threading.Barrier(concurrency + 1)
     stop_at: list[float] = [0.0]
 
-    def worker():
-        call = make_call()
-        call()  # warm: connection, kernels for this shape
-        start_barrier.wait()
+    failures: list[BaseException] = []
+
+    def measured_calls(call):
         while True:
             started = time.perf_counter()
             call()
@@ -113,14 +113,29 @@ def closed_loop(make_call, concurrency: int, seconds: float, min_requests: int, 
                     return
                 latencies.append(ended - started)
 
+    def worker():
+        try:
+            call = make_call()
+            call()  # warm: connection, kernels for this shape
+            start_barrier.wait()
+            measured_calls(call)
+        except threading.BrokenBarrierError:
+            pass  # another client failed: its error is the one to report
+        except Exception as exc:  # a failed request: stop the whole cell instead of hanging at the barrier
+            failures.append(exc)
+            start_barrier.abort()
+
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
-    start_barrier.wait()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        start_barrier.wait()
     began = time.perf_counter()
     stop_at[0] = began + seconds
     for thread in threads:
         thread.join()
+    if failures:
+        raise SystemExit(f"bench_serving: a client failed at concurrency {concurrency}: {failures[0]!r}")
     elapsed = time.perf_counter() - began
     return Cell(latencies, elapsed, len(latencies) * batch)
 

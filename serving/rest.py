@@ -513,6 +513,9 @@ class RestServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's listen backlog is 5: while handler threads hold the GIL decoding JSON, a burst
+    # of new clients overflowed it and got resets. The system's maximum, as gRPC's listener uses.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], context: RestContext):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET

@@ -12,7 +12,9 @@ import base64
 import http.client
 import json
 import shutil
+import socket
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -363,6 +365,25 @@ def test_keep_alive_connection_serves_several_requests_and_concurrent_clients(se
     for thread in threads:
         thread.join(timeout=60)
     assert results == [200] * 6
+
+
+def test_a_burst_of_clients_arriving_while_the_server_is_busy_are_all_answered():
+    """64 clients connect and send before the server accepts any (as when every handler thread is busy)."""
+    idle = rest.RestServer(("127.0.0.1", 0), SimpleNamespace(metrics=None))
+    clients: list[socket.socket] = []
+    serving = threading.Thread(target=idle.serve_forever, daemon=True)
+    try:
+        for _ in range(64):  # with socketserver's backlog of 5 the 7th connect timed out
+            clients.append(socket.create_connection(idle.server_address[:2], timeout=5))
+            clients[-1].sendall(b"GET /nope HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        serving.start()
+        assert [client.recv(64).split(b"\r\n")[0] for client in clients] == [b"HTTP/1.1 404 Not Found"] * 64
+    finally:
+        if serving.is_alive():
+            idle.shutdown()
+        idle.server_close()
+        for client in clients:
+            client.close()
 
 
 # ------------------------------------------------------------ any JSON body
