@@ -208,8 +208,7 @@ def test_the_served_versions_training_data_is_the_reference(
     }
     capsys.readouterr()
 
-    args = _cli_validate(synthetic_raw, tmp_path, tmp_path / "same")
-    assert main(args) == 0
+    assert main(_cli_validate(synthetic_raw, tmp_path, tmp_path / "same")) == 0
     assert f"drift reference: the data served version 1 was trained on ({kept})" in capsys.readouterr().out
     assert read_json(tmp_path / "same" / "summary.json")["drift_reference"] == {
         "dir": str(kept),
@@ -217,12 +216,12 @@ def test_the_served_versions_training_data_is_the_reference(
     }
 
     _half_as_bright(synthetic_raw)
-    assert main([*args[:4], str(tmp_path / "dark"), *args[5:]]) == 1
+    assert main(_cli_validate(synthetic_raw, tmp_path, tmp_path / "dark")) == 1
     [line] = _error_lines(capsys)
     assert line.startswith("petseg validate: error: ") and "no_drift_brightness (" in line
 
     # --reference "" turns the check off for one run; the summary says no reference was used.
-    assert main([*args[:4], str(tmp_path / "unchecked"), *args[5:], "--reference", ""]) == 0
+    assert main(_cli_validate(synthetic_raw, tmp_path, tmp_path / "unchecked", None, "--reference", "")) == 0
     assert read_json(tmp_path / "unchecked" / "summary.json")["drift_reference"] is None
 
 
