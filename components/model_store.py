@@ -547,14 +547,21 @@ class RollbackResult:
     config_file: str
 
 
-def rollback(params: PushParams, to_version: int | None = None, log: Callable[[str], None] = print) -> RollbackResult:
+def rollback(
+    params: PushParams,
+    to_version: int | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    infra_check: Callable[[str, str], object],
+) -> RollbackResult:
     """Serve `to_version` (default: the newest version older than the served one) after infra-validating it.
 
-    The target must load and answer its warm-up requests through the contract's
-    signatures; if not, models.config is left as it was.
+    `infra_check(version_dir, model_name)` (warmup.validate_served_copy) raises
+    PetsegError when the target does not load and answer its warm-up requests
+    through the contract's signatures; models.config is then left as it was.
+    It is passed in rather than imported so that reading the store (validate's
+    drift reference) does not depend on the serving contract and TensorFlow.
     """
-    from petseg.components.warmup import validate_served_copy
-
     with store_lock(params):
         versions = list_version_numbers(params)
         root = model_root(params)
@@ -572,7 +579,7 @@ def rollback(params: PushParams, to_version: int | None = None, log: Callable[[s
         elif to_version not in versions:
             raise PetsegError(f"version {to_version} is not under {root} (kept: {kept}); see `petseg rollback --list`")
         try:
-            validate_served_copy(version_path(params, to_version), params.model_name)
+            infra_check(version_path(params, to_version), params.model_name)
         except PetsegError as exc:
             reason = str(exc).removesuffix("; not pushed")
             raise PetsegError(

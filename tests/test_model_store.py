@@ -53,6 +53,7 @@ from petseg.components.errors import ParamsError, PetsegError
 from petseg.components.fsutil import read_json, write_json
 from petseg.components.params import PushParams, check_model_name, params_from_dict
 from petseg.components.push import push
+from petseg.components.warmup import validate_served_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOADING, AVAILABLE, END = 20, 30, 50
@@ -242,9 +243,9 @@ def test_push_push_rollback_rollforward_is_accepted_by_tf_servings_rules(
     check(1)
     assert push_version(rule_savedmodels["wrong_10"], params) == 2
     check(2)
-    assert model_store.rollback(params, 1).served == 1
+    assert model_store.rollback(params, 1, infra_check=validate_served_copy).served == 1
     check(1)
-    assert model_store.rollback(params, 2).served == 2
+    assert model_store.rollback(params, 2, infra_check=validate_served_copy).served == 2
     check(2)
 
     assert service.sim.refusals == [] and service.sim.violations == []
@@ -372,10 +373,12 @@ def test_retention_keeps_the_version_rolled_back_to(rule_savedmodels, tmp_path, 
     params = store_params(tmp_path, keep_versions=2)
     push_version(rule_savedmodels["perfect"], params)
     push_version(rule_savedmodels["wrong_10"], params)
-    assert model_store.rollback(params, 1).served == 1
+    assert model_store.rollback(params, 1, infra_check=validate_served_copy).served == 1
     assert push_version(rule_savedmodels["wrong_30"], params) == 3
     assert model_store.list_version_numbers(params) == [1, 2, 3]  # 1 outlives keep_versions: rolled back to
-    assert model_store.rollback(params, 1).served == 1  # and can be rolled back to again
+    assert (
+        model_store.rollback(params, 1, infra_check=validate_served_copy).served == 1
+    )  # and can be rolled back to again
 
 
 # ----------------------------------------------------------------- rollback
@@ -395,9 +398,9 @@ def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(
     before = config_text(params)
 
     with pytest.raises(PetsegError, match=r"rollback to version 5 refused: .*does not load.*models.config unchanged"):
-        model_store.rollback(params, 5)
+        model_store.rollback(params, 5, infra_check=validate_served_copy)
     with pytest.raises(PetsegError, match=r"rollback to version 6 refused: .*lacks the contract's signature"):
-        model_store.rollback(params, 6)
+        model_store.rollback(params, 6, infra_check=validate_served_copy)
     assert config_text(params) == before
 
     params_file = tmp_path / "params.yaml"

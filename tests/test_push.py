@@ -29,7 +29,7 @@ from petseg.components.model_store import list_versions, rollback
 from petseg.components.params import EvaluateParams, Params, PushParams
 from petseg.components.push import push
 from petseg.components.rawdata import sha256_file
-from petseg.components.warmup import WARMUP_FILE, InfraValidationError
+from petseg.components.warmup import WARMUP_FILE, InfraValidationError, validate_served_copy
 
 
 @pytest.fixture
@@ -327,12 +327,12 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
         )
     assert model_store.served_version(push_params) == 3
 
-    assert rollback(push_params).served == 2
-    assert rollback(push_params).served == 1
+    assert rollback(push_params, infra_check=validate_served_copy).served == 2
+    assert rollback(push_params, infra_check=validate_served_copy).served == 1
     with pytest.raises(PetsegError, match="version 1 is the oldest kept"):
-        rollback(push_params)
+        rollback(push_params, infra_check=validate_served_copy)
     with pytest.raises(PetsegError, match=r"version 9 is not under .*\(kept: 1, 2, 3\)"):
-        rollback(push_params, 9)
+        rollback(push_params, 9, infra_check=validate_served_copy)
     assert dict(served_config(push_params).version_labels) == {}
     assert list(served_config(push_params).model_version_policy.specific.versions) == [1]
 

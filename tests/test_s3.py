@@ -33,6 +33,7 @@ from petseg.components.model_store import list_versions, rollback
 from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
 from petseg.components.push import push
 from petseg.components.validate import DRIFT_CHECKS, drift_reference, read_reference
+from petseg.components.warmup import validate_served_copy
 
 MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
 S3_ENV = {
@@ -166,7 +167,7 @@ def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, t
     assert [r[0] for r in rows] == ["2", "1"] and "*" in rows[0]
     assert "aaaaaaaa" in rows[1] and rows[1][-1] == "b" * 12 and "cccccccc" in rows[0]
 
-    assert rollback(params).served == 1 and model_store.served_version(params) == 1
+    assert rollback(params, infra_check=validate_served_copy).served == 1 and model_store.served_version(params) == 1
     assert [(i.version, i.served) for i in list_versions(params)] == [(2, False), (1, True)]
 
 

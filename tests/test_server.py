@@ -29,6 +29,7 @@ from helpers import REPO_ROOT, tiny_params_dict
 from petseg.components import contract
 from petseg.components.errors import PetsegError
 from petseg.components.params import PushParams, ServeParams
+from petseg.components.warmup import validate_served_copy
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import (  # noqa: E402
@@ -241,7 +242,8 @@ def test_models_config_pins_the_served_version_and_rollback_follows(
         assert stubs.predict(images_request(image), timeout=10).model_spec.version.value == 2
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
 
-        assert rollback(params, 1).served == 1  # returns once the server has v1 AVAILABLE and the label is written
+        # returns once the server has v1 AVAILABLE and the label is written
+        assert rollback(params, 1, infra_check=validate_served_copy).served == 1
         wait_until(
             lambda: stubs.predict(labelled, timeout=10).model_spec.version.value == 1,
             10,

@@ -295,13 +295,14 @@ def _add_rollback(sub: argparse._SubParsersAction) -> None:
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.model_store import list_versions, rollback
+    from petseg.components.warmup import validate_served_copy
 
     if args.target == "kserve":
         return _run_kserve_rollback(args, params)
     if args.list:
         print(format_versions(list_versions(params.push)))
         return
-    result = rollback(params.push, args.to)
+    result = rollback(params.push, args.to, infra_check=validate_served_copy)
     print(
         f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
         f"{result.config_file} updated"
