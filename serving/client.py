@@ -11,7 +11,6 @@ yet) is retried with backoff until the deadline.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,10 +19,12 @@ import numpy as np
 
 from petseg.components import contract
 from petseg.components.errors import PetsegError, first_line
+from petseg.serving.image_header import UnreadableHeader, declared_size
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_MESSAGE_MB = 64
+ENCODED_FORMATS = ("JPEG", "PNG")  # what the bytes signature decodes (components/contract.py)
 
 
 class ServingRequestError(PetsegError):
@@ -196,13 +197,11 @@ class SegmentationClient:
 
 
 def _encoded_size(data: bytes, index: int) -> tuple[int, int]:
-    """(height, width) of an encoded JPEG/PNG, read from its header."""
-    from PIL import Image, UnidentifiedImageError
-
+    """(height, width) of an encoded JPEG/PNG, read from its header (nothing is decoded)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("JPEG", "PNG"):
-                raise PetsegError(f"image {index} is {image.format}; the bytes signature takes JPEG or PNG")
-            return image.height, image.width
-    except UnidentifiedImageError:
+        size = declared_size(data)
+    except UnreadableHeader:
         raise PetsegError(f"image {index} is not a JPEG or PNG file") from None
+    if size.format not in ENCODED_FORMATS:
+        raise PetsegError(f"image {index} is {size.format}; the bytes signature takes JPEG or PNG")
+    return size.height, size.width

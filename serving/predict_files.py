@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from petseg.components.errors import PetsegError
-from petseg.serving.client import DEFAULT_TIMEOUT_SECONDS, SegmentationClient
+from petseg.serving.client import DEFAULT_TIMEOUT_SECONDS, ENCODED_FORMATS, SegmentationClient
+from petseg.serving.image_header import UnreadableHeader, declared_size
 
 # pet, background, border
 CLASS_COLOURS = np.array([[230, 60, 50], [40, 40, 40], [250, 210, 60]], dtype=np.uint8)
@@ -54,17 +55,17 @@ def predict_files(
     """
     paths = [Path(p) for p in images]
     _check_unique_stems(paths)
+    out_dir = Path(out_dir)
+    _check_outputs_spare_inputs(paths, out_dir, sheet)
     pixels = [read_rgb(p) for p in paths]
     with SegmentationClient(
         target, model_name, timeout_seconds=timeout_seconds, max_message_mb=max_message_mb
     ) as client:
         answers = client.segment_encoded([_encoded_bytes(p) for p in paths]) if encoded else client.segment(pixels)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for path, image, answer in zip(paths, pixels, answers, strict=True):
-        mask_png = out_dir / f"{path.stem}.mask.png"
-        overlay_png = out_dir / f"{path.stem}.overlay.png"
+        mask_png, overlay_png = _output_pngs(path, out_dir)
         _write_png(mask_png, mask_image(answer.mask))
         _write_png(overlay_png, overlay_image(image, answer.mask))
         results.append(
@@ -118,6 +119,8 @@ def read_rgb(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise PetsegError(f"{path}: no such image file") from None
+    except Image.DecompressionBombError as exc:
+        raise PetsegError(f"{path}: too large to decode here ({exc}); send a smaller image") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise PetsegError(f"{path}: not a readable image ({exc})") from None
 
@@ -153,9 +156,29 @@ def format_result(result: ImageResult) -> str:
 
 def _encoded_bytes(path: Path) -> bytes:
     data = path.read_bytes()
-    if not (data.startswith(b"\xff\xd8") or data.startswith(b"\x89PNG")):
+    try:
+        encoded_format = declared_size(data).format
+    except UnreadableHeader:
+        encoded_format = None
+    if encoded_format not in ENCODED_FORMATS:
         raise PetsegError(f"{path}: --bytes sends JPEG or PNG files only; drop --bytes to send decoded pixels")
     return data
+
+
+def _output_pngs(path: Path, out_dir: Path) -> tuple[Path, Path]:
+    """The mask and overlay PNGs written for the image at `path`."""
+    return out_dir / f"{path.stem}.mask.png", out_dir / f"{path.stem}.overlay.png"
+
+
+def _check_outputs_spare_inputs(paths: list[Path], out_dir: Path, sheet: Path | None) -> None:
+    """PetsegError, before anything is sent, when an output would replace an input or has no folder."""
+    inputs = {p.resolve() for p in paths}
+    outputs = [png for p in paths for png in _output_pngs(p, out_dir)] + ([Path(sheet)] if sheet else [])
+    for output in outputs:
+        if output.resolve() in inputs:
+            raise PetsegError(f"{output} is one of the input images; choose another --out or --sheet")
+    if sheet is not None and not Path(sheet).resolve().parent.is_dir():
+        raise PetsegError(f"--sheet {sheet}: folder {Path(sheet).parent} does not exist; create it first")
 
 
 def _check_unique_stems(paths: list[Path]) -> None:

@@ -130,3 +130,18 @@ def write_blessing(model_dir, params, folder: Path, blessed: bool = True, mean_i
         },
     )
     return path
+
+
+def bomb_png(width: int = 12000, height: int = 12000) -> bytes:
+    """A small PNG whose header declares width x height pixels (one row of data, then nothing)."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (width, 1)).save(out, format="PNG")
+    data = bytearray(out.getvalue())
+    data[20:24] = height.to_bytes(4, "big")  # IHDR height
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # the IHDR chunk's CRC, so decoders accept it
+    return bytes(data)

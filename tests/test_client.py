@@ -16,7 +16,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from helpers import REPO_ROOT, assert_mask_is_a_most_likely_class
+from helpers import REPO_ROOT, assert_mask_is_a_most_likely_class, bomb_png
 
 from petseg import cli
 from petseg.components import contract
@@ -100,7 +100,7 @@ def test_client_refuses_images_that_are_not_uint8_rgb():
         with pytest.raises(PetsegError, match=r"image 0 must be uint8 \[H, W, 3\], got float32"):
             client.segment([np.zeros((4, 4, 3), np.float32)])
         with pytest.raises(PetsegError, match="image 0 is not a JPEG or PNG file"):
-            client.segment_encoded([b"GIF89a not really"])
+            client.segment_encoded([b"not an image at all"])
 
 
 def test_server_down_fails_after_retries_with_unavailable():
@@ -246,6 +246,51 @@ def test_predict_cli_missing_image_is_named_and_nothing_is_sent(tmp_path, capsys
     assert code == 1
     assert capsys.readouterr().err.strip() == f"petseg predict: error: {tmp_path / 'nope.jpg'}: no such image file"
     assert not (tmp_path / "out").exists()
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args, error",
+    [
+        (
+            lambda tmp, photo: ["--out", str(tmp), str(photo), str(tmp / "photo0.mask.png")],
+            "photo0.mask.png is one of the input images; choose another --out or --sheet",
+        ),
+        (
+            lambda tmp, photo: ["--out", str(tmp / "out"), "--sheet", str(photo), str(photo)],
+            "photo0.png is one of the input images; choose another --out or --sheet",
+        ),
+        (
+            lambda tmp, photo: ["--out", str(tmp / "out"), "--sheet", str(tmp / "no" / "s.png"), str(photo)],
+            "does not exist; create it first",
+        ),
+        (
+            lambda tmp, photo: ["--out", str(tmp / "out"), str(_write(tmp / "bomb.png", bomb_png(20000, 20000)))],
+            "bomb.png: too large to decode here",
+        ),
+    ],
+    ids=["mask-over-an-input", "sheet-over-an-input", "sheet-folder-missing", "decompression-bomb"],
+)
+def test_predict_cli_refuses_before_sending_and_never_overwrites_an_input(tmp_path, capsys, make_args, error):
+    (photo,) = _photo_files(tmp_path, [(16, 16)])
+    (tmp_path / "photo0.mask.png").write_bytes(photo.read_bytes())  # the user's own file, named like an output
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code = cli.main(["predict", "--params", PARAMS_FILE, "--target", "127.0.0.1:1", *make_args(tmp_path, photo)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and line.startswith("petseg predict: error: ") and error in line
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "out").exists()
+
+
+def test_encoded_size_is_read_from_the_header_without_decoding(tmp_path):
+    from petseg.serving.client import _encoded_size
+
+    assert _encoded_size(bomb_png(20000, 20000), 0) == (20000, 20000)
+    with pytest.raises(PetsegError, match="image 0 is GIF; the bytes signature takes JPEG or PNG"):
+        _encoded_size(b"GIF89a\x10\x00\x10\x00\x00\x00\x00", 0)
 
 
 # -------------------------------------------------------------- real TF Serving

@@ -25,8 +25,8 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO_ROOT, tiny_params_dict
-from test_status_codes import BATCHING_FILE, Stubs, bomb_png, bytes_request, image, png, predict_request
+from helpers import REPO_ROOT, bomb_png, tiny_params_dict
+from test_status_codes import BATCHING_FILE, Stubs, bytes_request, image, png, predict_request
 
 from petseg.components.params import params_from_dict
 

@@ -18,7 +18,6 @@ tensorflow_serving.apis.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
+from helpers import bomb_png
 
 from petseg.components import contract
 from petseg.components.params import ServeParams
@@ -124,17 +124,6 @@ def two_inputs():
     request = predict_request(image()[None])
     request.inputs["masks"].CopyFrom(tf.make_tensor_proto(image()[None]))
     return request
-
-
-def bomb_png() -> bytes:
-    """A small PNG whose header declares 12000 x 12000 pixels (one row of data, then nothing)."""
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("L", (12000, 1)).save(out, format="PNG")
-    data = bytearray(out.getvalue())
-    data[20:24] = (12000).to_bytes(4, "big")  # IHDR height
-    return bytes(data)
 
 
 # --------------------------------------------------------------------- table
