@@ -76,7 +76,7 @@ def require_validated(raw_dir: str | Path, report_dir: str | Path) -> None:
     summary_path = Path(report_dir) / SUMMARY_FILE
     if not summary_path.is_file():
         raise PetsegError(f"{raw_dir} has not been validated ({summary_path} missing); run `petseg validate` first")
-    summary = read_json(summary_path)
+    summary = read_summary(report_dir)
     if not summary.get("success"):
         failed = ", ".join(summary.get("failed_critical", [])) or "unknown"
         raise PetsegError(f"{raw_dir} failed validation ({failed}); fix the data and run `petseg validate` again")

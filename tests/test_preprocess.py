@@ -102,6 +102,15 @@ def test_refuses_data_changed_after_validation(validated_raw, tmp_path):
     assert not (tmp_path / "records").exists()
 
 
+@pytest.mark.parametrize("text", ["{truncated", "[1, 2]"], ids=["not-json", "not-an-object"])
+def test_an_unreadable_validation_summary_is_one_line(validated_raw, tmp_path, text):
+    raw, report = validated_raw
+    (report / "summary.json").write_text(text)
+    with pytest.raises(PetsegError, match="summary.json (is unreadable|is not a validation summary)") as caught:
+        preprocess(raw, report, PARAMS, tmp_path / "records")
+    assert "\n" not in str(caught.value) and not (tmp_path / "records").exists()
+
+
 def test_missing_raw_folder_is_named(tmp_path):
     with pytest.raises(PetsegError, match="not a raw dataset"):
         preprocess(tmp_path / "nowhere", tmp_path / "validation", PARAMS, tmp_path / "records")
