@@ -18,6 +18,7 @@ from petseg.components.records import CLASS_NAMES
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
+SIGNATURES = (SIGNATURE_IMAGES, SIGNATURE_BYTES)  # both are the contract: push and rollback require them
 INPUT_IMAGES = "images"
 INPUT_BYTES = "image_bytes"
 OUTPUT_MASK = "mask"
@@ -31,6 +32,7 @@ __all__ = [
     "INPUT_IMAGES",
     "OUTPUT_MASK",
     "OUTPUT_PROBABILITIES",
+    "SIGNATURES",
     "SIGNATURE_BYTES",
     "SIGNATURE_IMAGES",
 ]

@@ -581,9 +581,8 @@ def rollback(
         try:
             infra_check(version_path(params, to_version), params.model_name)
         except PetsegError as exc:
-            reason = str(exc).removesuffix("; not pushed")
             raise PetsegError(
-                f"rollback to version {to_version} refused: {reason}; models.config unchanged "
+                f"rollback to version {to_version} refused: {exc}; models.config unchanged "
                 f"(version {current} is still served)"
             ) from None
         serve_version(params, to_version, log)

@@ -233,6 +233,8 @@ def _stage_and_publish(model_dir: str, params: PushParams, version: int, served:
             )
         except BaseException as exc:
             storage.remove_tree(staging)
+            if isinstance(exc, InfraValidationError):
+                raise InfraValidationError(f"{exc}; not pushed") from None
             if isinstance(exc, PetsegError) or not _is_io_error(exc):
                 raise
             raise PetsegError(

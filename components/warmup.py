@@ -17,6 +17,7 @@ import numpy as np
 
 from petseg.components import contract, storage
 from petseg.components.errors import PetsegError, first_line
+from petseg.components.model_store import SAVED_MODEL_FILE
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 DEFAULT_WARMUP_IMAGE_SIZE = 128
@@ -26,12 +27,26 @@ class InfraValidationError(PetsegError):
     """The candidate did not load or did not answer its warm-up requests as a server would need."""
 
 
+def require_contract_signatures(model_dir: str) -> None:
+    """InfraValidationError unless the SavedModel at `model_dir` has every signature of the contract."""
+    try:
+        signatures = model_signatures(model_dir)
+    except Exception as exc:
+        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
+    missing = set(contract.SIGNATURES) - signatures
+    if missing:
+        raise InfraValidationError(
+            f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
+            f"(has {', '.join(sorted(signatures)) or 'none'})"
+        )
+
+
 def model_signatures(model_dir: str) -> set[str]:
     """The signature names in the SavedModel's serving meta graph, read from saved_model.pb."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString(storage.read_bytes(storage.join(model_dir, "saved_model.pb")))
+    saved.ParseFromString(storage.read_bytes(storage.join(model_dir, SAVED_MODEL_FILE)))
     names: set[str] = set()
     for graph in saved.meta_graphs:
         if "serve" in graph.meta_info_def.tags:
@@ -42,22 +57,16 @@ def model_signatures(model_dir: str) -> set[str]:
 def warmup_requests(model_dir: str, model_name: str, count: int, image_size: int) -> list:
     """`count` (at least 1) PredictionLog records with PredictRequests for the model's signatures.
 
-    They alternate between the uint8-image signature and, when the model has
-    it, the encoded-bytes one, at the model's input size and a wider photo-like
-    size, so both code paths and a resize are exercised before the first client.
+    They alternate between the uint8-image signature and the encoded-bytes one,
+    at the model's input size and a wider photo-like size, so both code paths and
+    a resize are exercised before the first client. InfraValidationError when the
+    model lacks either signature.
     """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    signatures = model_signatures(model_dir)
-    if contract.SIGNATURE_IMAGES not in signatures:
-        raise InfraValidationError(
-            f"{model_dir}: no '{contract.SIGNATURE_IMAGES}' signature "
-            f"(has {', '.join(sorted(signatures)) or 'none'}); not pushed"
-        )
-    kinds = [contract.SIGNATURE_IMAGES]
-    if contract.SIGNATURE_BYTES in signatures:
-        kinds.append(contract.SIGNATURE_BYTES)
+    require_contract_signatures(model_dir)
+    kinds = list(contract.SIGNATURES)
     rng = np.random.default_rng(0)
     logs = []
     for i in range(max(1, count)):
@@ -102,9 +111,7 @@ def infra_validate(model_dir: str, logs: list) -> dict:
     try:
         loaded = tf.saved_model.load(model_dir, tags=["serve"])
     except Exception as exc:
-        raise InfraValidationError(
-            f"infra validation: the model does not load ({first_line(exc)}); not pushed"
-        ) from None
+        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
     load_seconds = time.perf_counter() - started
     for i, log in enumerate(logs):
         request = log.predict_log.request
@@ -114,7 +121,7 @@ def infra_validate(model_dir: str, logs: list) -> dict:
             _check_answer(outputs, _expected_mask_shape(inputs))
         except Exception as exc:
             raise InfraValidationError(
-                f"infra validation: warm-up request {i} ({name}) failed ({first_line(exc)}); not pushed"
+                f"infra validation: warm-up request {i} ({name}) failed ({first_line(exc)})"
             ) from None
     return {
         "requests": len(logs),
@@ -160,18 +167,9 @@ def validate_served_copy(model_dir: str, model_name: str) -> dict:
     its own warm-up requests (or two generated ones when push wrote none).
     InfraValidationError otherwise.
     """
-    if not storage.exists(storage.join(model_dir, "saved_model.pb")):
+    if not storage.exists(storage.join(model_dir, SAVED_MODEL_FILE)):
         raise InfraValidationError(f"{model_dir} is not a SavedModel (no saved_model.pb)")
-    try:
-        signatures = model_signatures(model_dir)
-    except Exception as exc:
-        raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
-    missing = {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES} - signatures
-    if missing:
-        raise InfraValidationError(
-            f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
-            f"(has {', '.join(sorted(signatures)) or 'none'})"
-        )
+    require_contract_signatures(model_dir)
     with storage.local_copy(model_dir) as local:
         warmup = storage.join(local, WARMUP_FILE)
         try:

@@ -106,7 +106,7 @@ def test_refuses_data_changed_after_validation(validated_raw, tmp_path):
 def test_an_unreadable_validation_summary_is_one_line(validated_raw, tmp_path, text):
     raw, report = validated_raw
     (report / "summary.json").write_text(text)
-    with pytest.raises(PetsegError, match="summary.json (is unreadable|is not a validation summary)") as caught:
+    with pytest.raises(PetsegError, match=r"summary\.json (is unreadable|is not a validation summary)") as caught:
         preprocess(raw, report, PARAMS, tmp_path / "records")
     assert "\n" not in str(caught.value) and not (tmp_path / "records").exists()
 
