@@ -58,8 +58,15 @@ from petseg.components.cluster import WorkerRole, scratch_dir, worker_role
 from petseg.components.codedeps import code_fingerprint
 from petseg.components.errors import PetsegError
 from petseg.components.export import export_serving_model
-from petseg.components.fsutil import atomic_directory, read_json, remove_output, write_json
-from petseg.components.layout import checkpoint_dir, savedmodel_dir, train_metrics_file
+from petseg.components.fsutil import atomic_directory, check_output_dir, read_json, remove_output, write_json
+from petseg.components.layout import (
+    CHECKPOINT_DIR,
+    SAVEDMODEL_DIR,
+    TRAIN_METRICS_FILE,
+    checkpoint_dir,
+    savedmodel_dir,
+    train_metrics_file,
+)
 from petseg.components.manifest import Manifest, load_manifest
 from petseg.components.model import build_model, encoder_of, set_encoder_trainable
 from petseg.components.params import ModelParams, TrainParams, params_to_dict
@@ -127,11 +134,13 @@ def train(
     and write to a scratch folder they delete (components/cluster.py).
     """
     records_dir, out_dir, live_dir = Path(records_dir), Path(out_dir), Path(live_dir)
+    role = worker_role()
+    if role.is_chief:  # it replaces savedmodel/, metrics.json and checkpoints/: never in a folder it did not write
+        check_output_dir(out_dir, CHECKPOINT_DIR, "train", owned=(SAVEDMODEL_DIR, TRAIN_METRICS_FILE, ".gitignore"))
     manifest = load_manifest(records_dir)
     for split in ("train", "val"):
         inputs.split_files(records_dir, split)  # fail early, with a message saying how to fix it
 
-    role = worker_role()
     strategy, mixed = distribution(params.require_gpu, role)
     scratch = None
     if not role.is_chief:  # writes go to a private scratch copy, deleted at the end; the chief's stay whole

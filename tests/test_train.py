@@ -347,3 +347,18 @@ def test_training_logs_the_devices_it_uses(capsys):
         assert mixed and "train: training on " in err and "GPU(s)" in err
     else:
         assert not mixed and "train: training on the CPU" in err and "no GPU visible" in err
+
+
+def test_train_refuses_an_out_folder_it_did_not_write(tmp_path):
+    """A mistyped --out holding the user's files: nothing in it is removed (metrics.json included)."""
+    from petseg.components.errors import PetsegError
+    from petseg.components.params import ModelParams, TrainParams
+    from petseg.components.train import train
+
+    out = tmp_path / "my-results"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"mine": 1}')
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(PetsegError, match=r"--out .*my-results: holds 'notes.txt' and no checkpoints"):
+        train(tmp_path / "records", ModelParams(), TrainParams(), out, tmp_path / "live")
+    assert (out / "metrics.json").read_text() == '{"mine": 1}' and (out / "notes.txt").read_text() == "mine"
