@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from helpers import SAMPLE_DIR, tiny_params_dict, write_synthetic_records
+from helpers import SAMPLE_DIR, tiny_params_dict, write_blessing, write_synthetic_records
 
 from petseg.components.manifest import MANIFEST_FILE
 from petseg.components.params import Params, params_from_dict
@@ -226,23 +226,10 @@ def push_version(tmp_path):
     so push copies, warms up, infra-validates, renames the version into place
     and points models.config at it, exactly as in the pipeline.
     """
-    from petseg.components import model_store
-    from petseg.components.fsutil import write_json
     from petseg.components.push import push
 
     def _push(model_dir: Path, push_params) -> int:
-        blessing_file = tmp_path / f"blessing-{len(list(tmp_path.glob('blessing-*')))}.json"
-        write_json(
-            blessing_file,
-            {
-                "blessed": True,
-                "reason": "blessed by the test fixture",
-                "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-                "baseline": {"version": model_store.served_version(push_params)},
-                "data": {"image_size": TINY_MODEL_IMAGE_SIZE},
-                "push_target": model_store.model_root(push_params),
-            },
-        )
+        blessing_file = write_blessing(model_dir, push_params, tmp_path, image_size=TINY_MODEL_IMAGE_SIZE)
         result = push(Path(model_dir), blessing_file, push_params, lineage={})
         assert result.status == "pushed", result.reason
         return result.version

@@ -107,7 +107,9 @@ def assert_mask_is_a_most_likely_class(mask: np.ndarray, probabilities: np.ndarr
     np.testing.assert_allclose(chosen, probabilities.max(axis=-1), rtol=0, atol=1e-6)
 
 
-def write_blessing(model_dir, params, folder: Path, blessed: bool = True, mean_iou: float = 0.9) -> Path:
+def write_blessing(
+    model_dir, params, folder: Path, blessed: bool = True, mean_iou: float = 0.9, image_size: int = 32
+) -> Path:
     """A blessing.json in evaluate's format for `model_dir`, compared against what `params`' store serves now."""
     import uuid
 
@@ -125,7 +127,7 @@ def write_blessing(model_dir, params, folder: Path, blessed: bool = True, mean_i
             "candidate": {"mean_iou": mean_iou, "pixel_accuracy": 0.95, "iou": {}},
             "baseline": {"version": served} if served else None,
             "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
-            "data": {"image_size": 32, "manifest_sha256": "d" * 64},
+            "data": {"image_size": image_size, "manifest_sha256": "d" * 64},
             "push_target": model_store.model_root(params),
         },
     )

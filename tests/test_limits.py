@@ -140,7 +140,9 @@ def test_a_png_declaring_12000x12000_is_refused_fast_and_the_memory_stays(server
 
     assert {code for code, _, _ in refusals} == {grpc.StatusCode.INVALID_ARGUMENT}
     assert "is a PNG of 12000x12000: 144.0 MP decoded, over this server's limit of 4.0 MP" in refusals[0][1]
-    assert max(seconds for *_, seconds in refusals) < 0.5  # decoding it took ~20 s and 4 GB
+    # Never decoded: decoding it took ~20 s and 4 GB. A generous bound, not a speed target (the printout
+    # above gives the figure); the RSS check below is the stricter proof.
+    assert max(seconds for *_, seconds in refusals) < 5.0
     assert {status for status, _ in rest_refusals} == {400}
     assert "serve.max_image_pixels" in rest_refusals[0][1]["error"]
     assert after - before < 20 * MB, f"RSS grew by {(after - before) / MB:.1f} MiB"

@@ -42,6 +42,7 @@ import grpc
 import pytest
 import yaml
 from google.protobuf import text_format
+from helpers import write_blessing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
@@ -422,7 +423,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     ):
         push(
             rule_savedmodels["wrong_10"],
-            _blessing(rule_savedmodels["wrong_10"], params, tmp_path),
+            write_blessing(rule_savedmodels["wrong_10"], params, tmp_path),
             params,
             {},
             record_file=record,
@@ -431,11 +432,14 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     assert model_store.list_version_numbers(params) == [1]
 
     patient = store_params(tmp_path, lock_timeout_seconds=30)
-    holder = threading.Thread(target=_hold_lock, args=(params, 1.5))
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(params, 1.5, held))
     holder.start()
-    time.sleep(0.2)
+    assert held.wait(30)
     started = time.monotonic()
-    result = push(rule_savedmodels["wrong_10"], _blessing(rule_savedmodels["wrong_10"], params, tmp_path), patient, {})
+    result = push(
+        rule_savedmodels["wrong_10"], write_blessing(rule_savedmodels["wrong_10"], params, tmp_path), patient, {}
+    )
     holder.join()
     assert result.status == "pushed" and result.version == 2 and time.monotonic() - started >= 1.0
 
@@ -443,7 +447,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
 def test_two_pushes_started_together_one_wins_the_other_is_told_why(rule_savedmodels, tmp_path, push_version):
     params = store_params(tmp_path)
     push_version(rule_savedmodels["perfect"], params)
-    blessings = {name: _blessing(rule_savedmodels[name], params, tmp_path) for name in ("wrong_10", "wrong_30")}
+    blessings = {name: write_blessing(rule_savedmodels[name], params, tmp_path) for name in ("wrong_10", "wrong_30")}
     outcomes: dict[str, object] = {}
 
     def run(name):
@@ -467,26 +471,11 @@ def test_two_pushes_started_together_one_wins_the_other_is_told_why(rule_savedmo
     assert model_store.list_version_numbers(params) == [1, 2]
 
 
-def _hold_lock(params, seconds):
+def _hold_lock(params, seconds, held: threading.Event | None = None):
     with model_store.store_lock(params):
+        if held is not None:
+            held.set()
         time.sleep(seconds)
-
-
-def _blessing(model_dir, params, folder) -> Path:
-    path = folder / f"blessing-{Path(model_dir).name}-{time.monotonic_ns()}.json"
-    served = model_store.served_version(params)
-    write_json(
-        path,
-        {
-            "blessed": True,
-            "reason": "t",
-            "baseline": {"version": served} if served else None,
-            "model": {"fingerprint": model_store.model_fingerprint(model_dir)},
-            "push_target": model_store.model_root(params),
-            "data": {"image_size": 32},
-        },
-    )
-    return path
 
 
 # ------------------------------------------------------------- killed pushes
@@ -522,7 +511,7 @@ def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
             "-c",
             KILL_SCRIPT,
             str(model),
-            str(_blessing(model, params, tmp_path)),
+            str(write_blessing(model, params, tmp_path)),
             params.model_base_path,
         ],
         stdout=subprocess.PIPE,
@@ -547,7 +536,7 @@ def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
         assert model_store.list_version_numbers(params) == [1] and set(published) == {1}
         assert model_store.served_version(params) == 1 and config_text(params) == config_before
     # the next push cleans up after the killed one and gets a fresh number
-    nxt = push(rule_savedmodels["wrong_30"], _blessing(rule_savedmodels["wrong_30"], params, tmp_path), params, {})
+    nxt = push(rule_savedmodels["wrong_30"], write_blessing(rule_savedmodels["wrong_30"], params, tmp_path), params, {})
     assert nxt.status == "pushed"
     leftovers = [
         n

@@ -170,7 +170,8 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert lineage["version"] == 1 and lineage["model_fingerprint"] == model_store.model_fingerprint(tiny_savedmodel)
     assert lineage["data_manifest_sha256"] == sha256_file(tiny_records / "manifest.json")
     assert "git_commit" in lineage and lineage["params"]["push"]["keep_versions"] == 3
-    assert lineage["blessing"]["blessed"] is True and lineage["metrics"]["mean_iou"] >= 0.0
+    evaluated = read_json(tmp_path / "ev" / "metrics.json")
+    assert lineage["blessing"]["blessed"] is True and lineage["metrics"]["mean_iou"] == evaluated["mean_iou"]
     assert lineage["infra_validation"]["requests"] == 4
 
     entry = served_config(push_params)
