@@ -42,7 +42,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ import orjson
 import yaml
 
 from petseg.components import contract
+from petseg.components.cluster import free_ports
 from petseg.components.params import load_params, params_to_dict, with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -204,12 +204,6 @@ def export_params_model(params, out: Path) -> Path:
     return export_serving_model(model, out, params.preprocess.image_size)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_server(
     base: Path, params_file: Path, port: int, rest_port: int, show: Callable[[str], None]
 ) -> subprocess.Popen:
@@ -274,7 +268,7 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
         params_file = tmp / "params.yaml"
         params_file.write_text(yaml.safe_dump(params_to_dict(params)))
         signature = tf.saved_model.load(str(model_dir)).signatures[contract.SIGNATURE_IMAGES]
-        port, rest_port = free_port(), free_port()
+        port, rest_port = free_ports(2)
         server = start_server(tmp / "models", params_file, port, rest_port, show)
         show(
             f"# model: {what}; server workers {params.serve.workers}; {os.cpu_count()} CPUs; "

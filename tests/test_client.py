@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 
@@ -20,6 +19,7 @@ from helpers import REPO_ROOT, assert_mask_is_a_most_likely_class, bomb_png
 
 from petseg import cli
 from petseg.components import contract
+from petseg.components.cluster import free_ports
 from petseg.components.errors import PetsegError
 from petseg.components.params import ServeParams
 
@@ -67,12 +67,6 @@ def _photo_files(tmp_path, sizes, fmt="PNG"):
     return paths
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # --------------------------------------------------------------------- the API
 @pytest.mark.slow
 def test_segment_returns_masks_in_order_for_mixed_sizes_in_batches(server, reference):
@@ -106,7 +100,7 @@ def test_client_refuses_images_that_are_not_uint8_rgb():
 def test_server_down_fails_after_retries_with_unavailable():
     started = time.monotonic()
     with (
-        SegmentationClient(f"127.0.0.1:{_closed_port()}", timeout_seconds=1.0, backoff_seconds=0.1) as client,
+        SegmentationClient(f"127.0.0.1:{free_ports(1)[0]}", timeout_seconds=1.0, backoff_seconds=0.1) as client,
         pytest.raises(ServingRequestError, match="cannot get an answer from a model server") as failure,
     ):
         client.segment([np.zeros((8, 8, 3), np.uint8)])
@@ -118,7 +112,7 @@ def test_server_down_fails_after_retries_with_unavailable():
 @pytest.mark.slow
 def test_client_retries_unavailable_until_the_server_starts(tiny_savedmodel, tmp_path):
     _publish(tiny_savedmodel, tmp_path)
-    port = _closed_port()
+    port = free_ports(1)[0]
     answers, errors = [], []
 
     def ask():
@@ -214,7 +208,7 @@ def test_predict_cli_server_down_is_one_line_and_nonzero(tmp_path, capsys):
             "--params",
             PARAMS_FILE,
             "--target",
-            f"127.0.0.1:{_closed_port()}",
+            f"127.0.0.1:{free_ports(1)[0]}",
             "--timeout",
             "1",
             "--out",

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,16 +27,11 @@ import yaml
 from helpers import REPO_ROOT, bomb_png, tiny_params_dict
 from test_status_codes import BATCHING_FILE, Stubs, bytes_request, image, png, predict_request
 
+from petseg.components.cluster import free_ports
 from petseg.components.params import params_from_dict
 
 tf = pytest.importorskip("tensorflow")
 MB = 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:
@@ -57,7 +51,7 @@ def server_process(tiny_savedmodel, tmp_path_factory):
     )
     params_from_dict(params)  # valid
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    port, rest_port = free_port(), free_port()
+    port, rest_port = free_ports(2)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ from helpers import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
+from petseg.components.cluster import free_ports
 from petseg.components.errors import ParamsError, PetsegError
 from petseg.components.params import load_params, params_to_dict, with_overrides
 from petseg.pipeline.component_io import restore_integers, scalar_metrics, section_params, write_image_sheet
@@ -444,12 +444,6 @@ def test_metrics_and_image_sheet_helpers(tmp_path):
 
 
 # -------------------------------------------------------------------------- submit
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_submit_to_an_unreachable_host_ends_with_one_line_quickly(capsys):
     started = time.monotonic()
     code = main(
@@ -457,7 +451,7 @@ def test_submit_to_an_unreachable_host_ends_with_one_line_quickly(capsys):
             "pipeline",
             "submit",
             "--host",
-            f"http://127.0.0.1:{_free_port()}",
+            f"http://127.0.0.1:{free_ports(1)[0]}",
             "--params",
             str(REPO_ROOT / "params.yaml"),
             "--param",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from helpers import write_blessing
 
 from petseg.cli import main
 from petseg.components import model_store, storage
+from petseg.components.cluster import free_ports
 from petseg.components.errors import PetsegError
 from petseg.components.evaluate import evaluate
 from petseg.components.model_store import list_versions, rollback
@@ -47,16 +47,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """http://127.0.0.1:PORT of a moto S3 server running for this module; the environment points at it."""
-    port = free_port()
+    port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(

@@ -27,6 +27,7 @@ import yaml
 from helpers import REPO_ROOT, tiny_params_dict
 
 from petseg.components import contract
+from petseg.components.cluster import free_ports
 from petseg.components.errors import PetsegError
 from petseg.components.params import PushParams, ServeParams
 from petseg.components.warmup import validate_served_copy
@@ -433,12 +434,6 @@ def test_port_already_in_use_is_one_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------- draining
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_drains_requests_in_flight_then_exits(tmp_path, tiny_savedmodel):
     base = tmp_path / "models"
@@ -446,7 +441,7 @@ def test_sigterm_drains_requests_in_flight_then_exits(tmp_path, tiny_savedmodel)
     shutil.copytree(tiny_savedmodel, base / "petseg" / "1")
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params_dict({"serve": {"drain_seconds": 20.0, "workers": 4}})))
-    port = _free_port()
+    port = free_ports(1)[0]
     proc = subprocess.Popen(
         [
             sys.executable,
