@@ -106,7 +106,8 @@ def keep_validation_report(validation_dir: str | Path, html_path: str | Path, ht
     Kubeflow uploads a step's outputs only when it succeeds, so a failed
     validation would lose the page that says why. When the artifact URI is an
     object store this process can reach (s3://, gs://), the page is uploaded
-    there directly; the log names where it is. Returns whether a page was written.
+    there directly; the log names where it is (KFP's default minio:// store is
+    not reached from here: there the page stays in the pod, see README). Returns whether a page was written.
     Errors while keeping the evidence are reported, never raised over the validation's own error.
     """
     from petseg.components import storage
@@ -114,7 +115,13 @@ def keep_validation_report(validation_dir: str | Path, html_path: str | Path, ht
 
     if not data_docs_page(validation_dir).is_file():
         return False  # the validation stopped before GX ran (e.g. no index): nothing to keep
-    copy_validation_report(validation_dir, html_path)
+    try:
+        copy_validation_report(validation_dir, html_path)
+    except OSError as exc:
+        if not failed:
+            raise
+        print(f"validate: could not keep the report at {html_path} ({exc})", flush=True)
+        return False
     if failed:
         print(f"validate: the report is at {html_path}", flush=True)
         if storage.scheme(html_uri) in ("s3", "gs"):
