@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from petseg.components.errors import PetsegError
+from petseg.components.errors import PetsegError, utf8_text
 from petseg.components.rawdata import BREEDS, ID_PATTERN, species_of_breed
 
 SPECIES_CODES = {1: "cat", 2: "dog"}
@@ -49,14 +49,7 @@ def breed_rank(class_id: int) -> int:
 
 def decode_text(data: bytes, name: str) -> str:
     """`data` as UTF-8 text, or PetsegError naming the line and offset of the first bad byte."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise PetsegError(
-            f"{name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start}); the list files are plain ASCII"
-        ) from None
+    return utf8_text(data, name, "the list files are plain ASCII")
 
 
 def parse_list_file(data: bytes, name: str) -> list[ListEntry]:

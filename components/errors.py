@@ -40,3 +40,14 @@ def stable_text(error: object) -> str:
 def os_error_text(exc: OSError) -> str:
     """'No space left on device' or the like: an OSError's reason without its path or errno number."""
     return exc.strerror or stable_text(exc)
+
+
+def utf8_text(data: bytes, name: str, hint: str, error: type[PetsegError] = PetsegError) -> str:
+    """`data` as UTF-8 text, or `error` naming the line and offset of the first bad byte, then `hint`."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); {hint}"
+        ) from None

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from petseg.components.errors import ParamsError, first_line
+from petseg.components.errors import ParamsError, first_line, utf8_text
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 _MAX_INT = 2**63 - 1  # every integer parameter fits in 64 bits
@@ -390,14 +390,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
 
 def params_from_yaml(data: bytes, source: str = "params") -> Params:
     """Params from the bytes of a params file, with load_params' rules (see there)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ParamsError(
-            f"{source} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start}); save it as UTF-8"
-        ) from None
+    text = utf8_text(data, source, "save it as UTF-8", ParamsError)
     try:
         raw = yaml.load(text, Loader=_StrictLoader)
     except ParamsError as exc:
