@@ -368,18 +368,26 @@ def remove_file(path: str) -> None:
 
 
 @contextlib.contextmanager
-def local_copy(path: str) -> Iterator[str]:
+def local_copy(path: str, only: tuple[str, ...] = ()) -> Iterator[str]:
     """A local folder with the contents of `path`: the folder itself when local, else a temporary copy.
 
     For libraries that can only read local files (TensorFlow loading a SavedModel
-    from a store it has no file system for). The copy is deleted on exit.
+    from a store it has no file system for). `only` names the files (relative
+    paths) to copy when not all are needed; those missing are left out. The
+    copy is deleted on exit.
     """
     if not is_uri(path):
         yield str(path)
         return
     with tempfile.TemporaryDirectory(prefix="petseg-copy-") as tmp:
         target = os.path.join(tmp, "copy")
-        copy_tree(path, target)
+        if only:
+            makedirs(target)
+            for name in only:
+                if exists(join(path, name)):
+                    copy_file(join(path, name), os.path.join(target, name))
+        else:
+            copy_tree(path, target)
         yield target
 
 

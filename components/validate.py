@@ -84,7 +84,13 @@ from petseg.components.fsutil import atomic_directory, check_output_dir, io_erro
 from petseg.components.params import SERVED_REFERENCE, DriftParams, PushParams, ValidateParams
 from petseg.components.progress import progress_bar
 from petseg.components.rawdata import SPLITS, RawExample, dataset_fingerprint, read_index
-from petseg.components.validation_gate import SUMMARY_FILE, TABLE_FILE, require_drift_reference, write_summary
+from petseg.components.validation_gate import (
+    DRIFT_REFERENCE_FILES,
+    SUMMARY_FILE,
+    TABLE_FILE,
+    require_drift_reference,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +255,7 @@ def read_reference(reference: str) -> tuple[pd.DataFrame, str]:
     columns the drift checks compare.
     """
     what = f"--reference {reference}"
-    with storage.local_copy(reference) as local:
+    with storage.local_copy(reference, only=DRIFT_REFERENCE_FILES) as local:
         summary = require_drift_reference(local, what, shown_as=reference)
         try:
             table = pd.read_csv(Path(local) / TABLE_FILE)
