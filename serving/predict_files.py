@@ -80,6 +80,7 @@ def predict_files(
             )
         )
     if sheet is not None:
+        Path(sheet).parent.mkdir(parents=True, exist_ok=True)  # like --out, created when missing
         _write_png(
             Path(sheet), prediction_sheet([(image, answer.mask) for image, answer in zip(pixels, answers, strict=True)])
         )
@@ -171,14 +172,12 @@ def _output_pngs(path: Path, out_dir: Path) -> tuple[Path, Path]:
 
 
 def _check_outputs_spare_inputs(paths: list[Path], out_dir: Path, sheet: Path | None) -> None:
-    """PetsegError, before anything is sent, when an output would replace an input or has no folder."""
+    """PetsegError, before anything is sent, when an output would replace one of the input images."""
     inputs = {p.resolve() for p in paths}
     outputs = [png for p in paths for png in _output_pngs(p, out_dir)] + ([Path(sheet)] if sheet else [])
     for output in outputs:
         if output.resolve() in inputs:
             raise PetsegError(f"{output} is one of the input images; choose another --out or --sheet")
-    if sheet is not None and not Path(sheet).resolve().parent.is_dir():
-        raise PetsegError(f"--sheet {sheet}: folder {Path(sheet).parent} does not exist; create it first")
 
 
 def _check_unique_stems(paths: list[Path]) -> None:
