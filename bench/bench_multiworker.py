@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def params_file(path: Path, args: argparse.Namespace) -> Path:
     """params.yaml: the project's, with a small unet and this run's epochs and batch, no early stopping."""
-    from petseg.components.params import Params, params_to_dict
+    from petseg.components.core.params import Params, params_to_dict
 
     raw = params_to_dict(Params())
     raw["model"].update(

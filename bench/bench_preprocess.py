@@ -2,7 +2,7 @@
 
 Builds a synthetic raw dataset (the `synthetic` download source, 200-500 px photos
 like the real ones) in a temporary folder, writes a passing validation summary for
-it (the validation_gate contract), then times `preprocess` twice on the same data:
+it (the validation contract, components/contracts/validation.py), then times `preprocess` twice on the same data:
 once with 1 worker (in this process) and once with one worker process per core.
 Both runs must write byte-identical folders. TensorFlow is imported before timing, so the
 1-worker baseline is not charged for it; the parallel run includes its workers'
@@ -29,11 +29,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from petseg.components.contracts.rawdata import dataset_fingerprint
+from petseg.components.contracts.validation import write_summary
+from petseg.components.core.params import DataParams, PreprocessParams, SyntheticParams
 from petseg.components.download import download
-from petseg.components.params import DataParams, PreprocessParams, SyntheticParams
 from petseg.components.preprocess import preprocess, resolve_workers
-from petseg.components.rawdata import dataset_fingerprint
-from petseg.components.validation_gate import write_summary
 
 SPEEDUP_GOAL = 1.0  # all cores must beat 1 worker (ideal: the number of workers)
 

@@ -57,9 +57,9 @@ import numpy as np
 import orjson
 import yaml
 
-from petseg.components import contract
-from petseg.components.cluster import free_ports
-from petseg.components.params import load_params, params_to_dict, with_overrides
+from petseg.components.contracts import signatures
+from petseg.components.core.params import load_params, params_to_dict, with_overrides
+from petseg.components.ml.cluster import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERHEAD_GOAL = 0.15  # server p50 / in-process p50 - 1, at the lowest concurrency
@@ -197,8 +197,8 @@ def measure_cell(
 
 
 def export_params_model(params, out: Path) -> Path:
-    from petseg.components.export import export_serving_model
-    from petseg.components.model import build_model
+    from petseg.components.ml.export import export_serving_model
+    from petseg.components.ml.model import build_model
 
     model = build_model(dataclasses.replace(params.model, encoder_weights="none"), params.preprocess.image_size)
     return export_serving_model(model, out, params.preprocess.image_size)
@@ -267,7 +267,7 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
         shutil.copytree(model_dir, tmp / "models" / "petseg" / "1")
         params_file = tmp / "params.yaml"
         params_file.write_text(yaml.safe_dump(params_to_dict(params)))
-        signature = tf.saved_model.load(str(model_dir)).signatures[contract.SIGNATURE_IMAGES]
+        signature = tf.saved_model.load(str(model_dir)).signatures[signatures.SIGNATURE_IMAGES]
         port, rest_port = free_ports(2)
         server = start_server(tmp / "models", params_file, port, rest_port, show)
         show(
@@ -284,14 +284,14 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
                     images = rng.integers(0, 256, size=(batch, height, width, 3), dtype=np.uint8)
                     request = predict_pb2.PredictRequest()
                     request.model_spec.name = "petseg"
-                    request.model_spec.signature_name = contract.SIGNATURE_IMAGES
-                    request.output_filter.append(contract.OUTPUT_MASK)
-                    request.inputs[contract.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images))
+                    request.model_spec.signature_name = signatures.SIGNATURE_IMAGES
+                    request.output_filter.append(signatures.OUTPUT_MASK)
+                    request.inputs[signatures.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images))
 
                     def in_process_call(images=images):
                         def call():
-                            out = signature(**{contract.INPUT_IMAGES: tf.constant(images)})
-                            return out[contract.OUTPUT_MASK].numpy()
+                            out = signature(**{signatures.INPUT_IMAGES: tf.constant(images)})
+                            return out[signatures.OUTPUT_MASK].numpy()
 
                         return call
 
@@ -303,7 +303,7 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
 
                         def call():
                             response = predict(request, timeout=600)
-                            return tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])
+                            return tf.make_ndarray(response.outputs[signatures.OUTPUT_MASK])
 
                         return call
 
@@ -322,7 +322,7 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
                             answer = orjson.loads(response.read())
                             if response.status != 200:
                                 raise SystemExit(f"REST predict failed: {response.status} {answer}")
-                            return np.asarray([p[contract.OUTPUT_MASK] for p in answer["predictions"]], np.uint8)
+                            return np.asarray([p[signatures.OUTPUT_MASK] for p in answer["predictions"]], np.uint8)
 
                         return call
 

@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def synthetic_photos(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Decoded photos [H, W, 3] uint8 and class masks [H, W] uint8 (0/1/2), 200-500 px."""
     from petseg.components.preprocess import trimap_to_classes
-    from petseg.components.synthetic import synthetic_scene
+    from petseg.components.sources.synthetic import synthetic_scene
 
     rng = np.random.default_rng(seed)
     photos = []
@@ -80,7 +80,7 @@ def write_project_records(photos, out_dir: Path, image_size: int, per_shard: int
     import tensorflow as tf
     from PIL import Image
 
-    from petseg.components import records
+    from petseg.components.contracts import records
     from petseg.components.preprocess import resize_image, resize_mask
 
     out_dir.mkdir(parents=True)
@@ -99,8 +99,8 @@ def write_project_records(photos, out_dir: Path, image_size: int, per_shard: int
 
 
 def project_dataset(records_dir: Path, image_size: int, batch_size: int, count: int):
-    from petseg.components.inputs import training_dataset
-    from petseg.components.params import AugmentParams, TrainParams
+    from petseg.components.core.params import AugmentParams, TrainParams
+    from petseg.components.ml.inputs import training_dataset
 
     params = TrainParams(batch_size=batch_size, shuffle_buffer=1000, augment=AugmentParams(flip=True))
     return training_dataset(records_dir, image_size, params, count=count).repeat()
@@ -163,8 +163,8 @@ def frozen_encoder_weights(image_size: int, folder: Path) -> Path:
 def project_model(image_size: int, weights: Path):
     import keras
 
-    from petseg.components.model import build_model
-    from petseg.components.params import ModelParams, TrainParams
+    from petseg.components.core.params import ModelParams, TrainParams
+    from petseg.components.ml.model import build_model
     from petseg.components.train import loss_function, segmentation_metrics
 
     model = build_model(ModelParams(encoder_weights=str(weights)), image_size)

@@ -11,7 +11,7 @@ an image that decodes but is not an RGB JPEG (grayscale, CMYK, RGBA, a PNG named
 TFDS lists a dozen such files) is re-encoded as an RGB JPEG and listed as `repaired`;
 an image or trimap that does not decode, or is missing, is dropped and listed as
 `dropped`. Both lists are in download.json. Nothing else is fixed (README "Repair policy"):
-the list files are parsed strictly (components/annotations.py), an id listed in both
+the list files are parsed strictly (components/sources/annotations.py), an id listed in both
 trainval.txt and test.txt is kept in both splits and recorded as a split conflict for
 validation's leakage check to stop on, and a symlink out of the source folder is refused.
 Extracted files are recorded by sha256 (and checked against an optional SHA256SUMS);
@@ -38,18 +38,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from petseg.components.annotations import ListEntry, decode_text, parse_list_file
-from petseg.components.errors import PetsegError, first_line, stable_text
-from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
-from petseg.components.params import (
-    ArchivesParams,
-    DataParams,
-    TfdsParams,
-    params_to_dict,
-    require_writable_folder,
-)
-from petseg.components.progress import progress_bar
-from petseg.components.rawdata import (
+from petseg.components.contracts.rawdata import (
     BREEDS,
     DOWNLOAD_FILE,
     RawDatasetWriter,
@@ -57,7 +46,18 @@ from petseg.components.rawdata import (
     sha256_file,
     species_of_breed,
 )
-from petseg.components.synthetic import synthetic_records
+from petseg.components.core.errors import PetsegError, first_line, stable_text
+from petseg.components.core.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
+from petseg.components.core.params import (
+    ArchivesParams,
+    DataParams,
+    TfdsParams,
+    params_to_dict,
+    require_writable_folder,
+)
+from petseg.components.core.progress import progress_bar
+from petseg.components.sources.annotations import ListEntry, decode_text, parse_list_file
+from petseg.components.sources.synthetic import synthetic_records
 
 TFDS_HOST = "thor.robots.ox.ac.uk"
 # The official archives' sizes and sha256, as TFDS 4.9 records them for oxford_iiit_pet 4.0.0.
@@ -278,7 +278,7 @@ def archive_records(params: ArchivesParams, result: DownloadResult) -> tuple[Ite
 
 
 def read_archive_index(read: Callable[[str], bytes | None]) -> ArchiveIndex:
-    """Parse trainval.txt and test.txt (and list.txt when present) strictly; see components/annotations.py."""
+    """Parse trainval.txt and test.txt (and list.txt when present) strictly; see components/sources/annotations.py."""
     splits: dict[str, list[str]] = {}
     entries: dict[str, ListEntry] = {}
     where: dict[str, str] = {}

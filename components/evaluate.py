@@ -3,11 +3,11 @@
 The model is scored through its serving signature (uint8 images in, class
 mask out), exactly as TF Serving will run it, one batch at a time: only a
 confusion matrix (and a few sample predictions for the plot) is kept, never
-the test set. The metric math is components/metrics.py.
+the test set. The metric math is components/ml/metrics.py.
 
 Blessing, like TFX's Evaluator: blessed when mean IoU >= evaluate.min_mean_iou,
 pixel accuracy >= evaluate.min_accuracy, and, when a model is already served at
-the push target (components/model_store.py), candidate mean IoU >= served mean
+the push target (components/store/model_store.py), candidate mean IoU >= served mean
 IoU - evaluate.max_regression, both scored in the same pass over the same test
 set. A served model that cannot be loaded is reported and not compared, so a
 broken deployment can be fixed forward. An unblessed model is a result, not an
@@ -18,7 +18,7 @@ confusion_matrix.png, sample_predictions.png.
 
 metrics.json: mean_iou, pixel_accuracy, iou {class: float|null}, pixels,
 test_examples, confusion_matrix {labels, rows_true_columns_predicted}.
-blessing.json: see components/blessing.py, the contract push and the Kubeflow
+blessing.json: see components/contracts/blessing.py, the contract push and the Kubeflow
 pipeline read.
 """
 
@@ -31,18 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from petseg.components import contract, inputs, model_store, storage
-from petseg.components.blessing import Blessing, write_blessing
-from petseg.components.errors import PetsegError, first_line
-from petseg.components.export import read_class_names
-from petseg.components.fsutil import atomic_directory, write_json
-from petseg.components.layout import CONFUSION_PLOT, METRICS_FILE, SAMPLES_PLOT
-from petseg.components.manifest import load_manifest, manifest_path
-from petseg.components.metrics import SegmentationMetrics, confusion_counts
-from petseg.components.params import EvaluateParams, PushParams
-from petseg.components.plots import plot_confusion_matrix, plot_samples
-from petseg.components.progress import progress_bar
-from petseg.components.rawdata import sha256_file
+from petseg.components.contracts import signatures
+from petseg.components.contracts.blessing import Blessing, write_blessing
+from petseg.components.contracts.layout import CONFUSION_PLOT, METRICS_FILE, SAMPLES_PLOT
+from petseg.components.contracts.manifest import load_manifest, manifest_path
+from petseg.components.contracts.rawdata import sha256_file
+from petseg.components.core.errors import PetsegError, first_line
+from petseg.components.core.fsutil import atomic_directory, write_json
+from petseg.components.core.params import EvaluateParams, PushParams
+from petseg.components.core.progress import progress_bar
+from petseg.components.ml import inputs
+from petseg.components.ml.export import read_class_names
+from petseg.components.ml.metrics import SegmentationMetrics, confusion_counts
+from petseg.components.ml.plots import plot_confusion_matrix, plot_samples
+from petseg.components.store import model_store, storage
 
 TEST_SPLIT = "test"
 
@@ -115,23 +117,23 @@ class ServingModel:
             self._loaded = tf.saved_model.load(self.path, tags=["serve"])
         except Exception as exc:
             raise PetsegError(f"{self.path}: cannot load the SavedModel ({first_line(exc)})") from None
-        signature = self._loaded.signatures.get(contract.SIGNATURE_IMAGES)
+        signature = self._loaded.signatures.get(signatures.SIGNATURE_IMAGES)
         if signature is None:
             raise PetsegError(
-                f"{self.path}: no '{contract.SIGNATURE_IMAGES}' signature; export it with components/export.py"
+                f"{self.path}: no '{signatures.SIGNATURE_IMAGES}' signature; export it with components/ml/export.py"
             )
         self._signature = signature
         self.class_names = read_class_names(self.path)
 
     def predict_masks(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] -> class ids [N, H, W]."""
-        outputs = self._signature(**{contract.INPUT_IMAGES: images})
-        if contract.OUTPUT_MASK not in outputs:
+        outputs = self._signature(**{signatures.INPUT_IMAGES: images})
+        if signatures.OUTPUT_MASK not in outputs:
             raise PetsegError(
-                f"{self.path}: signature '{contract.SIGNATURE_IMAGES}' has no "
-                f"'{contract.OUTPUT_MASK}' output (has {', '.join(outputs)})"
+                f"{self.path}: signature '{signatures.SIGNATURE_IMAGES}' has no "
+                f"'{signatures.OUTPUT_MASK}' output (has {', '.join(outputs)})"
             )
-        mask = outputs[contract.OUTPUT_MASK].numpy()
+        mask = outputs[signatures.OUTPUT_MASK].numpy()
         if mask.shape != images.shape[:3]:
             raise PetsegError(
                 f"{self.path}: mask shape {list(mask.shape)} does not match the images' {list(images.shape[:3])}"

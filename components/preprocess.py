@@ -3,7 +3,7 @@
 What it does, in order:
 
 1. Refuses a raw dataset that has not passed validation (or changed since) via
-   `validation_gate.require_validated`; nothing is written then.
+   `contracts.validation.require_validated`; nothing is written then.
 2. Splits the official `trainval` examples into `train` and `val`, stratified by
    breed (`class_id`); `test` stays `test`. The rule, per breed with n examples:
    n_val = n * val_fraction rounded half up, but at least 1 when n >= 2 and val_fraction > 0,
@@ -43,14 +43,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from petseg.components import records
-from petseg.components.errors import PetsegError
-from petseg.components.fsutil import atomic_directory, check_output_dir, io_errors_named, read_json
-from petseg.components.manifest import MANIFEST_FILE, Manifest, write_manifest
-from petseg.components.params import PreprocessParams, params_to_dict
-from petseg.components.progress import progress_bar
-from petseg.components.rawdata import RawExample, read_index, sha256_file
-from petseg.components.validation_gate import SUMMARY_FILE, require_validated
+from petseg.components.contracts import records
+from petseg.components.contracts.manifest import MANIFEST_FILE, Manifest, write_manifest
+from petseg.components.contracts.rawdata import RawExample, read_index, sha256_file
+from petseg.components.contracts.validation import SUMMARY_FILE, require_validated
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.fsutil import atomic_directory, check_output_dir, io_errors_named, read_json
+from petseg.components.core.params import PreprocessParams, params_to_dict
+from petseg.components.core.progress import progress_bar
 
 SPLIT_RULE = (
     "per breed (class_id): n_val = n * val_fraction rounded half up, at least 1 if n >= 2 and val_fraction > 0, "

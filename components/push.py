@@ -12,13 +12,13 @@ push(model_dir, blessing_file, params, lineage, drift_reference=None):
 3. Copies the model into `<model_root>/.staging-<v>-<id>/` (invisible to TF
    Serving, which only sees all-digit folder names), adds TF Serving warm-up
    requests (`assets.extra/tf_serving_warmup_requests`, PredictionLog
-   TFRecords) and infra-validates the copy (components/warmup.py). A copy that
+   TFRecords) and infra-validates the copy (components/store/warmup.py). A copy that
    fails is deleted and nothing is published; the reason is recorded. With
    `drift_reference` (the accepted validation report of the data the model was
    trained on) the copy also keeps that report's summary.json and examples.csv
    in `drift_reference/`: what a later `petseg validate` compares new data with
    while this version is served.
-4. Hands the copy to the model store (components/model_store.py), which
+4. Hands the copy to the model store (components/store/model_store.py), which
    publishes it as the next integer version (one rename), points models.config
    at it in the steps TF Serving accepts, and applies retention.
 
@@ -35,14 +35,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from petseg.components import model_store, storage
-from petseg.components.blessing import Blessing, read_blessing
-from petseg.components.errors import PetsegError, first_line
-from petseg.components.fsutil import write_json
-from petseg.components.params import PushParams
-from petseg.components.storage import join
-from petseg.components.validation_gate import DRIFT_REFERENCE_FILES, require_drift_reference
-from petseg.components.warmup import (
+from petseg.components.contracts.blessing import Blessing, read_blessing
+from petseg.components.contracts.validation import DRIFT_REFERENCE_FILES, require_drift_reference
+from petseg.components.core.errors import PetsegError, first_line
+from petseg.components.core.fsutil import write_json
+from petseg.components.core.params import PushParams
+from petseg.components.store import model_store, storage
+from petseg.components.store.storage import join
+from petseg.components.store.warmup import (
     DEFAULT_WARMUP_IMAGE_SIZE,
     WARMUP_FILE,
     InfraValidationError,

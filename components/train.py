@@ -3,7 +3,7 @@
 What it does:
 
 - Reads the image size and split counts from the records manifest, builds the
-  model (components/model.py) and the tf.data pipelines (components/inputs.py).
+  model (components/ml/model.py) and the tf.data pipelines (components/ml/inputs.py).
 - Adam on sparse categorical cross-entropy from logits (optionally + soft Dice);
   pixel accuracy, mean IoU and per-class IoU on train and val every epoch.
 - After every epoch (EpochController): keeps the best weights by val mean IoU,
@@ -16,7 +16,7 @@ What it does:
 - Resume only what was interrupted: a checkpoint continues only when it is
   the same run, i.e. its run signature (all model and train params, epochs
   included, the records manifest, the precision, and the code: the hash of
-  train's import closure, components/codedeps.py) matches and the run did not
+  train's import closure, components/core/codedeps.py) matches and the run did not
   finish. Anything else, a finished run included, is discarded and training
   starts fresh. DVC keeps `models/checkpoints` between runs (persist), so
   `dvc exp run -S train.epochs=1` after a finished run finds that checkpoint;
@@ -29,9 +29,9 @@ What it does:
 - Several workers (a multi-worker TF_CONFIG, as TFJob sets it, or `petseg
   train --local-workers N`): MultiWorkerMirroredStrategy; only the chief writes
   checkpoints, DVCLive and the export, the others resume from a copy of its
-  checkpoint and write to scratch (components/cluster.py).
+  checkpoint and write to scratch (components/ml/cluster.py).
 - Exports `<out_dir>/savedmodel` from the best weights (float32) via
-  components/export.py.
+  components/ml/export.py.
 
 Determinism: Python, NumPy and TF seeds come from `train.seed` (one call to
 keras.utils.set_random_seed), tf.data shuffling and augmentation use seeded
@@ -53,13 +53,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from petseg.components import inputs, keras_multiworker
-from petseg.components.cluster import WorkerRole, scratch_dir, worker_role
-from petseg.components.codedeps import code_fingerprint
-from petseg.components.errors import PetsegError
-from petseg.components.export import export_serving_model
-from petseg.components.fsutil import atomic_directory, check_output_dir, read_json, remove_output, write_json
-from petseg.components.layout import (
+from petseg.components.contracts.layout import (
     CHECKPOINT_DIR,
     SAVEDMODEL_DIR,
     TRAIN_METRICS_FILE,
@@ -67,10 +61,16 @@ from petseg.components.layout import (
     savedmodel_dir,
     train_metrics_file,
 )
-from petseg.components.manifest import Manifest, load_manifest
-from petseg.components.model import build_model, encoder_of, set_encoder_trainable
-from petseg.components.params import ModelParams, TrainParams, params_to_dict
-from petseg.components.records import CLASS_NAMES
+from petseg.components.contracts.manifest import Manifest, load_manifest
+from petseg.components.contracts.records import CLASS_NAMES
+from petseg.components.core.codedeps import code_fingerprint
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.fsutil import atomic_directory, check_output_dir, read_json, remove_output, write_json
+from petseg.components.core.params import ModelParams, TrainParams, params_to_dict
+from petseg.components.ml import inputs, keras_multiworker
+from petseg.components.ml.cluster import WorkerRole, scratch_dir, worker_role
+from petseg.components.ml.export import export_serving_model
+from petseg.components.ml.model import build_model, encoder_of, set_encoder_trainable
 
 MONITOR = "val_mean_iou"  # the best checkpoint
 PLATEAU_MONITOR = "val_loss"  # learning-rate cuts and early stopping (smoother early in training)
@@ -131,7 +131,7 @@ def train(
 
     Under a multi-worker TF_CONFIG every worker runs this; only the chief writes
     out_dir and live_dir, the others resume from a copy of the chief's checkpoint
-    and write to a scratch folder they delete (components/cluster.py).
+    and write to a scratch folder they delete (components/ml/cluster.py).
     """
     records_dir, out_dir, live_dir = Path(records_dir), Path(out_dir), Path(live_dir)
     role = worker_role()
@@ -511,7 +511,7 @@ def run_signature(
 ) -> str:
     """What makes two runs the same run: model and train params (epochs too), the data, precision, the code.
 
-    `code` defaults to the hash of train's import closure (components/codedeps.py).
+    `code` defaults to the hash of train's import closure (components/core/codedeps.py).
     """
     train = params_to_dict(params)
     train.pop("require_gpu")  # where it runs, not what it trains: a GPU run may resume a CPU run's checkpoint

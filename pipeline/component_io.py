@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from petseg.components.errors import PetsegError
-from petseg.components.params import Params, params_from_dict
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import Params, params_from_dict
 
 
 def section_params(section: str, value: Mapping[str, Any]) -> Any:
@@ -110,7 +110,7 @@ def keep_validation_report(validation_dir: str | Path, html_path: str | Path, ht
     not reached from here: there the page stays in the pod, see README). Returns whether a page was written.
     Errors while keeping the evidence are reported, never raised over the validation's own error.
     """
-    from petseg.components import storage
+    from petseg.components.store import storage
     from petseg.components.validate import data_docs_page
 
     if not data_docs_page(validation_dir).is_file():
@@ -139,7 +139,7 @@ def split_savedmodel(train_dir: str | Path, model_path: str | Path) -> Path:
     train writes `<train_dir>/savedmodel/` next to its checkpoints; the Model
     artifact that evaluate and push download must be the SavedModel only.
     """
-    from petseg.components.layout import savedmodel_dir
+    from petseg.components.contracts.layout import savedmodel_dir
 
     source, target = savedmodel_dir(train_dir), Path(model_path)
     if not (source / "saved_model.pb").is_file():

@@ -54,7 +54,7 @@ def drift_reference(validate: dict, push: dict) -> str:
     validate stays cacheable: validate's input is the folder's name, and a
     version folder never changes once published.
     """
-    from petseg.components.validate import drift_reference as choose_reference
+    from petseg.components.drift_reference import drift_reference as choose_reference
     from petseg.pipeline.component_io import section_params
 
     validate_params = section_params("validate", validate)
@@ -138,8 +138,8 @@ def evaluate(
     """
     from pathlib import Path
 
+    from petseg.components.contracts.layout import CONFUSION_PLOT, SAMPLES_PLOT
     from petseg.components.evaluate import evaluate as evaluate_step
-    from petseg.components.layout import CONFUSION_PLOT, SAMPLES_PLOT
     from petseg.pipeline.component_io import log_metrics, section_params, write_image_sheet, write_metadata_file
 
     result = evaluate_step(
@@ -181,7 +181,7 @@ def push(
     """Step 6, only when blessed: publish the SavedModel as the next TF Serving version.
 
     Returns push's outcome as JSON (status, version, path). The lineage record is
-    the CLI's (components/lineage.py): the code commit and images, every params
+    the CLI's (components/contracts/lineage.py): the code commit and images, every params
     section of this run, the data manifest hash and metrics from the blessing,
     and the pipeline run. The run's validation report is kept with the version
     as its drift reference.
@@ -189,8 +189,8 @@ def push(
     import json
     from pathlib import Path
 
-    from petseg.components.blessing import blessing_path
-    from petseg.components.lineage import collect_lineage
+    from petseg.components.contracts.blessing import blessing_path
+    from petseg.components.contracts.lineage import collect_lineage
     from petseg.components.push import push as push_step
     from petseg.pipeline.component_io import run_params
 
@@ -231,15 +231,15 @@ def push(
 def deploy_kserve(push_result: str, push: dict, serve: dict, pipeline: dict) -> str:
     """Step 7, with pipeline.deploy: kserve, after a push: roll the pushed version out on KServe.
 
-    Creates or patches the InferenceService (petseg.serving.kserve): canary,
+    Creates or patches the InferenceService (petseg.components.deploy): canary,
     Ready within the timeout, promotion to 100%; otherwise traffic goes back to
     the last rolled-out revision and the step fails. Returns the outcome as JSON.
     """
     import dataclasses
     import json
 
+    from petseg.components.deploy import custom_objects_api, deploy, inference_service
     from petseg.pipeline.component_io import section_params
-    from petseg.serving.kserve import custom_objects_api, deploy, inference_service
 
     pushed = json.loads(push_result)
     version = pushed.get("version") or pushed.get("served_version")

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from petseg.components.lineage import git_state
+from petseg.components.contracts.lineage import git_state
 
 PACKAGE = "petseg"
 IMAGE_EXTRAS = ("s3", "gcs")

@@ -19,7 +19,7 @@ TFRecords, a few hundred MB at 128 px) move in seconds to a minute, artifacts ke
 every run's data for lineage and caching, and nothing ties the steps to one node
 or zone. The one shared place is where TF Serving reads models: push writes to
 `push.model_base_path`, which must outlive the pod: an object store URI (gs://,
-s3://, reached through fsspec, components/storage.py) or, with
+s3://, reached through fsspec, components/store/storage.py) or, with
 `pipeline.serving_pvc`, a PVC mounted in every step that reads the model store:
 drift_reference and validate (the served version's drift reference), evaluate
 (the served model, its baseline) and push. Compiling for a cluster with anything else is refused;
@@ -59,8 +59,8 @@ from typing import Any, NamedTuple
 
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-from petseg.components.errors import ParamsError
-from petseg.components.params import Params, PipelineParams, StepResources, params_to_dict
+from petseg.components.core.errors import ParamsError
+from petseg.components.core.params import Params, PipelineParams, StepResources, params_to_dict
 
 PIPELINE_NAME = "petseg"
 PIPELINE_DESCRIPTION = (
@@ -111,9 +111,9 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     """
     from kfp import dsl
 
+    from petseg.components.deploy import check_deploy_settings
     from petseg.pipeline.components import make_components
     from petseg.pipeline.images import code_tag, has_tag, resolve_image
-    from petseg.serving.kserve import check_deploy_settings
 
     settings = params.pipeline
     check_deploy_settings(params)  # first: with pipeline.deploy=kserve its message is the more specific
@@ -180,7 +180,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
-            if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.serving.kserve)
+            if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.components.deploy)
                 tasks["deploy"] = ops.deploy_kserve(
                     push_result=tasks["push"].output,
                     push=push,
@@ -274,7 +274,7 @@ def check_durable_push_target(params: Params) -> None:
     A local `push.model_base_path` without `pipeline.serving_pvc` is the pod's
     own disk, gone when the pod ends: refused, in one line saying what to set.
     """
-    from petseg.components.storage import scheme
+    from petseg.components.store.storage import scheme
 
     base = params.push.model_base_path
     if scheme(base) in DURABLE_SCHEMES or params.pipeline.serving_pvc:

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from petseg.components.errors import ParamsError, PetsegError, first_line
-from petseg.components.params import Params, with_overrides
+from petseg.components.core.errors import ParamsError, PetsegError, first_line
+from petseg.components.core.params import Params, with_overrides
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 CONNECT_TIMEOUT_S = 5.0
@@ -205,7 +205,7 @@ def failed_step(exc: BaseException) -> str:
 
 def local_run_result(outputs: dict[str, Any]) -> LocalRun:
     """Collect artifact paths, the blessing and push's version folder from a finished local run."""
-    from petseg.components.blessing import read_blessing
+    from petseg.components.contracts.blessing import read_blessing
     from petseg.pipeline.pipeline import PipelineOutputs
 
     # Every pipeline output but the blessing is a file artifact; the runner writes each one in

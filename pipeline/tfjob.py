@@ -10,7 +10,7 @@
   pipeline's, pipeline/images.py) with the train step's resources, GPU
   request, node selector and toleration. The operator gives each pod a
   TF_CONFIG; with no Chief replica, worker 0 is the chief, which is the rule
-  components/cluster.py follows, so worker 0 alone writes the checkpoints,
+  components/ml/cluster.py follows, so worker 0 alone writes the checkpoints,
   DVCLive and the SavedModel.
 
 Every worker mounts the same PersistentVolumeClaim (ReadWriteMany) at
@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from petseg.components.errors import PetsegError
-from petseg.components.params import Params, params_to_dict
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import Params, params_to_dict
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "TFJob"

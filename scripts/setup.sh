@@ -53,7 +53,7 @@ else
   pip_install --upgrade pip
 fi
 echo "setup: installing petseg and its dependencies into $VENV (first time: about 2 minutes)"
-pip_install -e ".[test,deploy-check]" || { echo "setup: pip could not install petseg; see its output above" >&2; exit 1; }
+pip_install -e ".[test,deploy-check]" --config-settings editable_mode=strict || { echo "setup: pip could not install petseg; see its output above" >&2; exit 1; }
 "$VENV/bin/python" -c "import petseg.components, petseg.pipeline, petseg.serving" \
   || { echo "setup: petseg did not install; see the pip output above" >&2; exit 1; }
 

@@ -3,8 +3,9 @@
     python scripts/sync_dvc_deps.py           # rewrite dvc.yaml (comments and other deps kept)
     python scripts/sync_dvc_deps.py --check   # exit 1 and list the differences, change nothing
 
-A stage whose cmd is `petseg <step> ...` runs src/petseg/cli.py and components/<step>.py, and so
-every petseg module those import (components/codedeps.py). Its deps keep what is not petseg
+A stage whose cmd is `petseg <command> ...` runs the CLI module of that command
+(petseg.cli.main.command_module: src/petseg/cli/<module>.py, with src/petseg/cli/main.py)
+and so every petseg module those import (components/core/codedeps.py). Its deps keep what is not petseg
 source (data, reports) in their order, followed by those source files, sorted. Needs petseg
 installed editable from this checkout (scripts/setup.sh does), so modules map to its files.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from petseg.components.codedeps import command_closure
+from petseg.cli.main import command_module
+from petseg.components.core.codedeps import import_closure
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = REPO_ROOT / "dvc.yaml"
@@ -39,7 +41,7 @@ def step_of(cmd: str) -> str | None:
 def expected_source_deps(step: str) -> list[str]:
     """The repository paths of every petseg file `petseg <step>` runs, sorted."""
     paths = []
-    for module, path in command_closure(step).items():
+    for module, path in import_closure(command_module(step)).items():
         try:
             paths.append(path.resolve().relative_to(REPO_ROOT).as_posix())
         except ValueError:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from petseg.components.errors import PetsegError
+from petseg.components.core.errors import PetsegError
 
 # BatchingParameters fields: (name, number, type); "int64" fields are google.protobuf wrappers.
 _FIELDS = [

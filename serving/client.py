@@ -3,7 +3,7 @@
 Images in (uint8 H x W x 3 arrays of any sizes, or encoded JPEG/PNG bytes),
 masks out. The same code talks to the local `petseg serve` and to a real
 tensorflow/serving: it uses only PredictionService.Predict with the
-signatures in components/contract.py. Images are grouped by size and sent in
+signatures in components/contracts/signatures.py. Images are grouped by size and sent in
 batches that fit the message limit; each call has a deadline, and a call
 answered UNAVAILABLE (server starting, restarting, or a version not loaded
 yet) is retried with backoff until the deadline.
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petseg.components import contract
-from petseg.components.errors import PetsegError, first_line
+from petseg.components.contracts import signatures
+from petseg.components.core.errors import PetsegError, first_line
 from petseg.serving.image_header import UnreadableHeader, declared_size
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_MESSAGE_MB = 64
-ENCODED_FORMATS = ("JPEG", "PNG")  # what the bytes signature decodes (components/contract.py)
+ENCODED_FORMATS = ("JPEG", "PNG")  # what the bytes signature decodes (components/contracts/signatures.py)
 
 
 class ServingRequestError(PetsegError):
@@ -39,11 +39,11 @@ class ServingRequestError(PetsegError):
 class Segmentation:
     """The model's answer for one image: class ids at the image's size, and which version gave it."""
 
-    mask: np.ndarray  # uint8 [H, W], values index contract.CLASS_NAMES
+    mask: np.ndarray  # uint8 [H, W], values index signatures.CLASS_NAMES
     model_version: int
     probabilities: np.ndarray | None = None  # float32 [H, W, C] when asked for
 
-    def class_fractions(self, class_names: Sequence[str] = contract.CLASS_NAMES) -> dict[str, float]:
+    def class_fractions(self, class_names: Sequence[str] = signatures.CLASS_NAMES) -> dict[str, float]:
         """Share of the image's pixels given to each class."""
         counts = np.bincount(self.mask.ravel(), minlength=len(class_names))[: len(class_names)]
         return {name: float(n) / self.mask.size for name, n in zip(class_names, counts, strict=True)}
@@ -138,9 +138,9 @@ class SegmentationClient:
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 response = self.predict(make_request(chunk))
-                masks = tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])
+                masks = tf.make_ndarray(response.outputs[signatures.OUTPUT_MASK])
                 probabilities = (
-                    tf.make_ndarray(response.outputs[contract.OUTPUT_PROBABILITIES])
+                    tf.make_ndarray(response.outputs[signatures.OUTPUT_PROBABILITIES])
                     if self.with_probabilities
                     else None
                 )
@@ -158,23 +158,23 @@ class SegmentationClient:
         request.model_spec.signature_name = signature
         if self.version is not None:
             request.model_spec.version.value = self.version
-        request.output_filter.append(contract.OUTPUT_MASK)
+        request.output_filter.append(signatures.OUTPUT_MASK)
         if self.with_probabilities:
-            request.output_filter.append(contract.OUTPUT_PROBABILITIES)
+            request.output_filter.append(signatures.OUTPUT_PROBABILITIES)
         return request
 
     def _images_request(self, batch: np.ndarray):
         import tensorflow as tf
 
-        request = self._request(contract.SIGNATURE_IMAGES)
-        request.inputs[contract.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(batch))
+        request = self._request(signatures.SIGNATURE_IMAGES)
+        request.inputs[signatures.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(batch))
         return request
 
     def _bytes_request(self, encoded: list[bytes]):
         import tensorflow as tf
 
-        request = self._request(contract.SIGNATURE_BYTES)
-        request.inputs[contract.INPUT_BYTES].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string))
+        request = self._request(signatures.SIGNATURE_BYTES)
+        request.inputs[signatures.INPUT_BYTES].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string))
         return request
 
     def _error(self, exc, attempts: int) -> ServingRequestError:

@@ -26,9 +26,9 @@ from typing import Any
 
 import grpc
 
-from petseg.components import model_store
-from petseg.components.errors import first_line
-from petseg.components.warmup import WARMUP_FILE, answer_request, read_warmup_file
+from petseg.components.core.errors import first_line
+from petseg.components.store import model_store
+from petseg.components.store.warmup import WARMUP_FILE, answer_request, read_warmup_file
 from petseg.serving.errors import ServingError
 
 INIT_OP_SIGNATURE = "__saved_model_init_op"

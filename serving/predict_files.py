@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petseg.components.errors import PetsegError
+from petseg.components.core.errors import PetsegError
 from petseg.serving.client import DEFAULT_TIMEOUT_SECONDS, ENCODED_FORMATS, SegmentationClient
 from petseg.serving.image_header import UnreadableHeader, declared_size
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from petseg.components.errors import PetsegError
-from petseg.components.params import ServeParams
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import ServeParams
 
 if TYPE_CHECKING:  # importing these loads TensorFlow; `petseg serve` checks its port first
     import grpc

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from petseg.components.errors import first_line
+from petseg.components.core.errors import first_line
 from petseg.serving.errors import ServingError, graph_error_cause, status_code
 from petseg.serving.image_header import UnreadableHeader, declared_size
 from petseg.serving.metrics import GRPC, Call, ServerMetrics

@@ -12,8 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from helpers import SAMPLE_DIR, tiny_params_dict, write_blessing, write_synthetic_records
 
-from petseg.components.manifest import MANIFEST_FILE
-from petseg.components.params import Params, params_from_dict
+from petseg.components.contracts.manifest import MANIFEST_FILE
+from petseg.components.core.params import Params, params_from_dict
 
 
 @pytest.fixture
@@ -54,12 +54,12 @@ TINY_MODEL_IMAGE_SIZE = 64
 def tiny_savedmodel(tmp_path_factory) -> Path:
     """An untrained tiny U-Net (base 4, depth 2, 64 px) exported with the real export code.
 
-    Serves the contract in components/contract.py (any H x W in, mask at H x W out);
+    Serves the contract in components/contracts/signatures.py (any H x W in, mask at H x W out);
     its predictions are meaningless. Read-only: copy it before changing it.
     """
-    from petseg.components.export import export_serving_model
-    from petseg.components.model import build_model
-    from petseg.components.params import ModelParams, UnetParams
+    from petseg.components.core.params import ModelParams, UnetParams
+    from petseg.components.ml.export import export_serving_model
+    from petseg.components.ml.model import build_model
 
     model = build_model(
         ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=4, depth=2)),
@@ -72,12 +72,12 @@ def tiny_savedmodel(tmp_path_factory) -> Path:
 def synthetic_records(synthetic_raw_master, tmp_path_factory) -> Path:
     """TFRecords preprocessed (tiny params: 64 px, 8 per shard) from the tiny synthetic raw set; read-only.
 
-    The validation summary here is written directly through the validation_gate contract,
+    The validation summary here is written directly through the validation contract (contracts/validation.py),
     so this fixture does not depend on the validate step.
     """
+    from petseg.components.contracts.rawdata import dataset_fingerprint
+    from petseg.components.contracts.validation import write_summary
     from petseg.components.preprocess import preprocess
-    from petseg.components.rawdata import dataset_fingerprint
-    from petseg.components.validation_gate import write_summary
 
     base = tmp_path_factory.mktemp("records-master")
     write_summary(
@@ -113,7 +113,7 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
     """
     import tensorflow as tf
 
-    from petseg.components import contract
+    from petseg.components.contracts import signatures
 
     threshold = round(256 * (1.0 - wrong_fraction))
 
@@ -124,13 +124,13 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
         if broken:
             mask = mask[:, :8, :8] * 0
         return {
-            contract.OUTPUT_MASK: tf.cast(mask, tf.uint8),
-            contract.OUTPUT_PROBABILITIES: tf.one_hot(mask, 3, dtype=tf.float32),
+            signatures.OUTPUT_MASK: tf.cast(mask, tf.uint8),
+            signatures.OUTPUT_PROBABILITIES: tf.one_hot(mask, 3, dtype=tf.float32),
         }
 
     module = tf.Module()
     module.serve_images = tf.function(
-        answer, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.INPUT_IMAGES)]
+        answer, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=signatures.INPUT_IMAGES)]
     )
     module.serve_bytes = tf.function(
         lambda image_bytes: answer(
@@ -140,16 +140,16 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
                 fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
             )
         ),
-        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_BYTES)],
+        input_signature=[tf.TensorSpec([None], tf.string, name=signatures.INPUT_BYTES)],
     )
     tf.saved_model.save(
         module,
         str(path),
-        signatures={contract.SIGNATURE_IMAGES: module.serve_images, contract.SIGNATURE_BYTES: module.serve_bytes},
+        signatures={signatures.SIGNATURE_IMAGES: module.serve_images, signatures.SIGNATURE_BYTES: module.serve_bytes},
     )
-    names = Path(path) / contract.CLASS_NAMES_FILE
+    names = Path(path) / signatures.CLASS_NAMES_FILE
     names.parent.mkdir(parents=True, exist_ok=True)
-    names.write_text("".join(f"{n}\n" for n in contract.CLASS_NAMES))
+    names.write_text("".join(f"{n}\n" for n in signatures.CLASS_NAMES))
     return Path(path)
 
 
@@ -177,8 +177,8 @@ def coded_records(tmp_path_factory) -> Path:
     import numpy as np
     import tensorflow as tf
 
-    from petseg.components import records
-    from petseg.components.fsutil import write_json
+    from petseg.components.contracts import records
+    from petseg.components.core.fsutil import write_json
 
     size, rng = 32, np.random.default_rng(7)
     out = tmp_path_factory.mktemp("coded-records") / "records"
@@ -205,9 +205,9 @@ def second_savedmodel(tmp_path_factory) -> Path:
 
     For tests that need a second, distinguishable version to push. Read-only.
     """
-    from petseg.components.export import export_serving_model
-    from petseg.components.model import build_model
-    from petseg.components.params import ModelParams, UnetParams
+    from petseg.components.core.params import ModelParams, UnetParams
+    from petseg.components.ml.export import export_serving_model
+    from petseg.components.ml.model import build_model
 
     model = build_model(
         ModelParams(

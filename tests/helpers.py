@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from petseg.components.manifest import MANIFEST_FILE
-from petseg.components.metrics import SegmentationMetrics, confusion_counts
-from petseg.components.params import Params, params_to_dict
-from petseg.components.records import CLASS_NAMES
+from petseg.components.contracts.manifest import MANIFEST_FILE
+from petseg.components.contracts.records import CLASS_NAMES
+from petseg.components.core.params import Params, params_to_dict
+from petseg.components.ml.metrics import SegmentationMetrics, confusion_counts
 
 NAMES = CLASS_NAMES
 
@@ -68,10 +68,10 @@ def write_synthetic_records(
     import numpy as np
     import tensorflow as tf
 
-    from petseg.components import records
-    from petseg.components.fsutil import write_json
+    from petseg.components.contracts import records
+    from petseg.components.core.fsutil import write_json
     from petseg.components.preprocess import trimap_to_classes
-    from petseg.components.synthetic import synthetic_scene
+    from petseg.components.sources.synthetic import synthetic_scene
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pixels = {}
@@ -113,8 +113,8 @@ def write_blessing(
     """A blessing.json in evaluate's format for `model_dir`, compared against what `params`' store serves now."""
     import uuid
 
-    from petseg.components import model_store
-    from petseg.components.fsutil import write_json
+    from petseg.components.core.fsutil import write_json
+    from petseg.components.store import model_store
 
     served = model_store.served_version(params)
     path = Path(folder) / f"blessing-{uuid.uuid4().hex[:6]}.json"

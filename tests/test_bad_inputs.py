@@ -28,7 +28,7 @@ import yaml
 from helpers import tiny_params_dict
 
 from petseg.cli import main
-from petseg.components.rawdata import INDEX_FILE
+from petseg.components.contracts.rawdata import INDEX_FILE
 
 
 # ------------------------------------------------------------------ helpers
@@ -480,7 +480,7 @@ def test_two_identical_runs_write_identical_records(archives, tmp_path, capsys):
 
 
 def _without_timestamps(path: Path) -> dict:
-    from petseg.components.validate import GX_TIMESTAMP_FIELDS
+    from petseg.components.checks.suite import GX_TIMESTAMP_FIELDS
 
     data = json.loads(path.read_text())
     for dotted in GX_TIMESTAMP_FIELDS:
@@ -538,8 +538,8 @@ def _prepare_step(step: str, tmp_path: Path, synthetic_raw: Path) -> list[str]:
         return ["download"]
     if step == "validate":
         return ["validate", "--raw", str(synthetic_raw)]
-    from petseg.components.rawdata import dataset_fingerprint
-    from petseg.components.validation_gate import write_summary
+    from petseg.components.contracts.rawdata import dataset_fingerprint
+    from petseg.components.contracts.validation import write_summary
 
     write_summary(
         tmp_path / "validation",

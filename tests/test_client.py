@@ -18,10 +18,10 @@ import pytest
 from helpers import REPO_ROOT, assert_mask_is_a_most_likely_class, bomb_png
 
 from petseg import cli
-from petseg.components import contract
-from petseg.components.cluster import free_ports
-from petseg.components.errors import PetsegError
-from petseg.components.params import ServeParams
+from petseg.components.contracts import signatures
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import ServeParams
+from petseg.components.ml.cluster import free_ports
 
 tf = pytest.importorskip("tensorflow")
 from petseg.serving.client import Segmentation, SegmentationClient, ServingRequestError  # noqa: E402
@@ -52,8 +52,10 @@ def server(tiny_savedmodel, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_savedmodel):
     """In-process masks of the served SavedModel, for uint8 images [H, W, 3]."""
-    signature = tf.saved_model.load(str(tiny_savedmodel)).signatures[contract.SIGNATURE_IMAGES]
-    return lambda image: signature(**{contract.INPUT_IMAGES: tf.constant(image[None])})[contract.OUTPUT_MASK][0].numpy()
+    signature = tf.saved_model.load(str(tiny_savedmodel)).signatures[signatures.SIGNATURE_IMAGES]
+    return lambda image: signature(**{signatures.INPUT_IMAGES: tf.constant(image[None])})[signatures.OUTPUT_MASK][
+        0
+    ].numpy()
 
 
 def _photo_files(tmp_path, sizes, fmt="PNG"):
@@ -195,7 +197,7 @@ def test_predict_cli_writes_masks_overlays_and_prints_fractions(server, referenc
         shares = {name: float(share) for name, share in re.findall(r"(\w+) ([\d.]+)%", line)}
         assert line.startswith(f"{path.name} ({pixels.shape[1]}x{pixels.shape[0]}): ")
         assert "[version 1]" in line
-        for class_id, name in enumerate(contract.CLASS_NAMES):
+        for class_id, name in enumerate(signatures.CLASS_NAMES):
             # printed to one decimal: off by up to half a unit, plus float noise at x.x5
             assert shares[name] == pytest.approx(100 * np.mean(mask == class_id), abs=0.0501)
 

@@ -1,16 +1,19 @@
-"""Each dvc.yaml stage depends on every petseg file its command runs (components/codedeps.py)."""
+"""Each dvc.yaml stage depends on every petseg file its command runs (components/core/codedeps.py)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import yaml
 from helpers import REPO_ROOT
 
-from petseg.components.codedeps import code_fingerprint, command_closure, import_closure
+from petseg.cli.main import COMMANDS, command_module
+from petseg.components.core.codedeps import code_fingerprint, import_closure
 
 SYNC = REPO_ROOT / "scripts" / "sync_dvc_deps.py"
 
@@ -93,24 +96,61 @@ def test_fingerprint_changes_with_any_file_of_the_closure_and_only_those(fake_pa
     assert code_fingerprint("fakepkg.step") != before
 
 
-def test_train_runs_the_serving_contract_and_the_cli():
-    files = {path.relative_to(REPO_ROOT).as_posix() for path in command_closure("train").values()}
+def _command_files(command: str) -> set[str]:
+    return {
+        path.resolve().relative_to(REPO_ROOT).as_posix() for path in import_closure(command_module(command)).values()
+    }
+
+
+def test_train_runs_the_serving_contract_its_own_command_module_and_no_other():
+    files = _command_files("train")
     assert {
         "components/train.py",
-        "components/contract.py",
-        "components/params.py",
-        "components/fsutil.py",
-        "src/petseg/cli.py",
+        "components/contracts/signatures.py",
+        "components/core/params.py",
+        "components/core/fsutil.py",
+        "src/petseg/cli/main.py",
+        "src/petseg/cli/train.py",
     } <= files
     assert "components/evaluate.py" not in files  # another step's module is not train's code
+    assert not {f for f in files if f.startswith("src/petseg/cli/")} - {
+        "src/petseg/cli/__init__.py",
+        "src/petseg/cli/main.py",
+        "src/petseg/cli/train.py",
+    }
+
+
+# What a DVC stage must never depend on: Kubeflow, KServe, the model server and its client.
+CLUSTER_IMPORTS = re.compile(
+    r"^\s*(?:import|from)\s+(?:kfp|kubernetes|petseg\.pipeline|petseg\.components\.deploy"
+    r"|petseg\.serving\.(?:server|rest|servicer|client|predict_files))\b",
+    re.M,
+)
+
+
+def test_no_stage_depends_on_cluster_or_server_code():
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for dep in stage["deps"]:
+            if dep.endswith(".py"):
+                found = CLUSTER_IMPORTS.search((REPO_ROOT / dep).read_text())
+                assert found is None, f"stage {name} depends on {dep}, which imports {found.group(0).strip()}"
+    assert set(stages) <= set(COMMANDS)
+
+
+def test_the_cluster_import_check_catches_a_kubeflow_import():
+    assert CLUSTER_IMPORTS.search("def f():\n    from petseg.pipeline.run import submit\n")
+    assert CLUSTER_IMPORTS.search("import kfp\n")
+    assert CLUSTER_IMPORTS.search("from petseg.serving.server import serve\n")
+    assert not CLUSTER_IMPORTS.search("from petseg.serving.image_header import size\n")
 
 
 def test_sync_script_reports_and_restores_a_missing_dep(tmp_path):
     dvc_yaml = tmp_path / "dvc.yaml"
     shutil.copy(REPO_ROOT / "dvc.yaml", dvc_yaml)
     text = dvc_yaml.read_text()
-    assert "      - components/contract.py\n" in text
-    text = text.replace("      - components/contract.py\n", "", 1)
+    assert "      - components/contracts/signatures.py\n" in text
+    text = text.replace("      - components/contracts/signatures.py\n", "", 1)
     dvc_yaml.write_text(
         text.replace("      - components/train.py\n", "      - components/train.py\n      - components/gone.py\n", 1)
     )
@@ -119,7 +159,7 @@ def test_sync_script_reports_and_restores_a_missing_dep(tmp_path):
         [sys.executable, str(SYNC), "--check", "--dvc-yaml", str(dvc_yaml)], capture_output=True, text=True, timeout=120
     )
     assert check.returncode == 1
-    assert "missing code deps components/contract.py" in check.stdout
+    assert "missing code deps components/contracts/signatures.py" in check.stdout
     assert "stage train: deps it does not import components/gone.py" in check.stdout
     assert "run `python scripts/sync_dvc_deps.py`" in check.stderr
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petseg.components.params import load_params
+from petseg.components.core.params import load_params
 from petseg.serving import client
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

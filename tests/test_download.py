@@ -12,11 +12,11 @@ from PIL import Image
 
 from petseg.cli import main
 from petseg.components import download as download_module
+from petseg.components.contracts.rawdata import dataset_fingerprint, read_index
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import params_from_dict
 from petseg.components.download import download
-from petseg.components.errors import PetsegError
-from petseg.components.params import params_from_dict
-from petseg.components.rawdata import dataset_fingerprint, read_index
-from petseg.components.synthetic import synthetic_record
+from petseg.components.sources.synthetic import synthetic_record
 
 
 def _data_params(**data):

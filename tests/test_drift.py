@@ -23,21 +23,17 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from petseg.cli import main
-from petseg.components import model_store
-from petseg.components.errors import DataValidationError, ParamsError, PetsegError
-from petseg.components.fsutil import read_json
-from petseg.components.params import DriftParams, PushParams, params_from_dict
+from petseg.components.checks.drift import drift_partition
+from petseg.components.checks.scan import _colour_stats, example_table
+from petseg.components.contracts.rawdata import dataset_fingerprint, read_index, write_index
+from petseg.components.contracts.validation import require_validated
+from petseg.components.core.errors import DataValidationError, ParamsError, PetsegError
+from petseg.components.core.expectations import DRIFT_CHECKS, DRIFT_NAMES
+from petseg.components.core.fsutil import read_json
+from petseg.components.core.params import DriftParams, PushParams, params_from_dict
 from petseg.components.push import push
-from petseg.components.rawdata import dataset_fingerprint, read_index, write_index
-from petseg.components.validate import (
-    DRIFT_CHECKS,
-    DRIFT_NAMES,
-    _colour_stats,
-    drift_partition,
-    example_table,
-    validate_dataset,
-)
-from petseg.components.validation_gate import require_validated
+from petseg.components.store import model_store
+from petseg.components.validate import validate_dataset
 
 # Few examples per breed here: the count bounds must not be what fails once some breeds are dropped.
 BOUNDS = {"min_train_examples": 1, "min_test_examples": 1}

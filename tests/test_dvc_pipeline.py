@@ -139,10 +139,17 @@ def test_touching_the_serving_contract_marks_train_changed(trained_repo):
         return json.loads(_run([*DVC, "status", stage, "--json"], trained_repo).stdout)
 
     assert status("train") == {}
-    contract = trained_repo / "components/contract.py"
+    contract = trained_repo / "components/contracts/signatures.py"
     contract.write_text(contract.read_text() + "\n# touched\n")
-    assert {"changed deps": {"components/contract.py": "modified"}} in status("train")["train"]
+    assert {"changed deps": {"components/contracts/signatures.py": "modified"}} in status("train")["train"]
     assert status("download") == {}  # download does not run the serving contract
+
+
+def test_editing_a_command_no_stage_runs_changes_no_stage(trained_repo):
+    rollback = trained_repo / "src/petseg/cli/rollback.py"
+    rollback.write_text(rollback.read_text() + "\n# edited\n")
+    proc = _run([*DVC, "status", "--json"], trained_repo)
+    assert json.loads(proc.stdout) == {}, proc.stdout
 
 
 def test_plots_put_train_and_validation_on_shared_axes(trained_repo):

@@ -1,6 +1,6 @@
 import pytest
 
-from petseg.components.errors import first_line
+from petseg.components.core.errors import first_line
 
 
 @pytest.mark.parametrize(

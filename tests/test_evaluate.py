@@ -10,12 +10,12 @@ import tensorflow as tf
 from helpers import metrics_of, reference_metrics
 
 from petseg.cli import main
-from petseg.components import records
-from petseg.components.errors import PetsegError
+from petseg.components.contracts import records
+from petseg.components.contracts.layout import BLESSING_FILE, CONFUSION_PLOT, METRICS_FILE, SAMPLES_PLOT
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.fsutil import read_json
+from petseg.components.core.params import EvaluateParams, PushParams
 from petseg.components.evaluate import decide_blessing, evaluate
-from petseg.components.fsutil import read_json
-from petseg.components.layout import BLESSING_FILE, CONFUSION_PLOT, METRICS_FILE, SAMPLES_PLOT
-from petseg.components.params import EvaluateParams, PushParams
 
 NAMES = records.CLASS_NAMES
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from petseg.components import contract
-from petseg.components.export import export_serving_model, read_class_names, resize_for_model
-from petseg.components.model import unet
+from petseg.components.contracts import signatures
+from petseg.components.ml.export import export_serving_model, read_class_names, resize_for_model
+from petseg.components.ml.model import unet
 from petseg.components.preprocess import resize_image
 
 SIZE = 64
@@ -57,24 +57,24 @@ def _assert_same_mask(served: np.ndarray, expected: np.ndarray, probs: np.ndarra
 
 def test_signatures_follow_the_contract(keras_and_exported):
     _, export_dir, loaded = keras_and_exported
-    assert set(loaded.signatures) == {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES}
-    images_sig = loaded.signatures[contract.SIGNATURE_IMAGES]
+    assert set(loaded.signatures) == {signatures.SIGNATURE_IMAGES, signatures.SIGNATURE_BYTES}
+    images_sig = loaded.signatures[signatures.SIGNATURE_IMAGES]
     (_, inputs) = images_sig.structured_input_signature
-    assert inputs[contract.INPUT_IMAGES].dtype == tf.uint8
-    assert inputs[contract.INPUT_IMAGES].shape.as_list() == [None, None, None, 3]
-    (_, byte_inputs) = loaded.signatures[contract.SIGNATURE_BYTES].structured_input_signature
-    assert byte_inputs[contract.INPUT_BYTES].dtype == tf.string
-    assert set(images_sig.structured_outputs) == {contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES}
-    assert read_class_names(export_dir) == tuple(contract.CLASS_NAMES)
+    assert inputs[signatures.INPUT_IMAGES].dtype == tf.uint8
+    assert inputs[signatures.INPUT_IMAGES].shape.as_list() == [None, None, None, 3]
+    (_, byte_inputs) = loaded.signatures[signatures.SIGNATURE_BYTES].structured_input_signature
+    assert byte_inputs[signatures.INPUT_BYTES].dtype == tf.string
+    assert set(images_sig.structured_outputs) == {signatures.OUTPUT_MASK, signatures.OUTPUT_PROBABILITIES}
+    assert read_class_names(export_dir) == tuple(signatures.CLASS_NAMES)
     assert (export_dir / "saved_model.pb").is_file()
 
 
 def test_round_trip_on_a_333_by_500_image_matches_keras(keras_and_exported):
     model, _, loaded = keras_and_exported
     images = np.stack([_photo(333, 500, seed) for seed in (1, 2)])
-    out = loaded.signatures[contract.SIGNATURE_IMAGES](images=tf.constant(images))
-    mask = out[contract.OUTPUT_MASK].numpy()
-    probs = out[contract.OUTPUT_PROBABILITIES].numpy()
+    out = loaded.signatures[signatures.SIGNATURE_IMAGES](images=tf.constant(images))
+    mask = out[signatures.OUTPUT_MASK].numpy()
+    probs = out[signatures.OUTPUT_PROBABILITIES].numpy()
     assert mask.shape == (2, 333, 500) and mask.dtype == np.uint8
     assert probs.shape == (2, 333, 500, 3) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
@@ -90,29 +90,29 @@ def test_bytes_signature_gives_the_images_signature_answer(keras_and_exported):
     png, jpeg = io.BytesIO(), io.BytesIO()
     Image.fromarray(photo).save(png, format="PNG")
     Image.fromarray(photo).save(jpeg, format="JPEG", quality=90)
-    by_bytes = loaded.signatures[contract.SIGNATURE_BYTES](image_bytes=tf.constant([png.getvalue(), png.getvalue()]))
-    by_pixels = loaded.signatures[contract.SIGNATURE_IMAGES](images=tf.constant(photo[None]))
-    assert by_bytes[contract.OUTPUT_MASK].shape == (2, 333, 500)
-    np.testing.assert_array_equal(by_bytes[contract.OUTPUT_MASK][0], by_pixels[contract.OUTPUT_MASK][0])
+    by_bytes = loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant([png.getvalue(), png.getvalue()]))
+    by_pixels = loaded.signatures[signatures.SIGNATURE_IMAGES](images=tf.constant(photo[None]))
+    assert by_bytes[signatures.OUTPUT_MASK].shape == (2, 333, 500)
+    np.testing.assert_array_equal(by_bytes[signatures.OUTPUT_MASK][0], by_pixels[signatures.OUTPUT_MASK][0])
 
     decoded = tf.io.decode_jpeg(jpeg.getvalue(), channels=3)[None]
-    by_jpeg = loaded.signatures[contract.SIGNATURE_BYTES](image_bytes=tf.constant([jpeg.getvalue()]))
-    expected = loaded.signatures[contract.SIGNATURE_IMAGES](images=decoded)
-    np.testing.assert_array_equal(by_jpeg[contract.OUTPUT_MASK], expected[contract.OUTPUT_MASK])
+    by_jpeg = loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant([jpeg.getvalue()]))
+    expected = loaded.signatures[signatures.SIGNATURE_IMAGES](images=decoded)
+    np.testing.assert_array_equal(by_jpeg[signatures.OUTPUT_MASK], expected[signatures.OUTPUT_MASK])
 
 
 def test_grayscale_png_is_served_as_rgb(keras_and_exported):
     _, _, loaded = keras_and_exported
     gray = io.BytesIO()
     Image.fromarray(_photo(40, 30)[..., 0]).save(gray, format="PNG")
-    out = loaded.signatures[contract.SIGNATURE_BYTES](image_bytes=tf.constant([gray.getvalue()]))
-    assert out[contract.OUTPUT_MASK].shape == (1, 40, 30)
+    out = loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant([gray.getvalue()]))
+    assert out[signatures.OUTPUT_MASK].shape == (1, 40, 30)
 
 
 def test_undecodable_bytes_fail_with_invalid_argument(keras_and_exported):
     _, _, loaded = keras_and_exported
     with pytest.raises(tf.errors.InvalidArgumentError):
-        loaded.signatures[contract.SIGNATURE_BYTES](image_bytes=tf.constant([b"not an image"]))
+        loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant([b"not an image"]))
 
 
 def test_in_graph_resize_matches_preprocess_within_rounding(sample_dir):
@@ -135,6 +135,6 @@ def test_export_replaces_an_old_export_whole(tmp_path):
 
 def test_tiny_savedmodel_fixture_serves_any_size(tiny_savedmodel):
     loaded = tf.saved_model.load(str(tiny_savedmodel))
-    out = loaded.signatures[contract.SIGNATURE_IMAGES](images=tf.zeros([3, 21, 37, 3], tf.uint8))
-    assert out[contract.OUTPUT_MASK].shape == (3, 21, 37)
-    assert out[contract.OUTPUT_PROBABILITIES].shape == (3, 21, 37, 3)
+    out = loaded.signatures[signatures.SIGNATURE_IMAGES](images=tf.zeros([3, 21, 37, 3], tf.uint8))
+    assert out[signatures.OUTPUT_MASK].shape == (3, 21, 37)
+    assert out[signatures.OUTPUT_PROBABILITIES].shape == (3, 21, 37, 3)

@@ -10,10 +10,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from petseg.components.annotations import parse_list_file
-from petseg.components.errors import ParamsError, PetsegError
-from petseg.components.params import Params, params_from_yaml
-from petseg.components.rawdata import BREEDS, INDEX_COLUMNS, INDEX_FILE, read_index
+from petseg.components.contracts.rawdata import BREEDS, INDEX_COLUMNS, INDEX_FILE, read_index
+from petseg.components.core.errors import ParamsError, PetsegError
+from petseg.components.core.params import Params, params_from_yaml
+from petseg.components.sources.annotations import parse_list_file
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

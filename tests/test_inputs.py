@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from petseg.components import records
-from petseg.components.errors import PetsegError
-from petseg.components.inputs import evaluation_dataset, flip_together, training_dataset
-from petseg.components.manifest import MANIFEST_FILE
-from petseg.components.params import AugmentParams, TrainParams
+from petseg.components.contracts import records
+from petseg.components.contracts.manifest import MANIFEST_FILE
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import AugmentParams, TrainParams
+from petseg.components.ml.inputs import evaluation_dataset, flip_together, training_dataset
 
 SIZE = 16
 COUNT = 24

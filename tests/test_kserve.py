@@ -1,4 +1,4 @@
-"""serving/kserve.py: the InferenceService body, and canary, promote and rollback as the requests they send.
+"""components/deploy.py: the InferenceService body, and canary, promote and rollback as the requests they send.
 
 No cluster here. Each test drives the real kubernetes client (CustomObjectsApi
 over an ApiClient) whose transport is replaced by a recorder: it keeps every
@@ -22,10 +22,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTClientObject, RESTResponse
 
 from petseg.cli import main
-from petseg.components.errors import ParamsError
-from petseg.components.params import load_params, with_overrides
-from petseg.serving import kserve
-from petseg.serving.kserve import (
+from petseg.components import deploy as kserve
+from petseg.components.core.errors import ParamsError
+from petseg.components.core.params import load_params, with_overrides
+from petseg.components.deploy import (
     KServeError,
     canary_patch,
     deploy,

@@ -20,10 +20,10 @@ from helpers import REPO_ROOT
 from test_kserve import _api, _deploy, _isvc
 
 from petseg.cli import main
-from petseg.components.errors import ParamsError
-from petseg.components.params import load_params, with_overrides
+from petseg.components import deploy as kserve
+from petseg.components.core.errors import ParamsError
+from petseg.components.core.params import load_params, with_overrides
 from petseg.pipeline.pipeline import compile_pipeline
-from petseg.serving import kserve
 
 KSERVE_DIR = REPO_ROOT / "serving" / "deploy" / "kserve"
 KSERVE_PYTHON = REPO_ROOT / ".venv-kserve" / "bin" / "python"
@@ -295,7 +295,7 @@ def test_compile_refuses_kserve_with_a_model_path_the_cluster_cannot_read(tmp_pa
 
 
 def test_deploy_component_skips_a_declined_push(capsys):
-    from petseg.components.params import params_to_dict
+    from petseg.components.core.params import params_to_dict
     from petseg.pipeline.components import deploy_kserve
 
     outcome = json.loads(
@@ -320,7 +320,7 @@ def _as_struct(value):
 
 
 def test_deploy_component_creates_the_service_from_its_parameters(monkeypatch, capsys):
-    from petseg.components.params import params_to_dict
+    from petseg.components.core.params import params_to_dict
     from petseg.pipeline.components import deploy_kserve
 
     params = with_overrides(

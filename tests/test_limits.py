@@ -27,8 +27,8 @@ import yaml
 from helpers import REPO_ROOT, bomb_png, tiny_params_dict
 from test_status_codes import BATCHING_FILE, Stubs, bytes_request, image, png, predict_request
 
-from petseg.components.cluster import free_ports
-from petseg.components.params import params_from_dict
+from petseg.components.core.params import params_from_dict
+from petseg.components.ml.cluster import free_ports
 
 tf = pytest.importorskip("tensorflow")
 MB = 2**20
@@ -199,7 +199,7 @@ def test_a_batch_over_max_batch_size_is_refused_and_the_memory_stays(server_proc
 
 # ---------------------------------------------------------------- the params
 def test_max_image_pixels_is_validated_with_the_params():
-    from petseg.components.errors import PetsegError
+    from petseg.components.core.errors import PetsegError
 
     assert params_from_dict(tiny_params_dict()).serve.max_image_pixels == 16_777_216
     for bad in (0, -5, "many"):
@@ -208,7 +208,7 @@ def test_max_image_pixels_is_validated_with_the_params():
 
 
 def test_the_batching_file_is_read_as_tf_serving_reads_it(tmp_path):
-    from petseg.components.errors import PetsegError
+    from petseg.components.core.errors import PetsegError
     from petseg.serving.batching import read_max_batch_size
 
     assert read_max_batch_size(BATCHING_FILE) == 8

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
-from petseg.components.fsutil import write_json
-from petseg.components.lineage import COMMIT_ENV, collect_lineage
-from petseg.components.params import Params, params_to_dict, with_overrides
-from petseg.components.rawdata import sha256_file
+from petseg.components.contracts.lineage import COMMIT_ENV, collect_lineage
+from petseg.components.contracts.rawdata import sha256_file
+from petseg.components.core.fsutil import write_json
+from petseg.components.core.params import Params, params_to_dict, with_overrides
 
 
 def test_the_cli_record_has_code_params_data_and_a_run_id(coded_records, tmp_path, monkeypatch):

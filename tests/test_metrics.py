@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from helpers import NAMES, metrics_of, reference_metrics
 
-from petseg.components.metrics import SegmentationMetrics, confusion_counts
+from petseg.components.ml.metrics import SegmentationMetrics, confusion_counts
 
 
 def test_metrics_match_numpy_reference_and_chunks_add_up():

@@ -7,8 +7,9 @@ import urllib.error
 import numpy as np
 import pytest
 
-from petseg.components.errors import PetsegError
-from petseg.components.model import (
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import ModelParams, UnetParams
+from petseg.components.ml.model import (
     MOBILENET_SKIPS,
     build_model,
     encoder_of,
@@ -16,7 +17,6 @@ from petseg.components.model import (
     set_encoder_trainable,
     unet,
 )
-from petseg.components.params import ModelParams, UnetParams
 
 
 def _no_network(monkeypatch, tmp_path):

@@ -49,12 +49,12 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from petseg.cli import main
-from petseg.components import model_store, storage
-from petseg.components.errors import ParamsError, PetsegError
-from petseg.components.fsutil import read_json, write_json
-from petseg.components.params import PushParams, check_model_name, params_from_dict
+from petseg.components.core.errors import ParamsError, PetsegError
+from petseg.components.core.fsutil import read_json, write_json
+from petseg.components.core.params import PushParams, check_model_name, params_from_dict
 from petseg.components.push import push
-from petseg.components.warmup import validate_served_copy
+from petseg.components.store import model_store, storage
+from petseg.components.store.warmup import validate_served_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOADING, AVAILABLE, END = 20, 30, 50
@@ -482,7 +482,7 @@ def _hold_lock(params, seconds, held: threading.Event | None = None):
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from petseg.components.params import PushParams
+from petseg.components.core.params import PushParams
 from petseg.components.push import push
 push(Path(sys.argv[1]), Path(sys.argv[2]), PushParams(model_base_path=sys.argv[3], warmup_requests=2), {})
 """
@@ -608,4 +608,4 @@ def test_only_the_model_store_parses_models_config_or_lists_version_folders():
             text = path.read_text()
             if any(marker in text for marker in ("model_server_config_pb2", "isdigit()", "MODELS_CONFIG_FILE")):
                 owners.add(path.relative_to(REPO_ROOT).as_posix())
-    assert owners == {"components/model_store.py"}
+    assert owners == {"components/store/model_store.py"}

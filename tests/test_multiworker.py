@@ -20,9 +20,9 @@ from helpers import tiny_params_dict, write_synthetic_records
 from hypothesis import given
 from hypothesis import strategies as st
 
-from petseg.components import cluster
-from petseg.components.cluster import LOCAL_HOST, WorkerRole, local_tf_configs, run_local_workers, worker_role
-from petseg.components.errors import PetsegError
+from petseg.components.core.errors import PetsegError
+from petseg.components.ml import cluster
+from petseg.components.ml.cluster import LOCAL_HOST, WorkerRole, local_tf_configs, run_local_workers, worker_role
 
 
 # ------------------------------------------------------------------ TF_CONFIG
@@ -177,20 +177,20 @@ def _assert_serves_the_contract(savedmodel: Path) -> None:
     import tensorflow as tf
     from PIL import Image
 
-    from petseg.components import contract
+    from petseg.components.contracts import signatures
 
     loaded = tf.saved_model.load(str(savedmodel))
-    out = loaded.signatures[contract.SIGNATURE_IMAGES](images=tf.zeros([2, 45, 70, 3], tf.uint8))
-    assert out[contract.OUTPUT_MASK].dtype == tf.uint8 and out[contract.OUTPUT_MASK].shape == (2, 45, 70)
-    probabilities = out[contract.OUTPUT_PROBABILITIES].numpy()
+    out = loaded.signatures[signatures.SIGNATURE_IMAGES](images=tf.zeros([2, 45, 70, 3], tf.uint8))
+    assert out[signatures.OUTPUT_MASK].dtype == tf.uint8 and out[signatures.OUTPUT_MASK].shape == (2, 45, 70)
+    probabilities = out[signatures.OUTPUT_PROBABILITIES].numpy()
     assert probabilities.shape == (2, 45, 70, 3)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-4)
     png = io.BytesIO()
     Image.fromarray(np.full((21, 33, 3), 120, np.uint8)).save(png, format="PNG")
-    by_bytes = loaded.signatures[contract.SIGNATURE_BYTES](image_bytes=tf.constant([png.getvalue()]))
-    assert by_bytes[contract.OUTPUT_MASK].shape == (1, 21, 33)
-    names = (savedmodel / contract.CLASS_NAMES_FILE).read_text().split()
-    assert tuple(names) == tuple(contract.CLASS_NAMES)
+    by_bytes = loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant([png.getvalue()]))
+    assert by_bytes[signatures.OUTPUT_MASK].shape == (1, 21, 33)
+    names = (savedmodel / signatures.CLASS_NAMES_FILE).read_text().split()
+    assert tuple(names) == tuple(signatures.CLASS_NAMES)
 
 
 @pytest.mark.slow

@@ -43,12 +43,14 @@ def test_wheel_contains_only_the_petseg_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names}
     assert all(t == "petseg" or t.endswith(".dist-info") for t in top_level), top_level
-    for module in (
-        "petseg/cli.py",
-        "petseg/components/params.py",
-        "petseg/pipeline/__init__.py",
-        "petseg/serving/__init__.py",
+    assert "petseg/py.typed" in names
+    for folder, inside in (
+        ("components", "components/"),
+        ("pipeline", "pipeline/"),
+        ("serving", "serving/"),
+        ("src/petseg", ""),
     ):
-        assert module in names
+        for source in (REPO_ROOT / folder).rglob("*.py"):  # every subpackage is listed in pyproject.toml
+            assert f"petseg/{inside}{source.relative_to(REPO_ROOT / folder).as_posix()}" in names, source
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "petseg = petseg.cli:main" in entry_points

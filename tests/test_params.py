@@ -2,8 +2,8 @@ import pytest
 import yaml
 from helpers import REPO_ROOT
 
-from petseg.components.errors import ParamsError
-from petseg.components.params import Params, load_params, params_from_dict, params_to_dict, with_overrides
+from petseg.components.core.errors import ParamsError
+from petseg.components.core.params import Params, load_params, params_from_dict, params_to_dict, with_overrides
 
 
 def test_project_params_yaml_parses_and_lists_every_key():

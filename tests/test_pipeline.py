@@ -16,9 +16,9 @@ from helpers import REPO_ROOT, SAMPLE_DIR, tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
-from petseg.components.cluster import free_ports
-from petseg.components.errors import ParamsError, PetsegError
-from petseg.components.params import load_params, params_to_dict, with_overrides
+from petseg.components.core.errors import ParamsError, PetsegError
+from petseg.components.core.params import load_params, params_to_dict, with_overrides
+from petseg.components.ml.cluster import free_ports
 from petseg.pipeline.component_io import restore_integers, scalar_metrics, section_params, write_image_sheet
 from petseg.pipeline.images import Tag, code_tag, resolve_image
 from petseg.pipeline.pipeline import RUN_SECTIONS, STEPS, PipelineOutputs, compile_pipeline, pipeline_arguments

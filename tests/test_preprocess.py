@@ -8,10 +8,12 @@ import pytest
 from PIL import Image
 
 from petseg.cli import main
-from petseg.components import records
-from petseg.components.errors import PetsegError
-from petseg.components.manifest import MANIFEST_FILE, load_manifest
-from petseg.components.params import PreprocessParams
+from petseg.components.contracts import records
+from petseg.components.contracts.manifest import MANIFEST_FILE, load_manifest
+from petseg.components.contracts.rawdata import RawExample, dataset_fingerprint, read_index
+from petseg.components.contracts.validation import write_summary
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import PreprocessParams
 from petseg.components.preprocess import (
     load_example,
     preprocess,
@@ -22,8 +24,6 @@ from petseg.components.preprocess import (
     trimap_to_classes,
     val_count,
 )
-from petseg.components.rawdata import RawExample, dataset_fingerprint, read_index
-from petseg.components.validation_gate import write_summary
 
 PARAMS = PreprocessParams(image_size=48, val_fraction=0.2, examples_per_shard=5, workers=1, seed=3)
 

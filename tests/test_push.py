@@ -20,16 +20,17 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from petseg.cli import main
-from petseg.components import contract, model_store, storage
-from petseg.components.errors import PetsegError
+from petseg.components.contracts import signatures
+from petseg.components.contracts.lineage import collect_lineage
+from petseg.components.contracts.rawdata import sha256_file
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.fsutil import read_json
+from petseg.components.core.params import EvaluateParams, Params, PushParams
 from petseg.components.evaluate import evaluate
-from petseg.components.fsutil import read_json
-from petseg.components.lineage import collect_lineage
-from petseg.components.model_store import list_versions, rollback
-from petseg.components.params import EvaluateParams, Params, PushParams
 from petseg.components.push import push
-from petseg.components.rawdata import sha256_file
-from petseg.components.warmup import WARMUP_FILE, InfraValidationError, validate_served_copy
+from petseg.components.store import model_store, storage
+from petseg.components.store.model_store import list_versions, rollback
+from petseg.components.store.warmup import WARMUP_FILE, InfraValidationError, validate_served_copy
 
 
 @pytest.fixture
@@ -161,10 +162,13 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert len(logs) == 4
     requests = [log.predict_log.request for log in logs]
     assert {r.model_spec.name for r in requests} == {"petseg"}
-    assert [r.model_spec.signature_name for r in requests] == [contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES] * 2
-    images = tf.make_ndarray(requests[0].inputs[contract.INPUT_IMAGES])
+    assert [r.model_spec.signature_name for r in requests] == [
+        signatures.SIGNATURE_IMAGES,
+        signatures.SIGNATURE_BYTES,
+    ] * 2
+    images = tf.make_ndarray(requests[0].inputs[signatures.INPUT_IMAGES])
     assert images.dtype == np.uint8 and images.shape == (1, 64, 64, 3)  # the records' image size
-    assert tf.make_ndarray(requests[1].inputs[contract.INPUT_BYTES])[0][:4] == b"\x89PNG"
+    assert tf.make_ndarray(requests[1].inputs[signatures.INPUT_BYTES])[0][:4] == b"\x89PNG"
 
     lineage = read_json(os.path.join(version_dir, model_store.LINEAGE_FILE))
     assert lineage["version"] == 1 and lineage["model_fingerprint"] == model_store.model_fingerprint(tiny_savedmodel)

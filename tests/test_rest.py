@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_status_codes import BATCHING_FILE, MODELS_CONFIG, Stubs, image, png, predict_request
 
-from petseg.components import contract
-from petseg.components.params import ServeParams
+from petseg.components.contracts import signatures
+from petseg.components.core.params import ServeParams
 
 tf = pytest.importorskip("tensorflow")
 
@@ -63,7 +63,7 @@ def call(server, method: str, path: str, body=None, raw: bytes | None = None) ->
 
 def grpc_mask(server, batch: np.ndarray) -> np.ndarray:
     answer = Stubs(server.target).calls["predict"](predict_request(batch), timeout=30)
-    return tf.make_ndarray(answer.outputs[contract.OUTPUT_MASK])
+    return tf.make_ndarray(answer.outputs[signatures.OUTPUT_MASK])
 
 
 def b64(data: bytes) -> dict:
@@ -91,11 +91,11 @@ def test_status_and_metadata_as_tf_serving_writes_them(server):
     assert by_label == every  # get_model_status_impl.cc ignores a label: every version
     assert meta_status == 200
     assert metadata["model_spec"] == {"name": "petseg", "signature_name": "", "version": "2"}
-    signatures = metadata["metadata"]["signature_def"]["signature_def"]
-    images = signatures[contract.SIGNATURE_IMAGES]
-    assert images["inputs"][contract.INPUT_IMAGES]["dtype"] == "DT_UINT8"
+    defs = metadata["metadata"]["signature_def"]["signature_def"]
+    images = defs[signatures.SIGNATURE_IMAGES]
+    assert images["inputs"][signatures.INPUT_IMAGES]["dtype"] == "DT_UINT8"
     assert images["method_name"] == "tensorflow/serving/predict"
-    assert signatures[contract.SIGNATURE_BYTES]["inputs"][contract.INPUT_BYTES]["dtype"] == "DT_STRING"
+    assert defs[signatures.SIGNATURE_BYTES]["inputs"][signatures.INPUT_BYTES]["dtype"] == "DT_STRING"
     assert metadata_v1["model_spec"]["version"] == "1" and metadata_stable["model_spec"]["version"] == "1"
 
 
@@ -116,13 +116,13 @@ def test_predict_row_and_columnar_give_the_grpc_masks(server):
     assert (row_status, col_status, named_status) == (200, 200, 200)
     assert len(row["predictions"]) == 2
     for i, prediction in enumerate(row["predictions"]):
-        assert set(prediction) == {contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES}  # REST has no output_filter
-        np.testing.assert_array_equal(np.array(prediction[contract.OUTPUT_MASK], np.uint8), expected[i])
-        probabilities = np.array(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
+        assert set(prediction) == {signatures.OUTPUT_MASK, signatures.OUTPUT_PROBABILITIES}  # REST has no output_filter
+        np.testing.assert_array_equal(np.array(prediction[signatures.OUTPUT_MASK], np.uint8), expected[i])
+        probabilities = np.array(prediction[signatures.OUTPUT_PROBABILITIES], np.float32)
         assert probabilities.shape == (40, 56, 3)
         np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-4)
-    np.testing.assert_array_equal(np.array(col["outputs"][contract.OUTPUT_MASK], np.uint8), expected)
-    assert np.array(col["outputs"][contract.OUTPUT_PROBABILITIES]).shape == (2, 40, 56, 3)
+    np.testing.assert_array_equal(np.array(col["outputs"][signatures.OUTPUT_MASK], np.uint8), expected)
+    assert np.array(col["outputs"][signatures.OUTPUT_PROBABILITIES]).shape == (2, 40, 56, 3)
     np.testing.assert_array_equal(np.array([p["mask"] for p in named["predictions"]], np.uint8), expected)
 
 
@@ -145,9 +145,9 @@ def test_predict_b64_images_through_the_bytes_signature(server):
     )
 
     assert (row_status, col_status) == (200, 200)
-    masks = np.array([p[contract.OUTPUT_MASK] for p in row["predictions"]], np.uint8)
+    masks = np.array([p[signatures.OUTPUT_MASK] for p in row["predictions"]], np.uint8)
     np.testing.assert_array_equal(masks, expected)  # PNG is lossless: the same pixels give the same masks
-    np.testing.assert_array_equal(np.array(col["outputs"][contract.OUTPUT_MASK], np.uint8), expected)
+    np.testing.assert_array_equal(np.array(col["outputs"][signatures.OUTPUT_MASK], np.uint8), expected)
 
 
 # ------------------------------------------------------------------ refusals

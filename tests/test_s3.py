@@ -25,15 +25,17 @@ import yaml
 from helpers import write_blessing
 
 from petseg.cli import main
-from petseg.components import model_store, storage
-from petseg.components.cluster import free_ports
-from petseg.components.errors import PetsegError
+from petseg.components.checks.drift import read_reference
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.expectations import DRIFT_CHECKS
+from petseg.components.core.params import EvaluateParams, Params, PushParams, params_to_dict
+from petseg.components.drift_reference import drift_reference
 from petseg.components.evaluate import evaluate
-from petseg.components.model_store import list_versions, rollback
-from petseg.components.params import EvaluateParams, Params, PushParams, params_to_dict
+from petseg.components.ml.cluster import free_ports
 from petseg.components.push import push
-from petseg.components.validate import DRIFT_CHECKS, drift_reference, read_reference
-from petseg.components.warmup import validate_served_copy
+from petseg.components.store import model_store, storage
+from petseg.components.store.model_store import list_versions, rollback
+from petseg.components.store.warmup import validate_served_copy
 
 MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
 S3_ENV = {

@@ -26,11 +26,11 @@ import pytest
 import yaml
 from helpers import REPO_ROOT, tiny_params_dict
 
-from petseg.components import contract
-from petseg.components.cluster import free_ports
-from petseg.components.errors import PetsegError
-from petseg.components.params import PushParams, ServeParams
-from petseg.components.warmup import validate_served_copy
+from petseg.components.contracts import signatures
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import PushParams, ServeParams
+from petseg.components.ml.cluster import free_ports
+from petseg.components.store.warmup import validate_served_copy
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import (  # noqa: E402
@@ -78,9 +78,9 @@ def images_request(
     images: np.ndarray,
     *,
     name="petseg",
-    signature=contract.SIGNATURE_IMAGES,
+    signature=signatures.SIGNATURE_IMAGES,
     version=None,
-    outputs=(contract.OUTPUT_MASK,),
+    outputs=(signatures.OUTPUT_MASK,),
 ):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
@@ -88,7 +88,7 @@ def images_request(
     if version is not None:
         request.model_spec.version.value = version
     request.output_filter.extend(outputs)
-    request.inputs[contract.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images))
+    request.inputs[signatures.INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images))
     return request
 
 
@@ -105,8 +105,8 @@ def version_states(stubs: Stubs) -> dict[int, int]:
 
 def in_process_masks(model_dir: Path, images: np.ndarray) -> np.ndarray:
     """The floor: the same SavedModel's mask, computed in this process without a server."""
-    signature = tf.saved_model.load(str(model_dir)).signatures[contract.SIGNATURE_IMAGES]
-    return signature(**{contract.INPUT_IMAGES: tf.constant(images)})[contract.OUTPUT_MASK].numpy()
+    signature = tf.saved_model.load(str(model_dir)).signatures[signatures.SIGNATURE_IMAGES]
+    return signature(**{signatures.INPUT_IMAGES: tf.constant(images)})[signatures.OUTPUT_MASK].numpy()
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -146,8 +146,8 @@ def test_pushed_model_answers_like_in_process_inference(tiny_savedmodel, push_pa
 
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     metadata.metadata["signature_def"].Unpack(signature_defs)
-    assert set(signature_defs.signature_def) == {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES}
-    images_input = signature_defs.signature_def[contract.SIGNATURE_IMAGES].inputs[contract.INPUT_IMAGES]
+    assert set(signature_defs.signature_def) == {signatures.SIGNATURE_IMAGES, signatures.SIGNATURE_BYTES}
+    images_input = signature_defs.signature_def[signatures.SIGNATURE_IMAGES].inputs[signatures.INPUT_IMAGES]
     assert images_input.dtype == tf.uint8.as_datatype_enum
     assert metadata.model_spec.version.value == 1
     assert states == {1: AVAILABLE}
@@ -183,7 +183,7 @@ def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
                 failures.append(f"client {i}: {exc.code().name}: {exc.details()}")
                 return
             answers[i].append(
-                (response.model_spec.version.value, tf.make_ndarray(response.outputs[contract.OUTPUT_MASK])[0])
+                (response.model_spec.version.value, tf.make_ndarray(response.outputs[signatures.OUTPUT_MASK])[0])
             )
 
     with running(push_params.model_base_path) as (server, lines):
@@ -228,7 +228,7 @@ def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
 def test_models_config_pins_the_served_version_and_rollback_follows(
     tiny_savedmodel, second_savedmodel, push_params, push_version
 ):
-    from petseg.components.model_store import rollback
+    from petseg.components.store.model_store import rollback
 
     labelled_params = dataclasses.replace(push_params, version_label="stable", serving_target="not-asked:1")
     push_version(tiny_savedmodel, labelled_params)
@@ -261,7 +261,7 @@ def test_models_config_pins_the_served_version_and_rollback_follows(
 def test_a_config_tf_serving_would_refuse_is_refused_and_the_previous_one_kept(
     tiny_savedmodel, second_savedmodel, push_params, push_version
 ):
-    from petseg.components import model_store
+    from petseg.components.store import model_store
 
     push_version(tiny_savedmodel, push_params)
     push_version(second_savedmodel, push_params)
@@ -327,28 +327,28 @@ def _bad_requests() -> dict[str, tuple[predict_pb2.PredictRequest, grpc.StatusCo
         "unknown signature": (images_request(good, signature="serving_fast"), grpc.StatusCode.FAILED_PRECONDITION),
         "over the request size limit": (images_request(photo(1300, 1300)[None]), grpc.StatusCode.RESOURCE_EXHAUSTED),
         "answer over the size limit": (
-            images_request(photo(600, 600)[None], outputs=[contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES]),
+            images_request(photo(600, 600)[None], outputs=[signatures.OUTPUT_MASK, signatures.OUTPUT_PROBABILITIES]),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
         ),
     }
     missing = images_request(good)
-    del missing.inputs[contract.INPUT_IMAGES]
+    del missing.inputs[signatures.INPUT_IMAGES]
     cases["missing input"] = (missing, invalid)
     extra = images_request(good)
     extra.inputs["masks"].CopyFrom(tf.make_tensor_proto(good))
     cases["unknown input"] = (extra, invalid)
-    garbage = images_request(good, signature=contract.SIGNATURE_BYTES)
-    del garbage.inputs[contract.INPUT_IMAGES]
-    garbage.inputs[contract.INPUT_BYTES].CopyFrom(tf.make_tensor_proto([b"not an image"], dtype=tf.string))
+    garbage = images_request(good, signature=signatures.SIGNATURE_BYTES)
+    del garbage.inputs[signatures.INPUT_IMAGES]
+    garbage.inputs[signatures.INPUT_BYTES].CopyFrom(tf.make_tensor_proto([b"not an image"], dtype=tf.string))
     cases["undecodable image bytes"] = (garbage, invalid)
     huge = images_request(good)
-    declared = huge.inputs[contract.INPUT_IMAGES]
+    declared = huge.inputs[signatures.INPUT_IMAGES]
     declared.ClearField("tensor_content")
     declared.tensor_shape.dim[1].size = declared.tensor_shape.dim[2].size = 100_000
     declared.int_val.append(0)  # one value "filling" 30 GB
     cases["a tiny message declaring a huge tensor"] = (huge, grpc.StatusCode.RESOURCE_EXHAUSTED)
     short = images_request(good)
-    short.inputs[contract.INPUT_IMAGES].tensor_content = short.inputs[contract.INPUT_IMAGES].tensor_content[:100]
+    short.inputs[signatures.INPUT_IMAGES].tensor_content = short.inputs[signatures.INPUT_IMAGES].tensor_content[:100]
     cases["values not filling the shape"] = (short, invalid)
     return cases
 
@@ -472,7 +472,7 @@ def test_sigterm_drains_requests_in_flight_then_exits(tmp_path, tiny_savedmodel)
             lambda: any("listening on" in line for line in lines) or proc.poll() is not None, 60, "the server to listen"
         )
         batch = np.stack([photo(375, 500) for _ in range(4)])
-        request = images_request(batch, outputs=[contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES])
+        request = images_request(batch, outputs=[signatures.OUTPUT_MASK, signatures.OUTPUT_PROBABILITIES])
         outcomes: list[tuple[float, float, str]] = []  # (sent, answered, status)
 
         def query():

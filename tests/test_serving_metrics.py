@@ -15,8 +15,8 @@ import grpc
 import pytest
 from test_status_codes import BATCHING_FILE, MODELS_CONFIG, Stubs, image, predict_request, status_request
 
-from petseg.components import contract
-from petseg.components.params import ServeParams
+from petseg.components.contracts import signatures
+from petseg.components.core.params import ServeParams
 
 tf = pytest.importorskip("tensorflow")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -81,7 +81,7 @@ def test_one_good_and_one_bad_request_per_api_are_counted_exactly(server):
     assert (ok, bad) == (200, 400)
 
     assert counts(scrape(server)) == {
-        ("petseg", "1", contract.SIGNATURE_IMAGES, "Predict", "GRPC", "OK"): 1.0,
+        ("petseg", "1", signatures.SIGNATURE_IMAGES, "Predict", "GRPC", "OK"): 1.0,
         ("petseg", "", "no_such_signature", "Predict", "GRPC", "FAILED_PRECONDITION"): 1.0,
         ("petseg", "2", "serving_default", "Predict", "REST", "OK"): 1.0,  # the latest answered
         ("petseg", "2", "serving_default", "Predict", "REST", "INVALID_ARGUMENT"): 1.0,

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from helpers import bomb_png
 
-from petseg.components import contract
-from petseg.components.params import ServeParams
+from petseg.components.contracts import signatures
+from petseg.components.core.params import ServeParams
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import (  # noqa: E402
@@ -73,11 +73,11 @@ def predict_request(
     batch=None,
     *,
     name="petseg",
-    signature=contract.SIGNATURE_IMAGES,
+    signature=signatures.SIGNATURE_IMAGES,
     version=None,
     label=None,
-    outputs=(contract.OUTPUT_MASK,),
-    key=contract.INPUT_IMAGES,
+    outputs=(signatures.OUTPUT_MASK,),
+    key=signatures.INPUT_IMAGES,
 ):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
@@ -93,8 +93,8 @@ def predict_request(
 
 
 def bytes_request(encoded: list[bytes], **kwargs):
-    request = predict_request(signature=contract.SIGNATURE_BYTES, **kwargs)
-    request.inputs[contract.INPUT_BYTES].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string))
+    request = predict_request(signature=signatures.SIGNATURE_BYTES, **kwargs)
+    request.inputs[signatures.INPUT_BYTES].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string))
     return request
 
 
@@ -468,8 +468,8 @@ def test_versions_labels_status_order_and_signature_map_as_tf_serving_answers_th
         1,
         1,
     )
-    assert latest.model_spec.signature_name == contract.SIGNATURE_IMAGES and latest.model_spec.name == "petseg"
-    assert list(latest.outputs) == [contract.OUTPUT_MASK]  # output_filter honoured
+    assert latest.model_spec.signature_name == signatures.SIGNATURE_IMAGES and latest.model_spec.name == "petseg"
+    assert list(latest.outputs) == [signatures.OUTPUT_MASK]  # output_filter honoured
     # newest first (ServableStateMonitor::VersionMap is std::greater), each with an OK status
     assert [(s.version, s.state, s.status.error_code) for s in status.model_version_status] == [
         (2, AVAILABLE, 0),
@@ -480,10 +480,10 @@ def test_versions_labels_status_order_and_signature_map_as_tf_serving_answers_th
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     assert metadata.metadata["signature_def"].Unpack(signature_defs)
     assert metadata.model_spec.name == "petseg" and metadata.model_spec.version.value == 2
-    assert {contract.SIGNATURE_IMAGES, contract.SIGNATURE_BYTES} <= set(signature_defs.signature_def)
-    images = signature_defs.signature_def[contract.SIGNATURE_IMAGES]
-    assert images.inputs[contract.INPUT_IMAGES].dtype == tf.uint8.as_datatype_enum
-    assert set(images.outputs) == {contract.OUTPUT_MASK, contract.OUTPUT_PROBABILITIES}
+    assert {signatures.SIGNATURE_IMAGES, signatures.SIGNATURE_BYTES} <= set(signature_defs.signature_def)
+    images = signature_defs.signature_def[signatures.SIGNATURE_IMAGES]
+    assert images.inputs[signatures.INPUT_IMAGES].dtype == tf.uint8.as_datatype_enum
+    assert set(images.outputs) == {signatures.OUTPUT_MASK, signatures.OUTPUT_PROBABILITIES}
 
 
 @pytest.mark.slow
@@ -493,4 +493,4 @@ def test_an_input_key_sent_twice_on_the_wire_is_read_as_protobuf_reads_it_the_la
     wire = bad.SerializeToString() + predict_pb2.PredictRequest(inputs=good.inputs).SerializeToString()
     request = predict_pb2.PredictRequest.FromString(wire)
     answer = Stubs(local_server.target).calls["predict"](request, timeout=30)
-    assert answer.outputs[contract.OUTPUT_MASK].tensor_shape.dim[1].size == 64
+    assert answer.outputs[signatures.OUTPUT_MASK].tensor_shape.dim[1].size == 64

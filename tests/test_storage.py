@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from petseg.components import storage
-from petseg.components.errors import PetsegError
+from petseg.components.core.errors import PetsegError
+from petseg.components.store import storage
 
 
 @pytest.fixture(params=["local", "memory", "ram"])

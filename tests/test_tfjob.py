@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from petseg import cli
-from petseg.components.cluster import worker_role
-from petseg.components.errors import PetsegError
-from petseg.components.params import load_params, params_from_yaml, params_to_dict, with_overrides
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.params import load_params, params_from_yaml, params_to_dict, with_overrides
+from petseg.components.ml.cluster import worker_role
 from petseg.pipeline import tfjob
 from petseg.pipeline.images import code_tag, resolve_image
 

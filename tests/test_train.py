@@ -14,10 +14,10 @@ import yaml
 from helpers import tiny_params_dict
 
 from petseg import cli
-from petseg.components import contract
 from petseg.components import train as train_module
-from petseg.components.inputs import evaluation_dataset
-from petseg.components.params import ModelParams, TrainParams, UnetParams, params_from_dict
+from petseg.components.contracts import signatures
+from petseg.components.core.params import ModelParams, TrainParams, UnetParams, params_from_dict
+from petseg.components.ml.inputs import evaluation_dataset
 from petseg.components.train import loss_function, sparse_ce_dice, train
 
 MODEL = ModelParams(architecture="unet", encoder_weights="none", unet=UnetParams(base_filters=8, depth=3))
@@ -40,8 +40,8 @@ def _served_mean_iou(savedmodel, records_dir, image_size: int) -> float:
     loaded = tf.saved_model.load(str(savedmodel))
     confusion = np.zeros((3, 3), np.int64)
     for images, masks in evaluation_dataset(records_dir, "val", image_size, batch_size=8):
-        served = loaded.signatures[contract.SIGNATURE_IMAGES](images=tf.cast(images, tf.uint8))
-        predicted = served[contract.OUTPUT_MASK].numpy().astype(np.int64).ravel()
+        served = loaded.signatures[signatures.SIGNATURE_IMAGES](images=tf.cast(images, tf.uint8))
+        predicted = served[signatures.OUTPUT_MASK].numpy().astype(np.int64).ravel()
         confusion += np.bincount(masks.numpy().ravel() * 3 + predicted, minlength=9).reshape(3, 3)
     intersection = np.diag(confusion)
     union = confusion.sum(0) + confusion.sum(1) - intersection
@@ -221,10 +221,14 @@ def test_run_signature_follows_every_param_the_data_and_the_code():
 
 
 def test_the_code_a_run_belongs_to_includes_the_serving_contract():
-    from petseg.components.codedeps import import_closure
+    from petseg.components.core.codedeps import import_closure
 
     closure = import_closure(train_module.CODE_MODULE)
-    assert {"petseg.components.contract", "petseg.components.train", "petseg.components.params"} <= set(closure)
+    assert {
+        "petseg.components.contracts.signatures",
+        "petseg.components.train",
+        "petseg.components.core.params",
+    } <= set(closure)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +244,7 @@ def test_the_code_a_run_belongs_to_includes_the_serving_contract():
     ],
 )
 def test_live_metric_names_never_start_with_a_params_section(key, name):
-    from petseg.components.params import Params
+    from petseg.components.core.params import Params
 
     assert train_module.live_metric_name(key) == name
     sections = {f.name for f in dataclasses.fields(Params)}
@@ -289,7 +293,7 @@ def test_fine_tuning_unfreezes_the_encoder_but_not_its_batch_norm(tmp_path):
     import keras
     from helpers import write_synthetic_records
 
-    from petseg.components.model import encoder_of
+    from petseg.components.ml.model import encoder_of
 
     records_dir = write_synthetic_records(tmp_path / "records", 32, {"train": 16, "val": 8})
     weights = tmp_path / "encoder.weights.h5"
@@ -351,8 +355,8 @@ def test_training_logs_the_devices_it_uses(capsys):
 
 def test_train_refuses_an_out_folder_it_did_not_write(tmp_path):
     """A mistyped --out holding the user's files: nothing in it is removed (metrics.json included)."""
-    from petseg.components.errors import PetsegError
-    from petseg.components.params import ModelParams, TrainParams
+    from petseg.components.core.errors import PetsegError
+    from petseg.components.core.params import ModelParams, TrainParams
     from petseg.components.train import train
 
     out = tmp_path / "my-results"

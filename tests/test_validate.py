@@ -9,14 +9,16 @@ from helpers import tiny_params_dict
 from PIL import Image
 
 from petseg.cli import main
-from petseg.components import validate as validate_module
+from petseg.components.checks import scan as scan_module
+from petseg.components.checks.scan import example_table
+from petseg.components.contracts.rawdata import dataset_fingerprint, read_index, sha256_file, write_index
+from petseg.components.contracts.validation import require_validated
+from petseg.components.core.errors import DataValidationError, ParamsError, PetsegError
+from petseg.components.core.expectations import DRIFT_NAMES, EXPECTATION_NAMES
+from petseg.components.core.fsutil import read_json
+from petseg.components.core.params import params_from_dict
 from petseg.components.download import download
-from petseg.components.errors import DataValidationError, ParamsError, PetsegError
-from petseg.components.fsutil import read_json
-from petseg.components.params import params_from_dict
-from petseg.components.rawdata import dataset_fingerprint, read_index, sha256_file, write_index
-from petseg.components.validate import DRIFT_NAMES, EXPECTATION_NAMES, example_table, validate_dataset
-from petseg.components.validation_gate import require_validated
+from petseg.components.validate import validate_dataset
 
 
 def _validate_params(**validate):
@@ -55,7 +57,7 @@ def test_table_describes_each_example(synthetic_raw):
 def test_table_is_the_same_across_worker_processes(synthetic_raw, monkeypatch):
     examples = read_index(synthetic_raw)
     serial = example_table(synthetic_raw, examples, workers=1)
-    monkeypatch.setattr(validate_module, "_MIN_EXAMPLES_PER_WORKER", 8)
+    monkeypatch.setattr(scan_module, "_MIN_EXAMPLES_PER_WORKER", 8)
     parallel = example_table(synthetic_raw, examples, workers=2)
     assert parallel.equals(serial)
 

@@ -1,3 +1,3 @@
-from petseg.cli import main
+from petseg.cli.main import main
 
 raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The contract between validate and the steps after it: a summary that says the data passed.
+
+validate writes `<report>/summary.json` with `success` and the fingerprint of the
+raw dataset it checked; preprocess refuses to run unless that summary exists,
+says success, and matches the raw dataset it is given now.
+
+An accepted report's summary.json and examples.csv (the per-example statistics)
+are also the drift reference of a model trained on that data: push keeps them
+with the version it publishes, and a later validate compares new data with them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from petseg.components.contracts.rawdata import dataset_fingerprint
+from petseg.components.core.errors import PetsegError
+from petseg.components.core.fsutil import read_json, write_json
+
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "examples.csv"
+# The files of a report that a drift comparison reads (what push keeps with a version).
+DRIFT_REFERENCE_FILES = (SUMMARY_FILE, TABLE_FILE)
+
+
+def write_summary(
+    report_dir: str | Path,
+    *,
+    success: bool,
+    fingerprint: str,
+    failed_critical: list[str],
+    failed_warnings: list[str],
+    reference: dict | None = None,
+) -> None:
+    """summary.json; `reference` ({"dir", "fingerprint"}) names the validation the data was compared with."""
+    write_json(
+        Path(report_dir) / SUMMARY_FILE,
+        {
+            "success": success,
+            "fingerprint": fingerprint,
+            "failed_critical": failed_critical,
+            "failed_warnings": failed_warnings,
+            "drift_reference": reference,
+        },
+    )
+
+
+def read_summary(report_dir: str | Path, shown_as: str | None = None) -> dict:
+    """A validation report's summary.json, or PetsegError naming the folder when there is none.
+
+    `shown_as` is the folder's name in messages when `report_dir` is a local copy of it.
+    """
+    path = Path(report_dir) / SUMMARY_FILE
+    shown = shown_as or str(report_dir)
+    if not path.is_file():
+        raise PetsegError(
+            f"{shown} is not a validation report ({SUMMARY_FILE} missing); pass the --out "
+            "folder of an accepted `petseg validate`"
+        )
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise PetsegError(
+            f"{shown}/{SUMMARY_FILE} is unreadable ({exc}); pass the --out folder of an accepted `petseg validate`"
+        ) from None
+    if not isinstance(summary, dict):
+        raise PetsegError(
+            f"{shown}/{SUMMARY_FILE} is not a validation summary; pass the --out folder of an "
+            "accepted `petseg validate`"
+        )
+    return summary
+
+
+def require_validated(raw_dir: str | Path, report_dir: str | Path) -> None:
+    """Raise PetsegError unless `raw_dir`, exactly as it is now, passed validation."""
+    summary_path = Path(report_dir) / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise PetsegError(f"{raw_dir} has not been validated ({summary_path} missing); run `petseg validate` first")
+    summary = read_summary(report_dir)
+    if not summary.get("success"):
+        failed = ", ".join(summary.get("failed_critical", [])) or "unknown"
+        raise PetsegError(f"{raw_dir} failed validation ({failed}); fix the data and run `petseg validate` again")
+    if summary.get("fingerprint") != dataset_fingerprint(raw_dir):
+        raise PetsegError(f"{raw_dir} changed since it was validated; run `petseg validate` again")
+
+
+def require_drift_reference(report_dir: str | Path, what: str, shown_as: str | None = None) -> dict:
+    """The summary of `report_dir` when it can be a drift reference (an accepted report with its table).
+
+    `what` names where the folder came from in the one-line PetsegError (e.g.
+    "--reference reports/old"); `shown_as` as in read_summary.
+    """
+    summary = read_summary(report_dir, shown_as)
+    if not summary.get("success"):
+        raise PetsegError(f"{what}: that validation failed; pass the report folder of an accepted `petseg validate`")
+    if not (Path(report_dir) / TABLE_FILE).is_file():
+        raise PetsegError(
+            f"{what}: {TABLE_FILE} missing from {shown_as or report_dir}; pass the whole report folder of an "
+            "accepted `petseg validate`"
+        )
+    return summary

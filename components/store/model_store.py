@@ -1,0 +1,664 @@
+"""The model store: the one owner of `<model_base_path>/<model_name>/` and of models.config.
+
+Layout (TF Serving's own, so a `tensorflow/serving` container serves it as is):
+
+    <model_base_path>/models.config                 TF Serving ModelServerConfig (text proto)
+    <model_base_path>/<model_name>/<version>/       one SavedModel per integer version
+        saved_model.pb, variables/, assets.extra/
+        assets.extra/tf_serving_warmup_requests     PredictionLog TFRecords (warm-up)
+        lineage.json                                where this version came from
+        drift_reference/                            summary.json + examples.csv of the accepted
+                                                    validation of the data it was trained on
+                                                    (components/contracts/validation.py), when push got it
+    <model_base_path>/<model_name>/.petseg-store.json   which versions push published (retention
+                                                        deletes only those), which one is being
+                                                        published, the last rollback target
+    <model_base_path>/<model_name>/.petseg-store.lock   push/rollback lock (local base paths)
+
+Names that are not all digits are invisible to TF Serving. Everything that
+lists versions, reads or writes models.config, publishes, deletes or rolls back
+goes through this module: push, rollback, evaluate's baseline lookup and the
+local `petseg serve`.
+
+How the served version changes (the label rule). TF Serving's
+`ServerCore::ReloadConfig` (tensorflow_serving/model_servers/server_core.cc)
+calls `UpdateModelVersionLabelMap` before it applies a new models.config; that
+refuses the whole config (FAILED_PRECONDITION "Request to assign label to
+version N of model M, which is not currently available for inference") when a
+label names a version that is not AVAILABLE on that server. The flag
+`--allow_version_labels_for_unavailable_models` (set in serving/deploy) lifts
+this only for a label the server does not have yet (start-up) or one that keeps
+its version. A refused config is retried on every poll
+(`Server::PollFilesystemAndReloadConfig`, server.cc) and nothing of it applies
+meanwhile. Changing the `specific` version policy alone is always accepted, and
+the aspired-versions manager's AvailabilityPreservingPolicy
+(core/availability_preserving_policy.cc) unloads an old version only once a new
+aspired one is ready. So the store moves the served version like this:
+
+- no label (`push.version_label: ""`): one write, `specific {versions: [new]}`;
+  the old version answers until the new one is AVAILABLE.
+- with a label: (1) `specific [old, new]`, the label stays on old; (2) wait until
+  every `push.serving_target` reports the new version AVAILABLE
+  (ModelService.GetModelStatus); (3) `specific [new]`, label on new. A
+  models.config that names no model yet gets `specific [new]` and the label at
+  once (a new label, accepted by a starting server with the flag above).
+
+Only local base paths are locked (flock); object stores have no lock here, see
+`store_lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from petseg.components.core.errors import PetsegError, first_line
+from petseg.components.core.params import PushParams
+from petseg.components.store import storage
+from petseg.components.store.storage import is_uri, join
+
+MODELS_CONFIG_FILE = "models.config"
+SAVED_MODEL_FILE = "saved_model.pb"
+LINEAGE_FILE = "lineage.json"
+DRIFT_REFERENCE_DIR = "drift_reference"
+RECORD_FILE = ".petseg-store.json"
+LOCK_FILE = ".petseg-store.lock"
+STAGING_PREFIX = ".staging-"
+DELETING_PREFIX = ".deleting-"
+
+# ModelVersionStatus.State (tensorflow_serving/apis/get_model_status.proto)
+STATE_AVAILABLE, STATE_END = 30, 50
+
+
+class StoreBusyError(PetsegError):
+    """Another push or rollback holds the model store's lock (not a fault of the model)."""
+
+
+# ------------------------------------------------------------------------- paths
+def model_root(params: PushParams) -> str:
+    """`<model_base_path>/<model_name>`: the folder holding the model's version folders."""
+    return join(params.model_base_path, params.model_name)
+
+
+def version_path(params: PushParams, version: int) -> str:
+    return join(model_root(params), str(version))
+
+
+def config_path(params: PushParams) -> str:
+    return join(params.model_base_path, MODELS_CONFIG_FILE)
+
+
+def server_base_path(params: PushParams) -> str:
+    """The model's base path as the model server sees it, written into models.config."""
+    if params.server_model_base_path:
+        return join(params.server_model_base_path, params.model_name)
+    root = model_root(params)
+    return root if is_uri(root) else str(Path(root).resolve())
+
+
+# ---------------------------------------------------------------------- versions
+def list_version_numbers(params: PushParams) -> list[int]:
+    """The versions that count, ascending: complete all-digit folders not being published right now."""
+    return sorted(_complete_versions(model_root(params)) - set(read_record(params)["publishing"]))
+
+
+def _complete_versions(root: str) -> set[int]:
+    if not storage.isdir(root):
+        return set()
+    return {
+        int(name)
+        for name in storage.listdir(root)
+        if name.isdigit() and int(name) > 0 and storage.exists(join(root, name, SAVED_MODEL_FILE))
+    }
+
+
+def available_versions(model_base_path: str | Path, model_name: str) -> dict[int, Path]:
+    """For the local server: {version: path} of the versions that count (see list_version_numbers)."""
+    params = PushParams(model_base_path=str(model_base_path), model_name=model_name)
+    return {v: Path(version_path(params, v)) for v in list_version_numbers(params)}
+
+
+# ------------------------------------------------------------------ models.config
+@dataclass(frozen=True)
+class ServingConfig:
+    """This model's entry in models.config: the `specific` versions to load and the version labels."""
+
+    versions: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+def read_model_server_config(path: str):
+    """The ModelServerConfig in the file at `path`, None when there is none; PetsegError when unreadable."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    if not storage.exists(path):
+        return None
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(storage.read_text(path), config)
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise PetsegError(
+            f"{path}: not a TF Serving ModelServerConfig text proto ({first_line(exc)}); "
+            "fix it or delete it and push again"
+        ) from None
+    return config
+
+
+def read_serving_config(params: PushParams) -> ServingConfig | None:
+    """This model's entry of models.config, None when the file or the entry is missing."""
+    config = read_model_server_config(config_path(params))
+    if config is None:
+        return None
+    for entry in config.model_config_list.config:
+        if entry.name == params.model_name:
+            return ServingConfig(
+                tuple(sorted(entry.model_version_policy.specific.versions)), dict(entry.version_labels)
+            )
+    return None
+
+
+def write_serving_config(params: PushParams, versions: tuple[int, ...] | list[int], labels: dict[str, int]) -> None:
+    """Rewrite this model's entry (specific versions + labels), keep the other models' entries.
+
+    Written to a temporary file and renamed over the old one, so a polling
+    server reads the old config or the new one, never half.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = config_path(params)
+    config = read_model_server_config(path) or model_server_config_pb2.ModelServerConfig()
+    entries = config.model_config_list.config
+    entry = next((e for e in entries if e.name == params.model_name), None) or entries.add(name=params.model_name)
+    entry.base_path = server_base_path(params)
+    entry.model_platform = "tensorflow"
+    entry.model_version_policy.Clear()
+    entry.model_version_policy.specific.versions.extend(sorted(set(versions)))
+    entry.version_labels.clear()
+    entry.version_labels.update(labels)
+    storage.write_text_atomically(path, text_format.MessageToString(config))
+
+
+def served_version(params: PushParams) -> int | None:
+    """The version the store serves; None when nothing is pushed.
+
+    The labelled version when push.version_label is in models.config, else the
+    newest `specific` version on disk, else (no models.config) the newest
+    version, TF Serving's default `latest` policy.
+    """
+    versions = list_version_numbers(params)
+    config = read_serving_config(params)
+    if config is not None:
+        labelled = config.labels.get(params.version_label) if params.version_label else None
+        if labelled in versions:
+            return labelled
+        named = [v for v in config.versions if v in versions]
+        if named:
+            return named[-1]
+    return versions[-1] if versions else None
+
+
+# --------------------------------------------------------- TF Serving's label rule
+def label_refusal(
+    model_name: str,
+    labels: dict[str, int],
+    previous_labels: dict[str, int],
+    available: set[int],
+    allow_unavailable: bool,
+) -> str | None:
+    """Why a server would refuse these version labels, or None when it accepts them.
+
+    The decision of `ServerCore::UpdateModelVersionLabelMap` (server_core.cc):
+    each label must name an AVAILABLE version, unless
+    `--allow_version_labels_for_unavailable_models` is on and the label is new
+    or keeps its version. The local server applies it to every models.config.
+    """
+    for label, version in sorted(labels.items()):
+        keeps = previous_labels.get(label, version) == version
+        if version in available or (allow_unavailable and keeps):
+            continue
+        return (
+            f"Request to assign label to version {version} of model {model_name}, "
+            "which is not currently available for inference"
+        )
+    return None
+
+
+def _serving_targets(params: PushParams) -> list[str]:
+    return [t.strip() for t in params.serving_target.split(",") if t.strip()]
+
+
+def version_state(target: str, model_name: str, version: int, timeout: float = 5.0) -> tuple[int, str]:
+    """(state, error message) of one version on a model server, from ModelService.GetModelStatus."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model_name
+    request.model_spec.version.value = version
+    with grpc.insecure_channel(target) as channel:
+        response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=timeout)
+    for status in response.model_version_status:
+        if status.version == version:
+            return status.state, status.status.error_message
+    return 0, ""
+
+
+def wait_until_available(params: PushParams, version: int, log: Callable[[str], None] = print) -> None:
+    """Return once every serving target reports `version` AVAILABLE; PetsegError on failure or timeout."""
+    import grpc
+
+    deadline = time.monotonic() + params.promote_timeout_seconds
+    for target in _serving_targets(params):
+        last = "no answer yet"
+        while True:
+            try:
+                state, error = version_state(target, params.model_name, version)
+            except grpc.RpcError as exc:
+                state, error, last = 0, "", f"{exc.code().name}: {exc.details()}"
+            if state == STATE_AVAILABLE:
+                log(f"store: {target} serves {params.model_name} version {version}")
+                break
+            if state == STATE_END and error:
+                raise PetsegError(f"{target} failed to load version {version}: {error}")
+            if state:
+                last = f"state {state}"
+            if time.monotonic() > deadline:
+                raise PetsegError(
+                    f"{target} did not report version {version} AVAILABLE within "
+                    f"{params.promote_timeout_seconds:g}s (push.promote_timeout_seconds; {last})"
+                )
+            time.sleep(0.2)
+
+
+def serve_version(params: PushParams, version: int, log: Callable[[str], None] = print) -> None:
+    """Point models.config at `version` in the steps TF Serving accepts (see the module docstring).
+
+    On a failed wait the previous models.config is written back and PetsegError raised.
+    """
+    current = read_serving_config(params)
+    label = params.version_label
+    if not label:
+        write_serving_config(params, (version,), {})
+        return
+    labelled = current.labels.get(label) if current else None
+    if current is None or labelled is None or labelled == version:
+        write_serving_config(params, (version,), {label: version})
+        return
+    if not _serving_targets(params):
+        raise PetsegError(
+            f"moving label '{label}' from version {labelled} to {version} needs "
+            "push.serving_target (TF Serving refuses a label on a version it has not loaded)"
+        )
+    write_serving_config(params, (labelled, version), {label: labelled})
+    log(f"store: models.config loads version {version} beside {labelled}; waiting for it to be AVAILABLE")
+    try:
+        wait_until_available(params, version, log)
+    except BaseException as exc:
+        write_serving_config(params, current.versions, current.labels)
+        if isinstance(exc, PetsegError):
+            raise PetsegError(f"{exc}; models.config serves version {labelled} again") from None
+        raise
+    write_serving_config(params, (version,), {label: version})
+
+
+# ------------------------------------------------------------------------ record
+def _record_path(params: PushParams) -> str:
+    return join(model_root(params), RECORD_FILE)
+
+
+def read_record(params: PushParams) -> dict:
+    """{"published": {version: {...}}, "publishing": [versions], "rolled_back_to": version | None}."""
+    path = _record_path(params)
+    record: dict[str, Any] = {"published": {}, "publishing": [], "rolled_back_to": None}
+    if storage.exists(path):
+        try:
+            loaded = json.loads(storage.read_text(path))
+        except ValueError as exc:
+            raise PetsegError(
+                f"{path}: unreadable store record ({first_line(exc)}); restore it or delete it "
+                "(retention then deletes nothing it cannot prove push wrote)"
+            ) from None
+        record.update(loaded)
+    record["published"] = {int(k): v for k, v in record["published"].items()}
+    return record
+
+
+def _write_record(params: PushParams, record: dict) -> None:
+    data = {**record, "published": {str(k): v for k, v in sorted(record["published"].items())}}
+    storage.write_text_atomically(_record_path(params), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# -------------------------------------------------------------------------- lock
+@contextlib.contextmanager
+def store_lock(params: PushParams) -> Iterator[None]:
+    """Hold the model's push/rollback lock; StoreBusyError after push.lock_timeout_seconds.
+
+    A flock on `<model_root>/.petseg-store.lock`: the kernel drops it when the
+    holder dies, so a killed push never leaves it stuck. Object stores offer
+    no lock through this facade; for a URI base path the lock file is local
+    (in the temp folder, named after the URI), which serialises pushes from
+    one machine only.
+    """
+    root = model_root(params)
+    if is_uri(root):
+        folder = Path(tempfile.gettempdir()) / "petseg-locks"
+        path = folder / (hashlib.sha256(root.encode()).hexdigest()[:16] + ".lock")
+    else:
+        folder = Path(root)
+        path = folder / LOCK_FILE
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + params.lock_timeout_seconds
+    with open(path, "a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    raise StoreBusyError(
+                        f"{root} is locked by another push or rollback ({holder}); waited "
+                        f"{params.lock_timeout_seconds:g}s (push.lock_timeout_seconds); try again when it has "
+                        "finished"
+                    ) from None
+                time.sleep(0.1)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------- publish
+def next_version(params: PushParams) -> int:
+    """One more than any version folder or record entry (numbers are never reused)."""
+    root = model_root(params)
+    names = storage.listdir(root) if storage.isdir(root) else []
+    taken = {int(n) for n in names if n.isdigit()} | set(read_record(params)["published"])
+    return max(taken, default=0) + 1
+
+
+def staging_path(params: PushParams, version: int, folder: str | None = None) -> str:
+    """A fresh staging folder name for `version`: hidden from TF Serving (not all digits), in `folder`
+    (default: the model's own folder, so publishing is a rename)."""
+    return join(folder or model_root(params), f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_leftovers(params: PushParams) -> None:
+    """Undo what a killed push left: staging/deleting folders, and versions it was still publishing.
+
+    Call under store_lock. A version still marked publishing was never named
+    by models.config (push writes it only after the record says published),
+    so it was never served; it is removed, as push created it.
+    """
+    root = model_root(params)
+    if not storage.isdir(root):
+        return
+    for name in storage.listdir(root):
+        if name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
+            storage.remove_tree(join(root, name))
+    record = read_record(params)
+    if record["publishing"]:
+        for version in record["publishing"]:
+            _delete_version(params, version)
+        _write_record(params, {**record, "publishing": []})
+
+
+def publish(params: PushParams, staging: str, version: int, facts: dict) -> str:
+    """Give a staged, validated version its number, recorded as published by push; return its path.
+
+    The record marks the version `publishing` first: killed before the record
+    says `published`, it is not listed as a version and the next push removes it.
+    """
+    final = version_path(params, version)
+    if storage.exists(final):
+        raise PetsegError(f"{final} already exists; another writer is using {model_root(params)}")
+    record = read_record(params)
+    _write_record(params, {**record, "publishing": sorted({*record["publishing"], version})})
+    try:
+        _publish_directory(staging, final)
+    except BaseException:
+        if not storage.supports_rename(final):  # an object-store copy broken off: ours to remove
+            storage.remove_tree(final)
+        storage.remove_tree(staging)
+        _write_record(params, record)
+        raise
+    record["published"][version] = facts
+    _write_record(params, {**record, "publishing": [v for v in record["publishing"] if v != version]})
+    return final
+
+
+def _publish_directory(staging: str, final: str) -> None:
+    """Locally one rename (atomic); object stores copy file by file, saved_model.pb last."""
+    if storage.supports_rename(final):
+        storage.rename_dir(staging, final)
+        return
+    storage.copy_tree(staging, final, last=SAVED_MODEL_FILE)
+    storage.remove_tree(staging)
+
+
+# --------------------------------------------------------------------- retention
+def apply_retention(params: PushParams, keep: int) -> list[int]:
+    """Delete the published versions beyond the newest `keep`; return the deleted ones.
+
+    Only versions in the record (push created them) are candidates; never the
+    served one, any version models.config names, or the last rollback target.
+    """
+    record = read_record(params)
+    on_disk = set(list_version_numbers(params))
+    ours = sorted(v for v in record["published"] if v in on_disk)
+    config = read_serving_config(params)
+    protected = {served_version(params), record["rolled_back_to"]}
+    if config is not None:
+        protected |= set(config.versions) | set(config.labels.values())
+    doomed = [v for v in ours[:-keep] if v not in protected] if keep < len(ours) else []
+    for version in doomed:
+        _delete_version(params, version)
+        record["published"].pop(version, None)
+    if doomed:
+        _write_record(params, record)
+    return doomed
+
+
+def _delete_version(params: PushParams, version: int) -> None:
+    """Remove a version folder; locally renamed to `.deleting-*` first so no server sees it half-deleted."""
+    path = version_path(params, version)
+    if not storage.exists(path):
+        return
+    if not storage.supports_rename(path):
+        storage.remove_tree(path)
+        return
+    hidden = join(model_root(params), f"{DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    storage.rename_dir(path, hidden)
+    storage.remove_tree(hidden)
+
+
+# ------------------------------------------------------------------------ lineage
+def read_lineage(params: PushParams, version: int) -> dict | None:
+    """The lineage record pushed beside a version, or None when it has none (or it is unreadable)."""
+    path = join(version_path(params, version), LINEAGE_FILE)
+    if not storage.exists(path):
+        return None
+    try:
+        return json.loads(storage.read_text(path))
+    except ValueError:
+        return None
+
+
+def drift_reference_path(params: PushParams, version: int) -> str:
+    """Where push keeps the validation report of a version's training data (its drift reference)."""
+    return join(version_path(params, version), DRIFT_REFERENCE_DIR)
+
+
+def served_drift_reference(params: PushParams) -> tuple[int | None, str | None]:
+    """(the served version, its drift reference folder); the folder is None when that version has none.
+
+    (None, None) when nothing is served. A version has none when push was not
+    given the validation report (or it was pushed by a petseg before this).
+    """
+    served = served_version(params)
+    if served is None:
+        return None, None
+    folder = drift_reference_path(params, served)
+    return served, folder if storage.isdir(folder) else None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    path: str
+    served: bool
+    lineage: dict | None
+
+
+def list_versions(params: PushParams) -> list[VersionInfo]:
+    """The kept versions, newest first, with which one is served and each one's lineage record."""
+    served = served_version(params)
+    return [
+        VersionInfo(v, version_path(params, v), v == served, read_lineage(params, v))
+        for v in reversed(list_version_numbers(params))
+    ]
+
+
+# ----------------------------------------------------------------------- rollback
+@dataclass(frozen=True)
+class RollbackResult:
+    previous: int | None
+    served: int
+    config_file: str
+
+
+def rollback(
+    params: PushParams,
+    to_version: int | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    infra_check: Callable[[str, str], object],
+) -> RollbackResult:
+    """Serve `to_version` (default: the newest version older than the served one) after infra-validating it.
+
+    `infra_check(version_dir, model_name)` (warmup.validate_served_copy) raises
+    PetsegError when the target does not load and answer its warm-up requests
+    through the contract's signatures; models.config is then left as it was.
+    It is passed in rather than imported so that reading the store (validate's
+    drift reference) does not depend on the serving contract and TensorFlow.
+    """
+    with store_lock(params):
+        versions = list_version_numbers(params)
+        root = model_root(params)
+        if not versions:
+            raise PetsegError(f"no versions under {root}; nothing to roll back (run `petseg push` first)")
+        current = served_version(params)
+        kept = ", ".join(map(str, versions))
+        if to_version is None:
+            older = [v for v in versions if current is not None and v < current]
+            if not older:
+                raise PetsegError(
+                    f"version {current} is the oldest kept under {root} (kept: {kept}); nothing earlier to roll back to"
+                )
+            to_version = older[-1]
+        elif to_version not in versions:
+            raise PetsegError(f"version {to_version} is not under {root} (kept: {kept}); see `petseg rollback --list`")
+        try:
+            infra_check(version_path(params, to_version), params.model_name)
+        except PetsegError as exc:
+            raise PetsegError(
+                f"rollback to version {to_version} refused: {exc}; models.config unchanged "
+                f"(version {current} is still served)"
+            ) from None
+        serve_version(params, to_version, log)
+        record = read_record(params)
+        _write_record(params, {**record, "rolled_back_to": to_version})
+    return RollbackResult(previous=current, served=to_version, config_file=config_path(params))
+
+
+# --------------------------------------------------------------------- the model
+def model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over every file's relative path and content: which exact SavedModel was evaluated."""
+    root = str(model_dir).rstrip("/")
+    h = hashlib.sha256()
+    for rel in storage.walk_files(root):
+        h.update(rel.encode() + b"\0")
+        with storage.open_file(join(root, rel), "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def require_savedmodel(model_dir: str | Path, what: str = "model") -> str:
+    """The path as a string, or PetsegError when it is not a SavedModel folder."""
+    path = str(model_dir)
+    if not storage.exists(join(path, SAVED_MODEL_FILE)):
+        raise PetsegError(
+            f"{path}: no saved_model.pb, not a SavedModel; pass the {what} folder that `petseg train` exported"
+        )
+    return path
+
+
+# ------------------------------------------------- what a server follows (local)
+@dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's ServableVersionPolicy: serve the latest N versions, all, or specific ones."""
+
+    kind: str = "latest"  # latest | all | specific
+    num_latest: int = 1
+    specific: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def choose(self, available: list[int]) -> list[int]:
+        """The versions to serve out of `available` (sorted ascending), newest last."""
+        if self.kind == "all":
+            return sorted(available)
+        if self.kind == "specific":
+            return sorted(v for v in available if v in self.specific)
+        return sorted(available)[-self.num_latest :]
+
+
+def read_version_policy(model_base_path: str | Path, model_name: str) -> VersionPolicy:
+    """The version policy models.config gives `model_name`; serve-the-latest when there is none.
+
+    Raises PetsegError when models.config exists but is not a valid
+    ModelServerConfig text proto (TF Serving refuses to start on one too).
+    Only the version policy and labels are read: the local server always
+    finds versions under `<model_base_path>/<model_name>`, whatever base_path
+    the file gives for the production server's file system.
+    """
+    config = read_model_server_config(join(str(model_base_path), MODELS_CONFIG_FILE))
+    if config is None:
+        return VersionPolicy()
+    for entry in config.model_config_list.config:
+        if entry.name == model_name:
+            return _policy_of(entry)
+    return VersionPolicy()
+
+
+def _policy_of(entry) -> VersionPolicy:
+    policy = entry.model_version_policy
+    labels = dict(entry.version_labels)
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy(kind="all", labels=labels)
+    if choice == "specific":
+        return VersionPolicy(kind="specific", specific=tuple(policy.specific.versions), labels=labels)
+    num = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions > 0 else 1
+    return VersionPolicy(kind="latest", num_latest=num, labels=labels)
