@@ -30,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from petseg.components.contracts.rawdata import dataset_fingerprint
-from petseg.components.contracts.validation import write_summary
+from petseg.components.contracts.validation import ValidationSummary, write_summary
 from petseg.components.core.params import DataParams, PreprocessParams, SyntheticParams
 from petseg.components.download import download
 from petseg.components.preprocess import preprocess, resolve_workers
@@ -56,7 +56,7 @@ def make_validated_raw(root: Path, examples: int) -> tuple[Path, Path]:
     )
     raw = download(data, root / "raw").out_dir
     report = root / "validation"
-    write_summary(report, success=True, fingerprint=dataset_fingerprint(raw), failed_critical=[], failed_warnings=[])
+    write_summary(report, ValidationSummary(success=True, fingerprint=dataset_fingerprint(raw)))
     return raw, report
 
 

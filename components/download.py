@@ -10,7 +10,7 @@ Real images are normalised on the way in, so one policy covers both real sources
 an image that decodes but is not an RGB JPEG (grayscale, CMYK, RGBA, a PNG named .jpg;
 TFDS lists a dozen such files) is re-encoded as an RGB JPEG and listed as `repaired`;
 an image or trimap that does not decode, or is missing, is dropped and listed as
-`dropped`. Both lists are in download.json. Nothing else is fixed (README "Repair policy"):
+`dropped`. Both lists are in download.json. Nothing else is fixed (docs/dvc.md, "Repair policy"):
 the list files are parsed strictly (components/sources/annotations.py), an id listed in both
 trainval.txt and test.txt is kept in both splits and recorded as a split conflict for
 validation's leakage check to stop on, and a symlink out of the source folder is refused.
@@ -65,7 +65,7 @@ OFFICIAL_ARCHIVES = {
     "images.tar.gz": (791918971, "67195c5e1c01f1ab5f9b6a5d22b8c27a580d896ece458917e61d459337fa318d"),
     "annotations.tar.gz": (19173078, "52425fb6de5c424942b7626b428656fcbd798db970a937df61750c0f1d358e91"),
 }
-# What download changes on its own (README "Repair policy"); anything else wrong stops it or validation.
+# What download changes on its own (docs/dvc.md, "Repair policy"); anything else wrong stops it or validation.
 REPAIR_POLICY = (
     "an image that decodes but is not an RGB JPEG is re-encoded as RGB JPEG (listed in repaired); "
     "an example whose image or trimap is missing or does not decode is dropped (listed in dropped)"

@@ -252,7 +252,7 @@ def _checked_drift_reference(report_dir: str | Path, lineage: dict) -> dict:
     report of other data than the model's records came from.
     """
     what = f"push --validation {report_dir}"
-    validated = str(require_drift_reference(report_dir, what).get("fingerprint", ""))
+    validated = require_drift_reference(report_dir, what).fingerprint
     trained_on = lineage.get("validation_fingerprint")
     if trained_on and validated != trained_on:
         raise PetsegError(

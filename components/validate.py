@@ -42,6 +42,8 @@ from petseg.components.contracts.rawdata import dataset_fingerprint, read_index
 from petseg.components.contracts.validation import (
     SUMMARY_FILE,
     TABLE_FILE,
+    DriftComparison,
+    ValidationSummary,
     write_summary,
 )
 from petseg.components.core.errors import DataValidationError
@@ -116,11 +118,13 @@ def validate_dataset(
             result = summarise(gx_result, params, out_dir, table)
             write_summary(
                 staging,
-                success=result.success,
-                fingerprint=fingerprint,
-                failed_critical=result.failed_critical,
-                failed_warnings=result.failed_warnings,
-                reference={"dir": reference, "fingerprint": reference_fingerprint} if reference else None,
+                ValidationSummary(
+                    success=result.success,
+                    fingerprint=fingerprint,
+                    failed_critical=tuple(result.failed_critical),
+                    failed_warnings=tuple(result.failed_warnings),
+                    drift_reference=DriftComparison(reference, reference_fingerprint) if reference else None,
+                ),
             )
     for name in result.failed_warnings:
         log.warning("validate: warning: %s", _describe_failure(name, result, gx_result, params))

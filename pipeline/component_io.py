@@ -107,7 +107,7 @@ def keep_validation_report(validation_dir: str | Path, html_path: str | Path, ht
     validation would lose the page that says why. When the artifact URI is an
     object store this process can reach (s3://, gs://), the page is uploaded
     there directly; the log names where it is (KFP's default minio:// store is
-    not reached from here: there the page stays in the pod, see README). Returns whether a page was written.
+    not reached from here: there the page stays in the pod, see docs/kubeflow.md). Returns whether a page was written.
     Errors while keeping the evidence are reported, never raised over the validation's own error.
     """
     from petseg.components.store import storage

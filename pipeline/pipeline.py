@@ -44,7 +44,7 @@ GPU. Train runs on `pipeline.gpu_image` and asks for `pipeline.accelerator_limit
 accelerators of `pipeline.accelerator_type` (the NVIDIA device plugin's
 `nvidia.com/gpu` by default, which places the pod on a GPU node on any
 cluster), tolerating the `gpu_toleration_key` taint, and, when set, only on
-nodes labelled `gpu_node_selector_key=gpu_node_selector_value` (README: GKE,
+nodes labelled `gpu_node_selector_key=gpu_node_selector_value` (docs/kubeflow.md: GKE,
 EKS, AKS). With a GPU asked for, train runs with `train.require_gpu` on, so
 it stops instead of training on the CPU. accelerator_limit 0 trains on an
 ordinary node.

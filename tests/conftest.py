@@ -76,16 +76,12 @@ def synthetic_records(synthetic_raw_master, tmp_path_factory) -> Path:
     so this fixture does not depend on the validate step.
     """
     from petseg.components.contracts.rawdata import dataset_fingerprint
-    from petseg.components.contracts.validation import write_summary
+    from petseg.components.contracts.validation import ValidationSummary, write_summary
     from petseg.components.preprocess import preprocess
 
     base = tmp_path_factory.mktemp("records-master")
     write_summary(
-        base / "validation",
-        success=True,
-        fingerprint=dataset_fingerprint(synthetic_raw_master),
-        failed_critical=[],
-        failed_warnings=[],
+        base / "validation", ValidationSummary(success=True, fingerprint=dataset_fingerprint(synthetic_raw_master))
     )
     params = params_from_dict(tiny_params_dict())
     return preprocess(synthetic_raw_master, base / "validation", params.preprocess, base / "records").out_dir

@@ -6,7 +6,7 @@ limit or a mount is involved) on a tiny input built in a temporary folder, and c
   and no traceback (progress bars may also be on stderr);
 - the exit code (1 for data and I/O errors, 2 for params errors);
 - the output folder was not created, or was left exactly as it was, and no staging folder remains.
-The README's "Bad inputs" table lists the same cases.
+docs/bad-inputs.md lists the same cases.
 """
 
 from __future__ import annotations
@@ -539,14 +539,10 @@ def _prepare_step(step: str, tmp_path: Path, synthetic_raw: Path) -> list[str]:
     if step == "validate":
         return ["validate", "--raw", str(synthetic_raw)]
     from petseg.components.contracts.rawdata import dataset_fingerprint
-    from petseg.components.contracts.validation import write_summary
+    from petseg.components.contracts.validation import ValidationSummary, write_summary
 
     write_summary(
-        tmp_path / "validation",
-        success=True,
-        fingerprint=dataset_fingerprint(synthetic_raw),
-        failed_critical=[],
-        failed_warnings=[],
+        tmp_path / "validation", ValidationSummary(success=True, fingerprint=dataset_fingerprint(synthetic_raw))
     )
     return ["preprocess", "--raw", str(synthetic_raw), "--validation", str(tmp_path / "validation")]
 

@@ -11,7 +11,7 @@ from petseg.cli import main
 from petseg.components.contracts import records
 from petseg.components.contracts.manifest import MANIFEST_FILE, load_manifest
 from petseg.components.contracts.rawdata import RawExample, dataset_fingerprint, read_index
-from petseg.components.contracts.validation import write_summary
+from petseg.components.contracts.validation import ValidationSummary, write_summary
 from petseg.components.core.errors import PetsegError
 from petseg.components.core.params import PreprocessParams
 from petseg.components.preprocess import (
@@ -32,9 +32,7 @@ PARAMS = PreprocessParams(image_size=48, val_fraction=0.2, examples_per_shard=5,
 def validated_raw(synthetic_raw, tmp_path):
     """(raw, validation report) where the report is a passing summary for raw as it is now."""
     report = tmp_path / "validation"
-    write_summary(
-        report, success=True, fingerprint=dataset_fingerprint(synthetic_raw), failed_critical=[], failed_warnings=[]
-    )
+    write_summary(report, ValidationSummary(success=True, fingerprint=dataset_fingerprint(synthetic_raw)))
     return synthetic_raw, report
 
 
@@ -66,10 +64,11 @@ def test_refuses_failed_validation_and_leaves_old_output(synthetic_raw, tmp_path
     report = tmp_path / "validation"
     write_summary(
         report,
-        success=False,
-        fingerprint=dataset_fingerprint(synthetic_raw),
-        failed_critical=["mask_values_in_trimap_set"],
-        failed_warnings=[],
+        ValidationSummary(
+            success=False,
+            fingerprint=dataset_fingerprint(synthetic_raw),
+            failed_critical=("mask_values_in_trimap_set",),
+        ),
     )
     out = tmp_path / "records"
     out.mkdir()
@@ -270,9 +269,7 @@ def test_bad_example_that_slipped_past_validation_stops_cleanly(synthetic_raw, t
     trimap[0, 0] = 7
     Image.fromarray(trimap).save(synthetic_raw / bad.trimap)
     report = tmp_path / "validation"  # a (wrongly) passing summary: the step must still not write garbage
-    write_summary(
-        report, success=True, fingerprint=dataset_fingerprint(synthetic_raw), failed_critical=[], failed_warnings=[]
-    )
+    write_summary(report, ValidationSummary(success=True, fingerprint=dataset_fingerprint(synthetic_raw)))
     params = dataclasses.replace(PARAMS, workers=workers)
     with pytest.raises(PetsegError, match=f"example {bad.id}: trimap has values \\[7\\]"):
         preprocess(synthetic_raw, report, params, tmp_path / "records")

@@ -48,7 +48,7 @@ def read_reference(reference: str) -> tuple[pd.DataFrame, str]:
             f"{what}: {TABLE_FILE} has no {', '.join(missing)} column (written "
             "by an older petseg); run `petseg validate` on the reference data again"
         )
-    return table, str(summary.get("fingerprint", ""))
+    return table, summary.fingerprint
 
 
 def drift_partition(reference: pd.Series, column: str, drift: DriftParams) -> dict:
