@@ -513,6 +513,7 @@ def deploy_knative(
 #   reconcilers/deployment/deployment_reconciler.go), so a new VERSION_ANNOTATION rolls the stable Deployment,
 #   whose new pods copy storageUri afresh and serve the newest version.
 CRD_NAME = f"{PLURAL}.{GROUP}"
+RUNTIME_CONTAINER = "kserve-container"
 CANARY_SINCE = "v0.20.0"  # the first KServe tag with spec.canary (commit 43ec86b5e, #5672)
 
 
@@ -528,12 +529,11 @@ def predictor_deployment(isvc_name: str, predictor_name: str | None = None) -> s
 
 def standard_canary_patch(body: dict, version: int, percent: int) -> dict:
     """The merge patch that starts `version` as the one canary: its name, version stamp and model, no scaling."""
-    predictor = body["spec"]["predictor"]
-    canary = {
-        "name": canary_name(version),
-        "annotations": {VERSION_ANNOTATION: str(version)},
-        "model": copy.deepcopy(predictor["model"]),
-    }
+    model = copy.deepcopy(body["spec"]["predictor"]["model"])
+    # The v0.20.0 CRD requires `name` (the inline container's) in a canary's model, unlike the stable one's;
+    # KServe's runtime container is kserve-container (constants.go InferenceServiceContainerName).
+    model["name"] = RUNTIME_CONTAINER
+    canary = {"name": canary_name(version), "annotations": {VERSION_ANNOTATION: str(version)}, "model": model}
     return {"spec": {"canary": [{"predictor": canary, "trafficPercent": percent}]}}
 
 

@@ -207,7 +207,7 @@ def test_new_version_runs_as_a_named_canary_then_becomes_the_stable_predictor():
         ("GET", ISVC_PATH, None),
         ("PATCH", ISVC_PATH, MERGE_PATCH),
     ]
-    model = _body(7)["spec"]["predictor"]["model"]
+    model = {**_body(7)["spec"]["predictor"]["model"], "name": "kserve-container"}  # the CRD requires it here
     assert wire.sent[2].body == {
         "spec": {
             "canary": [
