@@ -336,7 +336,7 @@ class PipelineParams:
     pipeline_root: str = ""  # "" = the cluster's default artifact store
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = _num(1, 0, 16)  # 0 = train on CPU, no GPU node
-    train_workers: int = _num(1, 1, 64)  # >1: train as a TFJob of this many workers (pipeline/tfjob.py)
+    train_workers: int = _num(1, 1, 64)  # nodes of the TrainJob / workers of the TFJob (pipeline/trainjob.py, tfjob.py)
     gpu_node_selector_key: str = ""  # "" = no node selector (the GPU request alone places the pod)
     gpu_node_selector_value: str = ""
     gpu_toleration_key: str = "nvidia.com/gpu"  # "" = no toleration
