@@ -26,10 +26,11 @@ What it does:
   epochs k+1.. train the whole network at `fine_tune_learning_rate`.
 - GPU: MirroredStrategy over all visible GPUs and mixed_float16 (the logits
   layer stays float32). `batch_size` is the global batch. CPU: plain Keras.
-- Several workers (a multi-worker TF_CONFIG, as TFJob sets it, or `petseg
-  train --local-workers N`): MultiWorkerMirroredStrategy; only the chief writes
-  checkpoints, DVCLive and the export, the others resume from a copy of its
-  checkpoint and write to scratch (components/ml/cluster.py).
+- Several workers (a multi-worker TF_CONFIG: set by a TFJob, built by `petseg
+  train` in a Kubeflow Trainer JobSet pod, or by `petseg train --local-workers
+  N`): MultiWorkerMirroredStrategy; only the chief writes checkpoints, DVCLive
+  and the export, the others resume from a copy of its checkpoint and write to
+  scratch (components/ml/cluster.py).
 - Exports `<out_dir>/savedmodel` from the best weights (float32) via
   components/ml/export.py.
 

@@ -231,9 +231,10 @@ def push(
 def deploy_kserve(push_result: str, push: dict, serve: dict, pipeline: dict) -> str:
     """Step 7, with pipeline.deploy: kserve, after a push: roll the pushed version out on KServe.
 
-    Creates or patches the InferenceService (petseg.components.deploy): canary,
-    Ready within the timeout, promotion to 100%; otherwise traffic goes back to
-    the last rolled-out revision and the step fails. Returns the outcome as JSON.
+    Creates or patches the InferenceService (petseg.components.deploy) in
+    pipeline.kserve.mode: a canary, Ready within the timeout, then promotion;
+    otherwise the previous version keeps the traffic (Knative: canaryTrafficPercent 0;
+    Standard: the canary removed) and the step fails. Returns the outcome as JSON.
     """
     import dataclasses
     import json

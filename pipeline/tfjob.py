@@ -1,5 +1,9 @@
 """The train step as a Kubeflow Training Operator TFJob (kubeflow.org/v1) of `pipeline.train_workers` workers.
 
+This is the route for clusters that still run the Training Operator (release 1.9, maintenance only;
+Kubeflow's distribution drops it after 26.03.1). Current Kubeflow clusters run Trainer v2 instead:
+`petseg pipeline trainjob` (pipeline/trainjob.py).
+
 `petseg pipeline tfjob --pvc NAME` writes two Kubernetes objects, generated from params.yaml:
 
 - a ConfigMap holding the run's params.yaml (with `train.require_gpu` on when a
@@ -42,6 +46,8 @@ WORKSPACE = "/mnt/petseg"  # where the shared PVC is mounted
 PARAMS_DIR = "/etc/petseg"
 BACKOFF_LIMIT = 3
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def tfjob_manifests(
@@ -59,42 +65,17 @@ def tfjob_manifests(
     `records`, `out` and `live` are paths inside the PVC; PetsegError names a
     name or path the API server or the workers would refuse.
     """
-    if not _DNS1035.fullmatch(name) or len(name) > 52:  # the operator wants a DNS-1035 label; pods add suffixes
-        raise PetsegError(
-            f"TFJob name {name!r} must be lower-case letters, digits and '-', start with a letter, "
-            "at most 52 characters"
-        )
-    if not pvc.strip():
-        raise PetsegError("--pvc must name a PersistentVolumeClaim every worker mounts (ReadWriteMany)")
-    for key, path in (("--records", records), ("--out", out), ("--live", live)):
-        if path.startswith("/") or ".." in Path(path).parts or not path.strip():
-            raise PetsegError(f"{key} {path!r} must be a relative path inside the PVC, without '..'")
+    check_job_inputs(KIND, name, pvc, namespace, {"--records": records, "--out": out, "--live": live})
     settings = params.pipeline
     gpu = settings.accelerator_limit > 0
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"{name}-params", "namespace": namespace, "labels": _labels(name)},
-        "data": {"params.yaml": job_params_yaml(params, require_gpu=gpu)},
-    }
+    config_map = params_config_map(params, name, namespace)
     container = {
         "name": CONTAINER,
         "image": image,
-        "command": [
-            "petseg",
-            "train",
-            "--records",
-            f"{WORKSPACE}/{records}",
-            "--out",
-            f"{WORKSPACE}/{out}",
-            "--live",
-            f"{WORKSPACE}/{live}",
-            "--params",
-            f"{PARAMS_DIR}/params.yaml",
-        ],
+        "command": train_command(records, out, live),
         "workingDir": WORKSPACE,
         "ports": [{"name": PORT_NAME, "containerPort": PORT}],
-        "resources": _resources(params),
+        "resources": train_resources(params),
         "volumeMounts": [
             {"name": "workspace", "mountPath": WORKSPACE},
             {"name": "params", "mountPath": PARAMS_DIR, "readOnly": True},
@@ -116,7 +97,7 @@ def tfjob_manifests(
     tfjob = {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": name, "namespace": namespace, "labels": _labels(name)},
+        "metadata": {"name": name, "namespace": namespace, "labels": job_labels(name)},
         "spec": {
             "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": BACKOFF_LIMIT},
             "tfReplicaSpecs": {
@@ -124,7 +105,7 @@ def tfjob_manifests(
                     "replicas": settings.train_workers,
                     "restartPolicy": "OnFailure",
                     "template": {
-                        "metadata": {"labels": _labels(name), "annotations": {"sidecar.istio.io/inject": "false"}},
+                        "metadata": {"labels": job_labels(name), "annotations": {"sidecar.istio.io/inject": "false"}},
                         "spec": pod_spec,
                     },
                 },
@@ -134,6 +115,57 @@ def tfjob_manifests(
     return [config_map, tfjob]
 
 
+def check_job_inputs(kind: str, name: str, pvc: str, namespace: str, paths: dict[str, str]) -> None:
+    """PetsegError (one line) for a job name, claim, namespace or in-claim path the cluster would refuse.
+
+    The name is a DNS-1035 label (TFJob and TrainJob both require it) short enough for the pods'
+    names: TFJob's `<name>-worker-<i>`, JobSet's `<name>-node-0-<i>` hostnames stay within 63.
+    """
+    if not _DNS1035.fullmatch(name) or len(name) > 52:
+        raise PetsegError(
+            f"{kind} name {name!r} must be lower-case letters, digits and '-', start with a letter, "
+            "at most 52 characters"
+        )
+    if not _DNS1123_SUBDOMAIN.fullmatch(pvc) or len(pvc) > 253:
+        raise PetsegError(
+            f"--pvc {pvc!r} must name a PersistentVolumeClaim every worker mounts (ReadWriteMany): "
+            "lower-case letters, digits, '-' and '.'"
+        )
+    if not _DNS1123_LABEL.fullmatch(namespace) or len(namespace) > 63:
+        raise PetsegError(
+            f"--namespace {namespace!r} must be a namespace name: lower-case letters, digits and '-', at most 63"
+        )
+    for key, path in paths.items():
+        if path.startswith("/") or ".." in Path(path).parts or not path.strip():
+            raise PetsegError(f"{key} {path!r} must be a relative path inside the PVC, without '..'")
+
+
+def params_config_map(params: Params, name: str, namespace: str) -> dict:
+    """The ConfigMap `<name>-params` holding the params.yaml every worker reads (mounted at PARAMS_DIR)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-params", "namespace": namespace, "labels": job_labels(name)},
+        "data": {"params.yaml": job_params_yaml(params, require_gpu=params.pipeline.accelerator_limit > 0)},
+    }
+
+
+def train_command(records: str, out: str, live: str) -> list[str]:
+    """`petseg train` on the PVC's folders with the mounted params: every worker's command."""
+    return [
+        "petseg",
+        "train",
+        "--records",
+        f"{WORKSPACE}/{records}",
+        "--out",
+        f"{WORKSPACE}/{out}",
+        "--live",
+        f"{WORKSPACE}/{live}",
+        "--params",
+        f"{PARAMS_DIR}/params.yaml",
+    ]
+
+
 def job_params_yaml(params: Params, require_gpu: bool) -> str:
     """params.yaml as the workers read it: these params, with train.require_gpu on when GPUs are requested."""
     raw = params_to_dict(params)
@@ -141,7 +173,7 @@ def job_params_yaml(params: Params, require_gpu: bool) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
-def _resources(params: Params) -> dict:
+def train_resources(params: Params) -> dict:
     settings, train = params.pipeline, params.pipeline.resources.train
     resources: dict[str, dict[str, str | int]] = {
         "requests": {"cpu": train.cpu_request, "memory": train.memory_request},
@@ -152,7 +184,7 @@ def _resources(params: Params) -> dict:
     return resources
 
 
-def _labels(name: str) -> dict[str, str]:
+def job_labels(name: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "petseg",
         "app.kubernetes.io/component": "train",

@@ -67,4 +67,3 @@ fi
 .venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check "$CHECKOV_REQUIREMENT" 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; } \
   || { echo "setup: pip could not install $CHECKOV_REQUIREMENT into .venv-checkov; see its output above" >&2; exit 1; }
-bash scripts/setup-kserve-check.sh

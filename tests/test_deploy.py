@@ -233,18 +233,34 @@ def test_labels_follow_the_model_stores_rule(flags_of, compose, k8s):
     assert ALLOW_VERSION_LABELS_FOR_UNAVAILABLE_MODELS is True
 
 
-# tensorflow/serving 2.20.0 is the newest release confirmed to exist (tensorflow/serving issue #4129,
-# a maintainer: "TensorFlow Serving 2.20.0 is now available"); no 2.21.0 image could be confirmed.
-CONFIRMED_SERVING_IMAGE = "tensorflow/serving:2.20.0"
+def _major_minor(release: str) -> tuple[int, int]:
+    major, minor = release.split(".")[:2]
+    return int(major), int(minor)
 
 
-def test_serving_image_is_a_confirmed_release_close_to_the_export_release(compose, k8s):
-    """The image is pinned to a confirmed tag, at most one minor release behind the TF the model is exported with."""
-    image = _compose_service(compose)["image"]
-    assert image == CONFIRMED_SERVING_IMAGE == _container(k8s)["image"]
-    tag = [int(x) for x in image.split(":")[1].split(".")[:2]]
-    api = [int(x) for x in version("tensorflow-serving-api").split(".")[:2]]
-    assert tag[0] == api[0] and 0 <= api[1] - tag[1] <= 1
+def test_every_serving_path_runs_the_one_tf_serving_release(compose, k8s, params):
+    """Compose, the Deployment and KServe's runtimeVersion (file and every body the deploy step builds) agree."""
+    from petseg.components import deploy as kserve
+    from petseg.components.contracts.serving_runtime import TF_SERVING_VERSION, tf_serving_image
+    from petseg.components.core.params import with_overrides
+
+    assert _compose_service(compose)["image"] == tf_serving_image() == _container(k8s)["image"]
+    shipped = yaml.safe_load((DEPLOY / "kserve" / "inferenceservice.yaml").read_text())
+    assert shipped["spec"]["predictor"]["model"]["runtimeVersion"] == TF_SERVING_VERSION
+    for mode in ("knative", "standard"):
+        p = with_overrides(params, {"pipeline.kserve.mode": mode, "push.model_base_path": "s3://b/m"})
+        body = kserve.inference_service(p.push, p.serve, p.pipeline, 3)
+        assert body["spec"]["predictor"]["model"]["runtimeVersion"] == TF_SERVING_VERSION
+        canary = kserve.standard_canary_patch(body, 3, 10)["spec"]["canary"][0]["predictor"]["model"]
+        assert canary["runtimeVersion"] == TF_SERVING_VERSION
+
+
+def test_the_tf_serving_release_is_the_exporting_tensorflows():
+    """A TF 2.21 / Keras 3 SavedModel needs a TF Serving built on TF 2.21: the same major.minor, and the API's."""
+    from petseg.components.contracts.serving_runtime import TF_SERVING_VERSION
+
+    assert _major_minor(TF_SERVING_VERSION) == _major_minor(version("tensorflow"))
+    assert _major_minor(TF_SERVING_VERSION) == _major_minor(version("tensorflow-serving-api"))
 
 
 # ------------------------------------------------------------------ hardening and scale

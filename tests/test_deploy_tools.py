@@ -44,7 +44,7 @@ CUSTOM_KINDS = frozenset({"InferenceService"})
 
 def _manifest_files() -> list[Path]:
     """Every manifest of a built-in Kubernetes kind under serving/deploy (not compose, not kustomize's own
-    files; KServe's InferenceService is a custom resource, checked against the kserve SDK in test_kserve_deploy.py).
+    files; KServe's InferenceService is a custom resource, checked against its CRD in test_crds.py).
     """
     files = []
     for path in sorted(DEPLOY.rglob("*.yaml")):

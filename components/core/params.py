@@ -300,8 +300,11 @@ class KServeParams:
     """The KServe InferenceService the pipeline's deploy step creates or updates (pipeline.deploy: kserve)."""
 
     namespace: str = "kubeflow-user-example-com"  # where the InferenceService lives (a Kubeflow profile)
+    # KServe's deployment mode, written into the InferenceService's annotation (which wins over the cluster's
+    # default): knative = canaryTrafficPercent on Knative revisions; standard = spec.canary (KServe >= 0.20).
+    mode: Literal["knative", "standard"] = "knative"
     protocol: Literal["grpc", "rest"] = "grpc"  # what the ingress routes to TF Serving (Knative: one port)
-    canary_traffic_percent: int = _num(10, 1, 100)  # share of traffic a new version gets before promotion
+    canary_traffic_percent: int = _num(10, 1, 100)  # knative: traffic share; standard: the canary's trafficPercent
     ready_timeout_seconds: float = _num(600.0, 1.0, 86400.0)  # how long a new revision may take to be Ready
     poll_seconds: float = _num(5.0, 0.1, 600.0)  # how often the deploy step reads the InferenceService status
     min_replicas: int = _num(1, 0, 100)  # 0 = scale to zero when idle
@@ -313,6 +316,14 @@ class KServeParams:
     def check(self) -> None:
         if self.min_replicas > self.max_replicas:
             raise ParamsError("pipeline.kserve.min_replicas must not exceed pipeline.kserve.max_replicas")
+        if self.mode == "standard" and self.min_replicas < 1:
+            # KServe v0.20.0 sizes a canary as ceil(stable minReplicas x trafficPercent / 100) and refuses a canary
+            # minReplicas above the stable one (components/predictor.go canaryReplicaCount,
+            # inference_service_validation.go validateCanarySpecs): with 0 the canary gets no pod.
+            raise ParamsError(
+                "pipeline.kserve.min_replicas must be at least 1 with pipeline.kserve.mode: standard "
+                "(a Standard-mode canary gets a share of the stable replicas); use mode knative to scale to zero"
+            )
 
 
 @dataclass(frozen=True)
@@ -325,7 +336,7 @@ class PipelineParams:
     pipeline_root: str = ""  # "" = the cluster's default artifact store
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = _num(1, 0, 16)  # 0 = train on CPU, no GPU node
-    train_workers: int = _num(1, 1, 64)  # >1: train as a TFJob of this many workers (pipeline/tfjob.py)
+    train_workers: int = _num(1, 1, 64)  # nodes of the TrainJob / workers of the TFJob (pipeline/trainjob.py, tfjob.py)
     gpu_node_selector_key: str = ""  # "" = no node selector (the GPU request alone places the pod)
     gpu_node_selector_value: str = ""
     gpu_toleration_key: str = "nvidia.com/gpu"  # "" = no toleration

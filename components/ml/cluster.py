@@ -1,9 +1,19 @@
 """Multi-worker training: who this process is in the cluster, and local worker processes for development.
 
 A worker learns its place from `TF_CONFIG`, the JSON environment variable that
-TensorFlow's MultiWorkerMirroredStrategy reads and that the Kubeflow Training
-Operator's TFJob (and Kubeflow Trainer's TrainJob) set in every worker pod:
+TensorFlow's MultiWorkerMirroredStrategy reads:
 `{"cluster": {"chief": [...], "worker": [...]}, "task": {"type": ..., "index": ...}}`.
+Who writes it depends on the route:
+
+- The Training Operator's TFJob (kubeflow.org/v1, release 1.9) sets it in every
+  worker pod (kubeflow/trainer v1.9.4 pkg/controller.v1/tensorflow/tensorflow.go,
+  genTFConfigJSONStr).
+- Kubeflow Trainer v2's TrainJob does not: its pods are JobSet pods, and with the
+  PlainML policy Trainer injects only the TrainJob's own `spec.trainer.env`
+  (kubeflow/trainer v2.3.0 pkg/runtime/framework/plugins/plainml/plainml.go).
+  `jobset_tf_config()` builds TF_CONFIG inside the pod from what a JobSet pod has
+  (see "TF_CONFIG from a JobSet pod" below), and `export_jobset_tf_config()` puts
+  it in the environment before TensorFlow starts.
 
 - `worker_role()` parses it once: how many workers train together and whether
   this one is the chief (the `chief` task, or worker 0 when there is no chief
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +69,7 @@ class WorkerRole:
         return self.workers > 1
 
 
-def worker_role(environ: dict[str, str] | None = None) -> WorkerRole:
+def worker_role(environ: Mapping[str, str] | None = None) -> WorkerRole:
     """The role TF_CONFIG gives this process, or a lone chief when it is unset; PetsegError if it is malformed."""
     raw = (os.environ if environ is None else environ).get(TF_CONFIG, "").strip()
     if not raw:
@@ -97,6 +108,100 @@ def worker_role(environ: dict[str, str] | None = None) -> WorkerRole:
     return WorkerRole(
         workers=workers, index=index + (chiefs if task_type == "worker" else 0), task_type=task_type, is_chief=is_chief
     )
+
+
+# --------------------------------------------------------------- TF_CONFIG from a JobSet pod
+# A Kubeflow Trainer v2 TrainJob runs as a JobSet of the same name (kubeflow/trainer v2.3.0
+# pkg/runtime/framework/plugins/jobset/jobset.go, (*JobSet).Build). JobSet v0.12.0 (the version Trainer
+# v2.3.0's go.mod requires) names each child Job `<jobset>-<replicatedJob>-<jobIndex>`
+# (pkg/util/placement/placement.go, GenJobName), makes it an Indexed Job whose pods are reachable as
+# `<job>-<completionIndex>.<subdomain>` with the subdomain defaulting to the JobSet's name and a headless
+# Service of that name (pkg/controllers/jobset_controller.go: constructJob, GetSubdomain,
+# createHeadlessSvcIfNecessary; documented on Network.EnableDNSHostnames in api/jobset/v1alpha2/jobset_types.go),
+# and labels each pod with its JobSet name, replicated Job name and Job index (labelAndAnnotateObject; keys in
+# jobset_types.go). JobSet sets no environment variable from these; the TrainingRuntime that
+# `petseg pipeline trainjob` writes (pipeline/trainjob.py) maps them in with the downward API, together with the
+# completion index (the Indexed Job's `batch.kubernetes.io/job-completion-index` annotation, the field Trainer's
+# torch plugin reads: pkg/constants/constants.go JobCompletionIndexFieldPath), and passes the node count as
+# TrainJob env. Kubernetes also sets JOB_COMPLETION_INDEX in Indexed Job pods, used when the first is absent.
+JOBSET_NAME_ENV = "PETSEG_JOBSET_NAME"  # label jobset.sigs.k8s.io/jobset-name (= the TrainJob's name)
+REPLICATED_JOB_ENV = "PETSEG_REPLICATED_JOB"  # label jobset.sigs.k8s.io/replicatedjob-name ("node")
+JOB_INDEX_ENV = "PETSEG_JOB_INDEX"  # label jobset.sigs.k8s.io/job-index (0: Trainer runs one trainer Job)
+NODE_RANK_ENV = "PETSEG_NODE_RANK"  # annotation batch.kubernetes.io/job-completion-index
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
+NUM_NODES_ENV = "PETSEG_NUM_NODES"  # the TrainJob's numNodes, passed as trainer env
+# For running the pods' code outside a cluster (tests, `bench`): a JSON object mapping the DNS address a
+# pod would dial ("host:port") to one that resolves here ("127.0.0.1:port"). Never set in a cluster.
+ADDRESS_MAP_ENV = "PETSEG_WORKER_ADDRESS_MAP"
+WORKER_PORT = 2222  # every worker's gRPC port (the container port the TrainingRuntime declares)
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _count(environ: Mapping[str, str], key: str, least: int) -> int:
+    raw = environ.get(key, "").strip()
+    if not raw.isdecimal() or int(raw) < least:
+        raise PetsegError(f"{key} must be a whole number of at least {least} in a JobSet pod, got {raw!r}")
+    return int(raw)
+
+
+def jobset_worker_addresses(jobset: str, replicated_job: str, job_index: int, nodes: int) -> list[str]:
+    """`host:port` of every node's pod: `<jobset>-<replicatedJob>-<jobIndex>-<i>.<jobset>` on WORKER_PORT."""
+    return [f"{jobset}-{replicated_job}-{job_index}-{i}.{jobset}:{WORKER_PORT}" for i in range(nodes)]
+
+
+def jobset_tf_config(environ: Mapping[str, str] | None = None) -> str | None:
+    """The TF_CONFIG for this JobSet pod, or None when this is no JobSet pod (PETSEG_JOBSET_NAME unset).
+
+    All nodes are `worker` tasks, so worker 0 is the chief (TensorFlow's rule,
+    worker_role()). PetsegError names a missing or malformed variable.
+    """
+    env = os.environ if environ is None else environ
+    jobset = env.get(JOBSET_NAME_ENV, "").strip()
+    if not jobset:
+        return None
+    replicated_job = env.get(REPLICATED_JOB_ENV, "").strip()
+    for key, value in ((JOBSET_NAME_ENV, jobset), (REPLICATED_JOB_ENV, replicated_job)):
+        if not _DNS_LABEL.fullmatch(value):
+            raise PetsegError(f"{key} must be a DNS label (the pod's JobSet labels), got {value!r}")
+    job_index = _count(env, JOB_INDEX_ENV, 0)
+    nodes = _count(env, NUM_NODES_ENV, 1)
+    rank_key = NODE_RANK_ENV if env.get(NODE_RANK_ENV, "").strip() else COMPLETION_INDEX_ENV
+    rank = _count(env, rank_key, 0)
+    if rank >= nodes:
+        raise PetsegError(f"{rank_key} {rank} is not one of the {nodes} node(s) {NUM_NODES_ENV} names")
+    addresses = _mapped(jobset_worker_addresses(jobset, replicated_job, job_index, nodes), env)
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
+
+
+def _mapped(addresses: list[str], env: Mapping[str, str]) -> list[str]:
+    """The addresses with ADDRESS_MAP_ENV applied (outside a cluster only); PetsegError if it misses one."""
+    raw = env.get(ADDRESS_MAP_ENV, "").strip()
+    if not raw:
+        return addresses
+    try:
+        mapping = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PetsegError(
+            f"{ADDRESS_MAP_ENV} is not JSON ({exc.msg}); give an object mapping host:port to 127.0.0.1:port"
+        ) from None
+    if not isinstance(mapping, dict) or not all(isinstance(mapping.get(a), str) for a in addresses):
+        missing = [a for a in addresses if not isinstance(mapping, dict) or not isinstance(mapping.get(a), str)]
+        raise PetsegError(f"{ADDRESS_MAP_ENV} maps no local address for {missing[0]}")
+    return [mapping[a] for a in addresses]
+
+
+def export_jobset_tf_config(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """In a JobSet pod without TF_CONFIG, build it and set it (before TensorFlow reads it); return what was set.
+
+    A TF_CONFIG already there (TFJob, or set by hand) is left alone: None.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(TF_CONFIG, "").strip():
+        return None
+    built = jobset_tf_config(env)
+    if built is not None:
+        env[TF_CONFIG] = built
+    return built
 
 
 # --------------------------------------------------------------- local workers

@@ -53,8 +53,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     image.set_defaults(handler=_run_pipeline_image)
     tfjob = actions.add_parser(
         "tfjob",
-        help="write the train step as a Kubeflow TFJob of pipeline.train_workers "
-        "workers (ConfigMap + TFJob YAML for kubectl apply)",
+        help="write the train step as a Training Operator v1.9 TFJob of pipeline.train_workers "
+        "workers, for clusters that still run it (ConfigMap + TFJob YAML for kubectl apply)",
     )
     tfjob.add_argument(
         "--pvc", required=True, help="PersistentVolumeClaim (ReadWriteMany) every worker mounts: records in, models out"
@@ -76,7 +76,26 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     tfjob.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: print to stdout)")
     tfjob.set_defaults(handler=_run_pipeline_tfjob)
-    for action in (compile_, submit, run_local, tfjob):
+    trainjob = actions.add_parser(
+        "trainjob",
+        help="write the train step as a Kubeflow Trainer v2 TrainJob of pipeline.train_workers nodes "
+        "(ConfigMap + PlainML TrainingRuntime + TrainJob YAML for kubectl apply)",
+        description="Kubeflow Trainer v2 (trainer.kubeflow.org/v1alpha1): a TrainingRuntime on the "
+        "PlainML policy and a TrainJob using it; each node builds TF_CONFIG from its JobSet pod's names.",
+    )
+    _add_job_arguments(trainjob, "TrainJob")
+    trainjob.add_argument(
+        "--runtime-name",
+        default="petseg-tensorflow",
+        help="name of the TrainingRuntime to write and use (default: %(default)s)",
+    )
+    trainjob.add_argument(
+        "--cluster-runtime",
+        action="store_true",
+        help="write a cluster-wide ClusterTrainingRuntime instead of a TrainingRuntime in --namespace",
+    )
+    trainjob.set_defaults(handler=_run_pipeline_trainjob)
+    for action in (compile_, submit, run_local, tfjob, trainjob):
         action.add_argument(
             "--param",
             action="append",
@@ -129,6 +148,61 @@ def _run_pipeline_image(args: argparse.Namespace, params: Params) -> None:
     from petseg.pipeline.images import code_tag, resolve_image
 
     print(resolve_image(params.pipeline.gpu_image if args.gpu else params.pipeline.image, code_tag()))
+
+
+def _add_job_arguments(action: argparse.ArgumentParser, kind: str) -> None:
+    """--pvc, --namespace, --name, the folders inside the claim, and -o: what a training job manifest needs."""
+    action.add_argument(
+        "--pvc", required=True, help="PersistentVolumeClaim (ReadWriteMany) every worker mounts: records in, models out"
+    )
+    action.add_argument(
+        "--namespace",
+        default="kubeflow-user-example-com",
+        help=f"namespace of the {kind} (default: %(default)s)",
+    )
+    action.add_argument("--name", default="petseg-train", help=f"{kind} name (default: %(default)s)")
+    action.add_argument(
+        "--records", default=layout.RECORDS_DIR.as_posix(), help="records folder inside the PVC (default: %(default)s)"
+    )
+    action.add_argument(
+        "--out", default=layout.MODELS_DIR.as_posix(), help="model folder inside the PVC (default: %(default)s)"
+    )
+    action.add_argument(
+        "--live", default=layout.LIVE_DIR.as_posix(), help="DVCLive folder inside the PVC (default: %(default)s)"
+    )
+    action.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: print to stdout)")
+
+
+def _run_pipeline_trainjob(args: argparse.Namespace, params: Params) -> None:
+    from petseg.pipeline.images import code_tag, resolve_image
+    from petseg.pipeline.run import apply_overrides
+    from petseg.pipeline.tfjob import manifests_yaml, write_manifests
+    from petseg.pipeline.trainjob import trainjob_manifests
+
+    params = apply_overrides(params, args.param)
+    image = resolve_image(params.pipeline.gpu_image, code_tag())
+    manifests = trainjob_manifests(
+        params,
+        image,
+        args.pvc,
+        args.namespace,
+        args.name,
+        runtime_name=args.runtime_name,
+        cluster_runtime=args.cluster_runtime,
+        records=args.records,
+        out=args.out,
+        live=args.live,
+    )
+    if args.output is None:
+        print(manifests_yaml(manifests), end="")
+        return
+    write_manifests(manifests, args.output)
+    runtime = manifests[1]
+    print(
+        f"pipeline trainjob: wrote {args.output}: TrainJob {args.namespace}/{args.name} on {runtime['kind']} "
+        f"{runtime['metadata']['name']}, {params.pipeline.train_workers} node(s) of {image}; "
+        f"run `kubectl apply -f {args.output}`"
+    )
 
 
 def _run_pipeline_tfjob(args: argparse.Namespace, params: Params) -> None:

@@ -51,13 +51,14 @@ def _add_rollback_target(p: argparse.ArgumentParser) -> None:
         choices=("store", "kserve"),
         default="store",
         help="store: serve an earlier version by models.config (TF Serving, petseg serve; default); "
-        "kserve: send the KServe InferenceService's traffic back to its previously rolled-out "
-        "revision (pipeline.kserve.namespace, name push.model_name)",
+        "kserve: undo the KServe InferenceService's newest rollout (pipeline.kserve.namespace, name "
+        "push.model_name): Knative mode sends the traffic back to the previously rolled-out revision, "
+        "Standard mode removes the canary",
     )
 
 
 def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
-    """`petseg rollback --target kserve`: canaryTrafficPercent 0 on the InferenceService (petseg.components.deploy)."""
+    """`petseg rollback --target kserve`: undo the newest rollout in pipeline.kserve.mode (petseg.components.deploy)."""
     from petseg.components.deploy import custom_objects_api, rollback_traffic
 
     if args.to is not None or args.list:
@@ -65,10 +66,11 @@ def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
             "--to and --list pick model versions in the store; with --target kserve, rollback "
             "moves traffic to the previously rolled-out revision (drop --to/--list)"
         )
-    result = rollback_traffic(custom_objects_api(), params.pipeline.kserve.namespace, params.push.model_name)
+    settings = params.pipeline.kserve
+    result = rollback_traffic(custom_objects_api(), settings.namespace, params.push.model_name, settings.mode)
     print(
         f"rollback: InferenceService {result.namespace}/{result.name} sends all traffic to revision "
-        f"{result.to_revision} (was {result.from_revision}); canaryTrafficPercent is 0 until the next deploy"
+        f"{result.to_revision} (was {result.from_revision}); {result.how} until the next deploy"
     )
 
 

@@ -36,16 +36,21 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="start N worker processes on 127.0.0.1 (TF_CONFIG each, MultiWorkerMirroredStrategy; "
         "worker 0 writes) for development and tests; default: one process, or the cluster "
-        "TF_CONFIG describes",
+        "TF_CONFIG describes (in a Kubeflow Trainer pod, built from the JobSet pod's names)",
     )
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace, params: Params) -> None:
+    from petseg.components.ml.cluster import export_jobset_tf_config
     from petseg.components.train import train
 
     if args.local_workers is not None:
         return _run_local_workers(args)
+    # A Kubeflow Trainer (JobSet) pod has no TF_CONFIG: build it from the pod's own names first.
+    built = export_jobset_tf_config()
+    if built is not None:
+        print(f"train: TF_CONFIG from this JobSet pod: {built}", file=sys.stderr, flush=True)
     result = train(args.records, params.model, params.train, args.out, args.live)
     best = result.best_metrics
     print(
