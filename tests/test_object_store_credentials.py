@@ -593,3 +593,143 @@ def test_kserve_credentials_need_the_keys_and_kserves_gcs_file_name(capsys, monk
     assert "reads the key file from key gcloud-application-credentials.json" in capsys.readouterr().err
     assert main([*args, "--param", "pipeline.object_store.gcs_secret=g"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["secrets"] == [{"name": "g"}]
+
+
+# ------------------------------------------------------------------ TF Serving: the mirror and its deploy files
+DEPLOY = REPO_ROOT / "serving" / "deploy"
+S3_COMPONENT = DEPLOY / "components" / "s3-models"
+
+
+def test_mirror_copies_versions_before_the_config_and_follows_the_store(
+    signed_s3, monkeypatch, tmp_path, rule_savedmodels
+):
+    from test_s3 import publish_by_copy
+
+    from petseg.components.store import model_store, storage
+    from petseg.components.store.mirror import mirror_once
+
+    endpoint, key_id, secret, bucket = signed_s3
+    _use_env(monkeypatch, tmp_path, _pipeline_env(endpoint, key_id, secret))
+    store = PushParams(model_base_path=f"s3://{bucket}/mirror-{uuid.uuid4().hex[:6]}", server_model_base_path="/models")
+    target = tmp_path / "models"
+    assert mirror_once(store.model_base_path, target, "petseg").changed is False  # nothing pushed yet
+    assert not (target / "models.config").exists()
+
+    publish_by_copy(rule_savedmodels["wrong_10"], store, 1, {})
+    publish_by_copy(rule_savedmodels["perfect"], store, 2, {})
+    first = mirror_once(store.model_base_path, target, "petseg")
+    assert (first.added, first.removed, first.config_changed) == ([1, 2], [], True)
+    for version, name in ((1, "wrong_10"), (2, "perfect")):
+        copied = target / "petseg" / str(version) / "saved_model.pb"
+        assert copied.read_bytes() == (rule_savedmodels[name] / "saved_model.pb").read_bytes()
+    config = (target / "models.config").read_text()
+    assert 'base_path: "/models/petseg"' in config and "versions: 2" in config
+    assert not mirror_once(store.model_base_path, target, "petseg").changed  # in step: nothing to do
+
+    model_store.serve_version(store, 1, log=lambda _: None)  # a rollback on the store
+    storage.remove_tree(model_store.version_path(store, 2))
+    second = mirror_once(store.model_base_path, target, "petseg")
+    assert (second.added, second.removed, second.config_changed) == ([], [2], True)
+    assert sorted(p.name for p in (target / "petseg").iterdir()) == ["1"]
+
+
+def test_mirror_cli_refuses_a_wrong_key_in_one_line_naming_the_secret(signed_s3, monkeypatch, tmp_path, capsys):
+    endpoint, key_id, _, bucket = signed_s3
+    _use_env(monkeypatch, tmp_path, {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": "wrong"})
+    raw = yaml.safe_load((S3_COMPONENT / "params.yaml").read_text())
+    raw["push"]["model_base_path"] = f"s3://{bucket}/serving"
+    raw["pipeline"]["object_store"]["endpoint"] = endpoint  # the endpoint comes from the params file
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    code = main(["mirror", "--params", str(tmp_path / "params.yaml"), "--to", str(tmp_path / "m"), "--once"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("petseg mirror: error: AWS_SECRET_ACCESS_KEY is not the secret of AWS_ACCESS_KEY_ID")
+    assert f"{endpoint} (AWS_ENDPOINT_URL_S3)" in err
+    assert main(["mirror", "--params", str(tmp_path / "params.yaml"), "--to", str(tmp_path), "--every", "0"]) == 1
+    assert "--every must be a positive number" in capsys.readouterr().err
+
+
+def _render_with_s3_component(tmp_path: Path) -> list[dict]:
+    import shutil
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH: cannot render the kustomization")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(DEPLOY, overlay)],
+                "components": [os.path.relpath(S3_COMPONENT, overlay)],
+            }
+        )
+    )
+    done = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def test_s3_component_feeds_tf_serving_from_the_bucket_with_keys_from_the_secret(tmp_path):
+    objects = _render_with_s3_component(tmp_path)
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.37.0", strict=True)
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("PersistentVolumeClaim", "petseg-models") not in kinds
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["models"] and "persistentVolumeClaim" not in volumes["models"]
+    (mirror,) = pod["initContainers"]
+    assert mirror["restartPolicy"] == "Always" and mirror["command"][:2] == ["petseg", "mirror"]
+    (tfserving,) = pod["containers"]
+    assert {m["mountPath"] for m in mirror["volumeMounts"] if m["name"] == "models"} == {"/models"}
+    assert {m["mountPath"] for m in tfserving["volumeMounts"] if m["name"] == "models"} == {"/models"}
+
+    # The keys: secretKeyRef exactly as the pipeline's store steps get them for the component's params.
+    settings = load_params(S3_COMPONENT / "params.yaml")
+    expected = {
+        name: {"name": ref.secret, "key": ref.key}
+        for name, ref in contract.store_env(settings.pipeline.object_store).from_secrets.items()
+    }
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mirror["env"]} == expected
+    # The endpoint and bucket: the component's params.yaml, mounted where the mirror reads it.
+    (config_map,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "petseg-serving-mirror"
+    ]
+    assert config_map["data"]["params.yaml"] == (S3_COMPONENT / "params.yaml").read_text()
+    assert volumes["mirror-params"]["configMap"]["name"] == "petseg-serving-mirror"
+    assert settings.pipeline.object_store.endpoint.startswith("http://minio-service.kubeflow")
+    assert settings.push.model_base_path.startswith("s3://")
+    assert settings.push.model_name == PARAMS.push.model_name
+    assert settings.push.server_model_base_path == "/models"
+
+
+@pytest.mark.slow
+def test_checkov_passes_the_s3_variant(tmp_path):
+    from test_deploy_tools import _assert_clean, _checkov
+
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(yaml.safe_dump_all(_render_with_s3_component(tmp_path)))
+    _assert_clean(_checkov("--file", str(manifest), "--framework", "kubernetes"), {"kubernetes"})
+
+
+def test_compose_s3_override_mirrors_into_the_volume_tf_serving_reads():
+    base = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    override = yaml.safe_load((DEPLOY / "docker-compose.s3.yaml").read_text())
+    mirror, tfserving = override["services"]["model-mirror"], override["services"]["tfserving"]
+    assert mirror["env_file"] == ["s3.env"] and mirror["command"][:2] == ["petseg", "mirror"]
+    params_mount = next(v for v in mirror["volumes"] if v.endswith(":/etc/petseg/params.yaml:ro"))
+    assert (DEPLOY / params_mount.split(":")[0]).resolve() == S3_COMPONENT / "params.yaml"
+    # Compose merges a service's volumes by target: /models becomes the mirror's volume.
+    base_targets = {v.split(":")[1] for v in base["services"]["tfserving"]["volumes"]}
+    assert "/models" in base_targets and tfserving["volumes"] == ["models:/models:ro"]
+    assert "models:/models" in mirror["volumes"]
+    assert tfserving["depends_on"] == {"model-mirror": {"condition": "service_healthy"}}
+    assert mirror["user"].split(":")[0] == base["services"]["tfserving"]["user"].split(":")[0]
+    example = (DEPLOY / "s3.env.example").read_text().splitlines()
+    names = {line.split("=", 1)[0] for line in example if line and not line.startswith("#")}
+    assert names == {contract.ACCESS_KEY_ENV, contract.SECRET_KEY_ENV, contract.ENDPOINT_ENV}
+    assert "/serving/deploy/s3.env" in (REPO_ROOT / ".gitignore").read_text().splitlines()
