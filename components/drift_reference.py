@@ -12,6 +12,7 @@ from __future__ import annotations
 from petseg.components.core.errors import PetsegError, stable_text
 from petseg.components.core.params import SERVED_REFERENCE, PushParams
 from petseg.components.store import model_store
+from petseg.components.store.credentials import require_store_access
 
 
 def drift_reference(choice: str, store: PushParams) -> str | None:
@@ -26,6 +27,7 @@ def drift_reference(choice: str, store: PushParams) -> str | None:
     if choice != SERVED_REFERENCE:
         return choice or None
     where = model_store.model_root(store)
+    require_store_access(where)
     try:
         version, folder = model_store.served_drift_reference(store)
     except OSError as exc:

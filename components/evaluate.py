@@ -45,6 +45,7 @@ from petseg.components.ml.export import read_class_names
 from petseg.components.ml.metrics import SegmentationMetrics, confusion_counts
 from petseg.components.ml.plots import plot_confusion_matrix, plot_samples
 from petseg.components.store import model_store, storage
+from petseg.components.store.credentials import require_store_access
 
 TEST_SPLIT = "test"
 
@@ -234,6 +235,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Score `model_dir` (and the served model, if any) on the test shards; write metrics, plots, blessing."""
     records_dir, out_dir = Path(records_dir), Path(out_dir)
+    require_store_access(push.model_base_path)  # first: a refused key in one line, before minutes of scoring
     manifest = load_manifest(records_dir)
     candidate = ServingModel(str(model_dir), "model")
     fingerprint = model_store.model_fingerprint(model_dir)  # of what was loaded: push checks it is unchanged

@@ -41,6 +41,7 @@ from petseg.components.core.errors import PetsegError, first_line
 from petseg.components.core.fsutil import write_json
 from petseg.components.core.params import PushParams
 from petseg.components.store import model_store, storage
+from petseg.components.store.credentials import require_store_access
 from petseg.components.store.storage import join
 from petseg.components.store.warmup import (
     DEFAULT_WARMUP_IMAGE_SIZE,
@@ -97,6 +98,7 @@ def push(
     knows the data's fingerprint, of that data).
     """
     blessing = read_blessing(blessing_file)
+    require_store_access(params.model_base_path)  # first: a refused key in one line naming its Secret
     try:
         result = _push(str(model_dir), blessing, params, lineage, drift_reference)
     except PetsegError as exc:

@@ -50,6 +50,7 @@ from petseg.components.core.errors import DataValidationError
 from petseg.components.core.expectations import DRIFT_CHECKS, EXPECTATION_NAMES, check_critical_names
 from petseg.components.core.fsutil import atomic_directory, check_output_dir, io_errors_named, write_json
 from petseg.components.core.params import ValidateParams
+from petseg.components.store.credentials import require_store_access
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ def validate_dataset(
     check_critical_names(params.critical)
     check_output_dir(out_dir, SUMMARY_FILE, "validate")
     reference = str(reference) if reference else None
+    if reference:
+        require_store_access(reference)  # a reference on a store: its credentials, checked first
     reference_table, reference_fingerprint = read_reference(reference) if reference else (None, "")
     # (read whole before out_dir is replaced: it may be the reference)
     with io_errors_named(out_dir, "validate"):

@@ -71,7 +71,8 @@ PIPELINE_DESCRIPTION = (
 RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push")
 STEPS = ("download", "drift_reference", "validate", "preprocess", "train", "evaluate", "push")
 CACHED_STEPS = frozenset({"download", "validate", "preprocess", "train"})
-# Steps that read or write the model store (push.model_base_path): they mount pipeline.serving_pvc.
+# Steps that read or write the model store (push.model_base_path): they mount pipeline.serving_pvc and get
+# pipeline.object_store's credentials. Not deploy: it sends KServe the storageUri and reads nothing there.
 SERVING_STORE_STEPS = frozenset({"drift_reference", "validate", "evaluate", "push"})
 BLESSED_CONDITION = "blessed"
 # push.model_base_path schemes that outlive a pod (TF Serving reads both itself).
@@ -212,6 +213,8 @@ def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool =
     """Resources, caching, (train) the GPU, node selector and toleration, and the serving PVC where it is read."""
     from kfp import kubernetes
 
+    from petseg.pipeline.store_credentials import give_store_credentials
+
     task.set_display_name(step)
     task.set_caching_options(cache and step in CACHED_STEPS)
     set_resources(task, getattr(settings.resources, step), f"pipeline.resources.{step}")
@@ -228,6 +231,8 @@ def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool =
             )
     if step in SERVING_STORE_STEPS and settings.serving_pvc:
         kubernetes.mount_pvc(task, pvc_name=settings.serving_pvc, mount_path=settings.serving_mount_path)
+    if step in SERVING_STORE_STEPS:
+        give_store_credentials(task, settings.object_store)
 
 
 def set_resources(task: Any, resources: StepResources, key: str) -> None:

@@ -5,6 +5,14 @@ Fixtures stay in conftest.py; test modules import these with `from helpers impor
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +155,65 @@ def bomb_png(width: int = 12000, height: int = 12000) -> bytes:
     data[20:24] = height.to_bytes(4, "big")  # IHDR height
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # the IHDR chunk's CRC, so decoders accept it
     return bytes(data)
+
+
+# ------------------------------------------------------------ a local S3 server
+MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+
+
+@contextlib.contextmanager
+def moto_server(log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """http://127.0.0.1:PORT of a `moto_server` (S3, IAM...) running for the block, as tests/test_s3.py starts one."""
+    from petseg.components.ml.cluster import free_ports
+
+    port = free_ports(1)[0]
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def require_signed_requests(endpoint: str) -> tuple[str, str]:
+    """Turn on moto's authentication: (access key id, secret) of an IAM user allowed everything.
+
+    moto checks keys and signatures only after /moto-api/reset-auth; the user is made first,
+    while any key is accepted.
+    """
+    import json
+
+    import boto3
+
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+    )
+    iam.create_user(UserName="petseg-admin")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="petseg-admin", PolicyName="all", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="petseg-admin")["AccessKey"]
+    request = urllib.request.Request(
+        endpoint + "/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    return key["AccessKeyId"], key["SecretAccessKey"]

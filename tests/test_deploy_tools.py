@@ -48,9 +48,11 @@ def _manifest_files() -> list[Path]:
     """
     files = []
     for path in sorted(DEPLOY.rglob("*.yaml")):
-        if path.name == "docker-compose.yaml":
+        if path.name.startswith("docker-compose"):
             continue
         kinds = {doc.get("kind") for doc in _documents(path)}
+        if None in kinds:  # not a Kubernetes object (components/s3-models/params.yaml, petseg's own settings)
+            continue
         if not kinds & (KUSTOMIZE_KINDS | CUSTOM_KINDS):
             files.append(path)
     return files

@@ -326,6 +326,112 @@ class KServeParams:
             )
 
 
+# Kubernetes names: a Secret's name is a DNS-1123 subdomain; a key in its data is letters, digits, '-', '_', '.'.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def check_secret_name(name: str, key: str) -> None:
+    """ParamsError unless `name` is "" or a valid Kubernetes Secret name (a DNS-1123 subdomain)."""
+    if name and (len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name)):
+        raise ParamsError(
+            f"'{key}' must be a Kubernetes Secret name: lower-case letters, digits, '-' and '.', "
+            f"starting and ending with a letter or digit, at most 253 characters; got {_shown(name)}"
+        )
+
+
+def check_secret_key(name: str, key: str) -> None:
+    """ParamsError unless `name` can be a key of a Secret's data (Kubernetes' IsConfigMapKey rule)."""
+    if len(name) > 253 or not _SECRET_KEY.fullmatch(name) or name in (".", "..") or name.startswith(".."):
+        raise ParamsError(
+            f"'{key}' must be a key of a Kubernetes Secret: letters, digits, '-', '_' and '.', "
+            f"not '.', '..' or starting with '..', at most 253 characters; got {_shown(name)}"
+        )
+
+
+def check_endpoint_url(url: str, key: str) -> None:
+    """ParamsError unless `url` is "" or http(s)://HOST[:PORT], the form S3 clients, TF Serving and KServe all take."""
+    if not url:
+        return
+    from urllib.parse import urlsplit
+
+    problem = None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        parts, port, problem = None, None, str(exc)
+    if parts is not None and problem is None:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problem = "it must start with http:// or https:// and name a host"
+        elif parts.username or parts.password:
+            problem = "credentials do not belong in it (they come from pipeline.object_store.secret)"
+        elif parts.path not in ("", "/") or parts.query or parts.fragment:
+            problem = "it must be scheme://host[:port] with no path, query or fragment"
+        elif any(c.isspace() for c in url):
+            problem = "it must not contain spaces"
+        elif port == 0:
+            problem = "port 0 is not a port"
+    if problem:
+        raise ParamsError(f"'{key}' is not an S3 endpoint URL ({problem}); got {_shown(url)}")
+
+
+@dataclass(frozen=True)
+class ObjectStoreKeys:
+    """Which keys of pipeline.object_store.secret hold the S3 access key id and secret access key."""
+
+    access_key_id: str = "accesskey"  # Kubeflow's mlpipeline-minio-artifact names them so
+    secret_access_key: str = "secretkey"
+
+    def check(self) -> None:
+        check_secret_key(self.access_key_id, "pipeline.object_store.keys.access_key_id")
+        check_secret_key(self.secret_access_key, "pipeline.object_store.keys.secret_access_key")
+        if self.access_key_id == self.secret_access_key:
+            raise ParamsError(
+                "pipeline.object_store.keys.access_key_id and .secret_access_key name the same key "
+                f"({self.access_key_id!r}); the access key id and the secret are two keys of the Secret"
+            )
+
+
+@dataclass(frozen=True)
+class ObjectStoreParams:
+    """Where the pods that touch the model store get its credentials (petseg.components.contracts.object_store).
+
+    S3: the keys of Secret `secret` become AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, `endpoint`
+    (an S3-compatible store: MinIO, SeaweedFS, Ceph) and `region` plain variables. GCS: Secret
+    `gcs_secret` is mounted and GOOGLE_APPLICATION_CREDENTIALS names its key file `gcs_key`.
+    "" for a Secret means the pods' own identity (IRSA on EKS, Workload Identity on GKE).
+    KServe's storage initializer reads other key names, so it gets its own Secret, `kserve_secret`.
+    """
+
+    secret: str = ""
+    keys: ObjectStoreKeys = ObjectStoreKeys()
+    endpoint: str = ""  # http(s)://host[:port] of an S3-compatible store; "" = AWS
+    region: str = ""  # "" = the client's default (us-east-1); MinIO and SeaweedFS accept us-east-1
+    gcs_secret: str = ""
+    gcs_key: str = "gcloud-application-credentials.json"  # KServe's file name, so one Secret serves both
+    kserve_secret: str = "petseg-kserve-s3"  # data keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (KServe's)
+
+    def check(self) -> None:
+        for name in ("secret", "gcs_secret", "kserve_secret"):
+            check_secret_name(getattr(self, name), f"pipeline.object_store.{name}")
+        if not self.kserve_secret:
+            raise ParamsError("'pipeline.object_store.kserve_secret' must name a Secret (KServe reads S3 keys there)")
+        check_secret_key(self.gcs_key, "pipeline.object_store.gcs_key")
+        check_endpoint_url(self.endpoint, "pipeline.object_store.endpoint")
+        if self.region and not _REGION.fullmatch(self.region):
+            raise ParamsError(
+                f"'pipeline.object_store.region' must be a region name such as us-east-1 (lower-case letters, "
+                f"digits and '-'); got {_shown(self.region)}"
+            )
+        if self.secret and self.secret == self.gcs_secret:
+            raise ParamsError(
+                "pipeline.object_store.secret and .gcs_secret name the same Secret; S3 keys and a GCS key file "
+                "are read from different Secrets"
+            )
+
+
 @dataclass(frozen=True)
 class PipelineParams:
     """How the Kubeflow pipeline is built (compile-time settings, not run parameters)."""
@@ -346,6 +452,7 @@ class PipelineParams:
     resources: PipelineResources = PipelineResources()
     deploy: Literal["none", "kserve"] = "none"  # after push: nothing, or roll the model out on KServe
     kserve: KServeParams = KServeParams()
+    object_store: ObjectStoreParams = ObjectStoreParams()  # credentials of the store steps that touch it
 
 
 @dataclass(frozen=True)

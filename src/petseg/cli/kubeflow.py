@@ -95,7 +95,16 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="write a cluster-wide ClusterTrainingRuntime instead of a TrainingRuntime in --namespace",
     )
     trainjob.set_defaults(handler=_run_pipeline_trainjob)
-    for action in (compile_, submit, run_local, tfjob, trainjob):
+    kserve_credentials = actions.add_parser(
+        "kserve-credentials",
+        help="print the KServe predictor's ServiceAccount and S3 Secret (for kubectl apply -f -)",
+        description="The ServiceAccount pipeline.kserve.service_account lists the Secrets KServe's storage "
+        "initializer reads; with pipeline.object_store.secret set, also the Secret pipeline.object_store."
+        "kserve_secret, annotated with the endpoint and region and holding $AWS_ACCESS_KEY_ID and "
+        "$AWS_SECRET_ACCESS_KEY under the key names KServe reads (docs/object-store-credentials.md).",
+    )
+    kserve_credentials.set_defaults(handler=_run_pipeline_kserve_credentials)
+    for action in (compile_, submit, run_local, tfjob, trainjob, kserve_credentials):
         action.add_argument(
             "--param",
             action="append",
@@ -223,3 +232,33 @@ def _run_pipeline_tfjob(args: argparse.Namespace, params: Params) -> None:
         f"pipeline tfjob: wrote {args.output}: TFJob {args.namespace}/{args.name}, "
         f"{params.pipeline.train_workers} worker(s) of {image}; run `kubectl apply -f {args.output}`"
     )
+
+
+def _run_pipeline_kserve_credentials(args: argparse.Namespace, params: Params) -> None:
+    import os
+
+    import yaml
+
+    from petseg.components.contracts.object_store import (
+        ACCESS_KEY_ENV,
+        SECRET_KEY_ENV,
+        kserve_s3_secret,
+        kserve_service_account,
+    )
+    from petseg.components.core.errors import PetsegError
+    from petseg.pipeline.run import apply_overrides
+
+    params = apply_overrides(params, args.param)
+    store, kserve = params.pipeline.object_store, params.pipeline.kserve
+    objects = [kserve_service_account(store, kserve)]
+    if store.secret:
+        missing = [name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not os.environ.get(name)]
+        if missing:
+            raise PetsegError(
+                f"{' and '.join(missing)} not set: export the store's keys (those in Secret {store.secret}, keys "
+                f"{store.keys.access_key_id} and {store.keys.secret_access_key}) to write KServe's Secret"
+            )
+        objects.append(
+            kserve_s3_secret(store, kserve.namespace, os.environ[ACCESS_KEY_ENV], os.environ[SECRET_KEY_ENV])
+        )
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")

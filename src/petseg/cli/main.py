@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "push": "push",
     "rollback": "rollback",
+    "mirror": "mirror",
     "serve": "serving",
     "predict": "serving",
     "pipeline": "kubeflow",
