@@ -51,11 +51,9 @@ class MirrorPass:
         return bool(self.added or self.removed or self.config_changed)
 
 
-def local_versions(folder: Path) -> set[int]:
-    """The version folders (all digits) in a local model folder."""
-    if not folder.is_dir():
-        return set()
-    return {int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0}
+def local_versions(target: Path, model_name: str) -> set[int]:
+    """The complete versions in the local copy (the model store's own rule for which folders count)."""
+    return set(model_store.available_versions(target, model_name))
 
 
 def mirror_once(source: str, target: str | Path, model_name: str) -> MirrorPass:
@@ -68,15 +66,16 @@ def mirror_once(source: str, target: str | Path, model_name: str) -> MirrorPass:
         shutil.rmtree(leftover, ignore_errors=True)
     try:
         remote = set(model_store.list_version_numbers(store))
-        added = sorted(remote - local_versions(model_dir))
+        added = sorted(remote - local_versions(target, model_name))
         for version in added:
             staging = model_dir / f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
             storage.copy_tree(model_store.version_path(store, version), str(staging), last=model_store.SAVED_MODEL_FILE)
             os.rename(staging, model_dir / str(version))
-        config_changed = _copy_config(model_store.config_path(store), target / model_store.MODELS_CONFIG_FILE)
+        local = PushParams(model_base_path=str(target), model_name=model_name)
+        config_changed = _copy_config(model_store.config_path(store), Path(model_store.config_path(local)))
     except OSError as exc:
         raise PetsegError(f"mirror: cannot copy from {source} ({first_line(exc)})") from None
-    removed = sorted(local_versions(model_dir) - remote)
+    removed = sorted(local_versions(target, model_name) - remote)
     for version in removed:
         shutil.rmtree(model_dir / str(version))
     return MirrorPass(added, removed, config_changed)
