@@ -5,6 +5,7 @@ Fixtures stay in conftest.py; test modules import these with `from helpers impor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def metrics_of(true, pred) -> SegmentationMetrics:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample"
+# The real photos beside the checkout; PETSEG_SAMPLE_DIR names them where the checkout sits elsewhere (a worktree).
+SAMPLE_DIR = Path(os.environ.get("PETSEG_SAMPLE_DIR") or REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample")
 
 TINY_OVERRIDES = {
     "data": {
