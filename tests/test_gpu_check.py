@@ -26,6 +26,7 @@ def gpu_check():
     sys.path.remove(str(BENCH))
 
 
+@pytest.mark.slow  # about 30 s of CPU: TensorFlow, a model build, the profiler, one training step
 def test_smoke_mode_measures_on_the_cpu_and_says_the_gpu_rows_are_skipped(tmp_path):
     out = tmp_path / "RESULTS-gpu.md"
     done = subprocess.run(
