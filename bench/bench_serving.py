@@ -20,6 +20,23 @@ so that other load on the machine hits all alike:
   /v1/models/petseg:predict and reading the masks out of the JSON answer
   (which, REST having no output_filter, carries the probabilities too).
 
+Then, at batch 1 and the same sizes and concurrency levels, the encoded forms
+an app uses: a photo-like JPEG (quality 90) sent as bytes, the mask back,
+
+- in-process serving_png: the SavedModel's PNG signature called directly,
+  the PNG decoded (the floor for the PNG form);
+- gRPC bytes: serving_bytes over gRPC with output_filter mask (the stock
+  tensorflow-serving-api stub);
+- REST PNG: serving_png over REST with a `requests` Session: {"b64": JPEG}
+  in, {"b64": PNG} out, decoded to the mask;
+
+paired three ways request by request at concurrency 1 (which goes first
+rotates each cycle), in alternating closed-loop rounds above it. The goal:
+REST PNG p50 <= 1.3x gRPC bytes p50 at concurrency 1. It also reports the
+bytes on the wire per request for every API and form (request and answer
+payload: the protobuf message for gRPC, the JSON body for REST; HTTP/2 and
+HTTP/1.1 framing and headers not counted).
+
 It prints p50/p95/p99 latency per request and throughput in images/s, then
 the goals: each API's added latency at concurrency 1 (p50 server / p50
 of the in-process requests it was paired with - 1, goal < 15%) and gRPC's p99/p50 at concurrency 16 (goal < 3).
@@ -63,6 +80,8 @@ from petseg.components.ml.cluster import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERHEAD_GOAL = 0.15  # server p50 / in-process p50 - 1, at the lowest concurrency
+PNG_GOAL = 1.3  # REST PNG p50 / gRPC bytes p50, paired at the lowest concurrency
+JPEG_QUALITY = 90
 TAIL_GOAL = 3.0  # server p99 / p50, at the highest concurrency
 
 
@@ -148,20 +167,27 @@ def paired(baseline: Callable, api: Callable, seconds: float, min_requests: int,
     API and not the minute it ran in. Runs until the pairs took `seconds` per
     side and each side has `min_requests`.
     """
-    calls = [baseline(), api()]
+    base_cell, api_cell = interleaved([baseline, api], seconds, min_requests, batch)
+    return base_cell, api_cell
+
+
+def interleaved(makers: list[Callable], seconds: float, min_requests: int, batch: int) -> list[Cell]:
+    """One request of each side per cycle, the order rotated every cycle; a Cell per side (see paired)."""
+    calls = [make() for make in makers]
     for call in calls:
         call()  # warm: connection, kernels for this shape
-    latencies: list[list[float]] = [[], []]
+    sides = len(calls)
+    latencies: list[list[float]] = [[] for _ in calls]
     began = time.perf_counter()
     cycle = 0
-    while cycle < min_requests or time.perf_counter() - began < 2 * seconds:
-        for side in (0, 1) if cycle % 2 == 0 else (1, 0):
+    while cycle < min_requests or time.perf_counter() - began < sides * seconds:
+        for k in range(sides):
+            side = (cycle + k) % sides
             started = time.perf_counter()
             calls[side]()
             latencies[side].append(time.perf_counter() - started)
         cycle += 1
-    base_cell, api_cell = (Cell(taken, sum(taken), len(taken) * batch) for taken in latencies)
-    return base_cell, api_cell
+    return [Cell(taken, sum(taken), len(taken) * batch) for taken in latencies]
 
 
 def closed_loop_rounds(
@@ -276,6 +302,8 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
         )
         rng = np.random.default_rng(0)
         cells: list[dict] = []
+        encoded_cells: list[dict] = []
+        wire: dict[str, dict] = {}
         show(CELL_HEADER)
         show("-" * len(CELL_HEADER))
         try:
@@ -308,7 +336,7 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
                         return call
 
                     def rest_call(images=images):
-                        body = orjson.dumps({"instances": images}, option=orjson.OPT_SERIALIZE_NUMPY)
+                        body = pixel_body(images)
                         connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=600)
 
                         def call():
@@ -326,12 +354,46 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
 
                         return call
 
+                    wire[f"{width}x{height}x{batch}"] = dict(
+                        width=width,
+                        height=height,
+                        batch=batch,
+                        grpc_pixels=grpc_wire_bytes(port, request),
+                        rest_pixels=rest_wire_bytes(
+                            rest_port, orjson.dumps({"instances": images}, option=orjson.OPT_SERIALIZE_NUMPY)
+                        ),
+                    )
                     for level in levels:
                         measured, baselines = measure_cell(
                             in_process_call, {"server": server_call, "rest": rest_call}, level, args, batch
                         )
                         cells.append(cell_figures(width, height, batch, level, measured, baselines))
                         show(cell_line(cells[-1]))
+            show("")
+            show(ENCODED_HEADER)
+            show("-" * len(ENCODED_HEADER))
+            for width, height in sizes:
+                jpeg = photo_jpeg(width, height)
+                forms = encoded_forms(model_dir, jpeg, port, rest_port, params.serve.max_message_mb)
+                wire.setdefault(f"{width}x{height}x1", dict(width=width, height=height, batch=1)).update(
+                    jpeg=len(jpeg),
+                    grpc_bytes=grpc_wire_bytes(port, forms["grpc_bytes_request"]),
+                    rest_png=rest_wire_bytes(rest_port, png_body(jpeg)),
+                )
+                for level in levels:
+                    calls = {mode: forms[mode] for mode in ENCODED_MODES}
+                    if level == min(levels):
+                        measured = dict(
+                            zip(
+                                calls,
+                                interleaved(list(calls.values()), args.seconds, args.min_requests, 1),
+                                strict=True,
+                            )
+                        )
+                    else:
+                        measured = closed_loop_rounds(calls, level, args, 1)
+                    encoded_cells.append(encoded_figures(width, height, level, len(jpeg), measured))
+                    show(encoded_line(encoded_cells[-1]))
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -348,7 +410,182 @@ def measure(args: argparse.Namespace, show: Callable[[str], None] = lambda line:
         rest_overhead=overhead_goals(cells, min(levels), "rest"),
         tail_goal=TAIL_GOAL,
         tail=tail_goals(cells, max(levels)),
+        encoded_cells=encoded_cells,
+        png_goal=PNG_GOAL,
+        png=png_goals(encoded_cells, min(levels)),
+        wire=list(wire.values()),
     )
+
+
+ENCODED_MODES = ("png_in_process", "grpc_bytes", "rest_png")
+
+
+def photo_jpeg(width: int, height: int, seed: int = 0) -> bytes:
+    """A photo-like JPEG (smooth colour regions plus sensor-like noise) at JPEG_QUALITY: its size is a photo's."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32)
+    pixels = np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def pixel_body(images: np.ndarray) -> bytes:
+    """The row-form REST request for uint8 images through serving_default."""
+    return orjson.dumps({"instances": images}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def png_body(jpeg: bytes) -> bytes:
+    """The REST request an app sends for one photo through serving_png."""
+    import base64
+
+    return orjson.dumps(
+        {"signature_name": signatures.SIGNATURE_PNG, "instances": [{"b64": base64.b64encode(jpeg).decode()}]}
+    )
+
+
+def decode_png_mask(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image)
+
+
+def encoded_forms(model_dir: Path, jpeg: bytes, port: int, rest_port: int, max_message_mb: int) -> dict:
+    """Call makers for ENCODED_MODES (each returns the mask), plus the gRPC bytes request for the wire count."""
+    import base64
+
+    import grpc
+    import requests
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from petseg.serving.server import message_options
+
+    png_signature = tf.saved_model.load(str(model_dir)).signatures[signatures.SIGNATURE_PNG]
+
+    def grpc_request():
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "petseg"
+        request.model_spec.signature_name = signatures.SIGNATURE_BYTES
+        request.output_filter.append(signatures.OUTPUT_MASK)
+        request.inputs[signatures.INPUT_BYTES].CopyFrom(tf.make_tensor_proto([jpeg], dtype=tf.string))
+        return request
+
+    def png_in_process():
+        def call():
+            out = png_signature(**{signatures.INPUT_BYTES: tf.constant([jpeg])})
+            return decode_png_mask(out[signatures.OUTPUT_MASK_PNG].numpy()[0])
+
+        return call
+
+    def grpc_bytes():
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=message_options(max_message_mb))
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+
+        def call():
+            response = predict(grpc_request(), timeout=600)
+            return tf.make_ndarray(response.outputs[signatures.OUTPUT_MASK])[0]
+
+        return call
+
+    def rest_png():
+        session = requests.Session()
+        url = f"http://127.0.0.1:{rest_port}/v1/models/petseg:predict"
+
+        def call():
+            response = session.post(url, data=png_body(jpeg), headers={"Content-Type": "application/json"}, timeout=600)
+            if response.status_code != 200:
+                raise SystemExit(f"REST PNG predict failed: {response.status_code} {response.text[:300]}")
+            return decode_png_mask(base64.b64decode(orjson.loads(response.content)["predictions"][0]["b64"]))
+
+        return call
+
+    forms = dict(png_in_process=png_in_process, grpc_bytes=grpc_bytes, rest_png=rest_png)
+    masks = [make()() for make in forms.values()]
+    for mode, mask in zip(forms, masks, strict=True):  # every form answers the same mask, or the race is void
+        if not np.array_equal(mask, masks[1]):
+            raise SystemExit(f"bench_serving: {mode} answered another mask than gRPC bytes")
+    return {**forms, "grpc_bytes_request": grpc_request()}
+
+
+def grpc_wire_bytes(port: int, request) -> dict:
+    """A gRPC form's payload per request: the PredictRequest and PredictResponse messages, serialized."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 2**30)]) as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=600)
+    return dict(request=request.ByteSize(), response=response.ByteSize())
+
+
+def rest_wire_bytes(rest_port: int, body: bytes) -> dict:
+    """A REST form's payload per request: the JSON request body and the JSON answer body."""
+    connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=600)
+    try:
+        connection.request("POST", "/v1/models/petseg:predict", body=body, headers={"Content-Type": "application/json"})
+        answer = connection.getresponse().read()
+    finally:
+        connection.close()
+    return dict(request=len(body), response=len(answer))
+
+
+def encoded_figures(width: int, height: int, level: int, jpeg_bytes: int, measured: dict[str, Cell]) -> dict:
+    """One encoded-forms cell: p50/p95/p99 (ms) and images/s per mode, and REST PNG's p50 ratios."""
+    figures: dict = dict(width=width, height=height, batch=1, concurrency=level, jpeg_bytes=jpeg_bytes)
+    for mode, cell in measured.items():
+        figures.update(
+            {
+                f"{mode}_requests": len(cell.latencies),
+                f"{mode}_p50": cell.percentile(50),
+                f"{mode}_p95": cell.percentile(95),
+                f"{mode}_p99": cell.percentile(99),
+                f"{mode}_throughput": cell.throughput,
+            }
+        )
+    figures["rest_png_vs_grpc_bytes"] = figures["rest_png_p50"] / figures["grpc_bytes_p50"]
+    figures["rest_png_vs_in_process"] = figures["rest_png_p50"] / figures["png_in_process_p50"]
+    return figures
+
+
+ENCODED_HEADER = (
+    f"{'size':>8} {'conc':>4} {'JPEG kB':>7} | {'in-process PNG p50':>18} {'p99':>7} | "
+    f"{'gRPC bytes p50':>14} {'p99':>7} | {'REST PNG p50':>12} {'p99':>7} {'img/s':>7} | "
+    f"{'REST PNG / gRPC bytes':>21} {'/ in-process':>12}"
+)
+
+
+def encoded_line(c: dict) -> str:
+    """An encoded-forms cell as one row under ENCODED_HEADER."""
+    return (
+        f"{c['width']}x{c['height']:<4} {c['concurrency']:>4} {c['jpeg_bytes'] / 1000:>7.1f} | "
+        f"{c['png_in_process_p50']:>15.1f} ms {c['png_in_process_p99']:>7.1f} | "
+        f"{c['grpc_bytes_p50']:>11.1f} ms {c['grpc_bytes_p99']:>7.1f} | "
+        f"{c['rest_png_p50']:>9.1f} ms {c['rest_png_p99']:>7.1f} {c['rest_png_throughput']:>7.1f} | "
+        f"{c['rest_png_vs_grpc_bytes']:>21.2f} {c['rest_png_vs_in_process']:>12.2f}"
+    )
+
+
+def png_goals(cells: list[dict], level: int) -> list[dict]:
+    """REST PNG p50 / gRPC bytes p50 at concurrency `level` (paired), per image size, against PNG_GOAL."""
+    return [
+        dict(
+            width=c["width"],
+            height=c["height"],
+            concurrency=level,
+            ratio=c["rest_png_vs_grpc_bytes"],
+            met=c["rest_png_vs_grpc_bytes"] <= PNG_GOAL,
+        )
+        for c in cells
+        if c["concurrency"] == level
+    ]
 
 
 def cell_figures(
@@ -462,6 +699,19 @@ def report_goals(f: dict) -> None:
         print(f"gRPC tail at concurrency {f['tail'][0]['concurrency']} (p99 / p50; goal < {TAIL_GOAL:g}):")
     for g in f["tail"]:
         print(f"  {g['width']}x{g['height']} batch {g['batch']}: {g['ratio']:.2f} {'ok' if g['met'] else 'OVER'}")
+    if f.get("png"):
+        print(
+            f"REST PNG vs gRPC bytes at concurrency {f['png'][0]['concurrency']}, paired "
+            f"(p50 REST serving_png / p50 gRPC serving_bytes mask only; goal <= {PNG_GOAL:g}):"
+        )
+    for g in f.get("png", []):
+        print(f"  {g['width']}x{g['height']}: {g['ratio']:.2f} {'ok' if g['met'] else 'OVER'}")
+    if f.get("wire"):
+        print("bytes on the wire per request (request + answer payload):")
+    for w in f.get("wire", []):
+        forms = [k for k in ("grpc_pixels", "rest_pixels", "grpc_bytes", "rest_png") if k in w]
+        shown = ", ".join(f"{k} {w[k]['request']:,} + {w[k]['response']:,}" for k in forms)
+        print(f"  {w['width']}x{w['height']} batch {w['batch']}: {shown}")
 
 
 if __name__ == "__main__":

@@ -351,7 +351,97 @@ def serving_section(f: dict) -> tuple[str, list[bool]]:
         ],
         rows,
     )
-    return f"{intro}\n\n{table}", [g["met"] for g in f["overhead"] + f["tail"]]
+    encoded, encoded_goals = encoded_section(f)
+    wire = wire_section(f)
+    parts = [intro, table, encoded, wire]
+    return "\n\n".join(p for p in parts if p), [g["met"] for g in f["overhead"] + f["tail"]] + encoded_goals
+
+
+def encoded_section(f: dict) -> tuple[str, list[bool]]:
+    """The encoded forms (JPEG in, mask out): in-process serving_png, gRPC serving_bytes, REST serving_png."""
+    cells = f.get("encoded_cells") or []
+    if not cells:
+        return "", []
+    goals = {(g["width"], g["height"], g["concurrency"]): g for g in f.get("png", [])}
+    intro = (
+        "Encoded forms, batch 1: a photo-like JPEG (quality 90) in, the mask out. gRPC bytes = `serving_bytes` with "
+        'output_filter `mask`; REST PNG = `serving_png` over REST with `requests` ({"b64": JPEG} in, {"b64": PNG} '
+        "out, decoded); in-process PNG = the SavedModel's `serving_png` called directly. At the lowest concurrency "
+        "the three alternate request by request (the order rotating), so other load on the machine hits all alike; "
+        "above it, 3 alternating rounds. Latencies in ms per request."
+    )
+    rows = []
+    for c in cells:
+        goal = goals.get((c["width"], c["height"], c["concurrency"]))
+        rows.append(
+            [
+                f"{c['width']}x{c['height']}",
+                str(c["concurrency"]),
+                f"{c['jpeg_bytes'] / 1000:.1f}",
+                f"{c['png_in_process_p50']:.1f} / {c['png_in_process_p99']:.1f}",
+                f"{c['grpc_bytes_p50']:.1f} / {c['grpc_bytes_p99']:.1f}",
+                f"{c['rest_png_p50']:.1f} / {c['rest_png_p99']:.1f}",
+                f"{c['grpc_bytes_throughput']:.1f}",
+                f"{c['rest_png_throughput']:.1f}",
+                f"{c['rest_png_vs_grpc_bytes']:.2f}x",
+                f"{c['rest_png_vs_in_process']:.2f}x",
+                f"<= {f['png_goal']:g}x gRPC bytes" if goal else "",
+                met(goal["met"]) if goal else "",
+            ]
+        )
+    table = markdown_table(
+        [
+            "Image",
+            "Concurrency",
+            "JPEG kB",
+            "In-process PNG p50 / p99",
+            "gRPC bytes p50 / p99 (baseline)",
+            "REST PNG p50 / p99",
+            "gRPC bytes images/s",
+            "REST PNG images/s",
+            "REST PNG / gRPC bytes p50",
+            "REST PNG / in-process p50",
+            "Goal",
+            "Met",
+        ],
+        rows,
+    )
+    return f"{intro}\n\n{table}", [g["met"] for g in f.get("png", [])]
+
+
+WIRE_FORMS = (
+    ("grpc_pixels", "gRPC pixels (`serving_default`, mask only)"),
+    ("rest_pixels", "REST pixels (`serving_default`, JSON numbers, every output)"),
+    ("grpc_bytes", "gRPC bytes (`serving_bytes`, mask only)"),
+    ("rest_png", "REST PNG (`serving_png`, b64)"),
+)
+
+
+def wire_section(f: dict) -> str:
+    """Bytes on the wire per request, request + answer payload, for every API and form measured."""
+    wire = f.get("wire") or []
+    if not wire:
+        return ""
+    rows = [
+        [
+            label,
+            f"{w['width']}x{w['height']}",
+            str(w["batch"]),
+            f"{w[form]['request']:,}",
+            f"{w[form]['response']:,}",
+            f"{w[form]['request'] + w[form]['response']:,}",
+        ]
+        for form, label in WIRE_FORMS
+        for w in wire
+        if form in w
+    ]
+    intro = (
+        "Bytes on the wire per request: the payload (gRPC: the serialized PredictRequest/PredictResponse; "
+        "REST: the JSON bodies), without HTTP/2 or HTTP/1.1 framing and headers."
+    )
+    return f"{intro}\n\n" + markdown_table(
+        ["API and form", "Image", "Batch", "Request bytes", "Answer bytes", "Total"], rows
+    )
 
 
 SECTIONS = {
@@ -360,7 +450,10 @@ SECTIONS = {
         "Training input pipeline and training: project vs the seed recipe (`bench/bench_train.py`)",
         train_section,
     ),
-    "serving": ("Serving over gRPC vs in-process inference (`bench/bench_serving.py`)", serving_section),
+    "serving": (
+        "Serving over gRPC and REST vs in-process inference, pixel and encoded forms (`bench/bench_serving.py`)",
+        serving_section,
+    ),
 }
 
 

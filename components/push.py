@@ -47,6 +47,7 @@ from petseg.components.store.warmup import (
     DEFAULT_WARMUP_IMAGE_SIZE,
     WARMUP_FILE,
     InfraValidationError,
+    covering_every_signature,
     infra_validate,
     read_warmup_file,
     warmup_requests,
@@ -283,7 +284,7 @@ def stage_version(model_dir: str, staging: str, params: PushParams, lineage: dic
     if params.warmup_requests:
         write_warmup_file(join(staging, WARMUP_FILE), requests)
         requests = read_warmup_file(join(staging, WARMUP_FILE))  # validate what a server will replay
-    validation = infra_validate(staging, requests)
+    validation = infra_validate(staging, covering_every_signature(requests, staging, params.model_name, image_size))
     _write_json_file(
         join(staging, model_store.LINEAGE_FILE),
         {

@@ -57,6 +57,17 @@ pip_install -e ".[test,deploy-check]" --config-settings editable_mode=strict || 
 "$VENV/bin/python" -c "import petseg.components, petseg.pipeline, petseg.serving" \
   || { echo "setup: petseg did not install; see the pip output above" >&2; exit 1; }
 
+# curl: tests/test_rest_png.py runs docs/rest.md's curl example against a local server (skipped without it).
+if ! command -v curl >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing curl (apt-get) for the documented REST example's test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; } \
+      || echo "setup: apt-get could not install curl; tests/test_rest_png.py will skip its curl test" >&2
+  else
+    echo "setup: curl is not installed; install it to run docs/rest.md's curl example test (skipped until then)" >&2
+  fi
+fi
+
 # checkov (the deployment files' security checks, tests/test_deploy_tools.py) pins many packages
 # that clash with petseg's, so it gets a venv of its own: .venv-checkov (first time: about 1.5 minutes).
 CHECKOV_REQUIREMENT="checkov>=3.3.30,<3.4"

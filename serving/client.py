@@ -28,11 +28,16 @@ ENCODED_FORMATS = ("JPEG", "PNG")  # what the bytes signature decodes (component
 
 
 class ServingRequestError(PetsegError):
-    """The server refused a request or could not be reached; `code` is the grpc.StatusCode."""
+    """The server refused a request or could not be reached.
 
-    def __init__(self, message: str, code=None):
+    `code` is the grpc.StatusCode (over REST: the one the HTTP status stands for),
+    `http_status` the HTTP status when the REST client got one.
+    """
+
+    def __init__(self, message: str, code=None, *, http_status: int | None = None):
         super().__init__(message)
         self.code = code
+        self.http_status = http_status
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Segmentation:
     """The model's answer for one image: class ids at the image's size, and which version gave it."""
 
     mask: np.ndarray  # uint8 [H, W], values index signatures.CLASS_NAMES
-    model_version: int
+    model_version: int | None  # None: not known (REST answers do not name it; see rest_client.py)
     probabilities: np.ndarray | None = None  # float32 [H, W, C] when asked for
 
     def class_fractions(self, class_names: Sequence[str] = signatures.CLASS_NAMES) -> dict[str, float]:
@@ -105,7 +110,7 @@ class SegmentationClient:
 
     def segment_encoded(self, encoded: Sequence[bytes]) -> list[Segmentation]:
         """Masks for encoded JPEG/PNG images via the bytes signature (much smaller requests)."""
-        sizes = [_encoded_size(data, i) for i, data in enumerate(encoded)]
+        sizes = [encoded_size(data, i) for i, data in enumerate(encoded)]
         return self._in_batches(sizes, lambda idx: self._bytes_request([encoded[i] for i in idx]))
 
     def predict(self, request, timeout_seconds: float | None = None):
@@ -196,7 +201,7 @@ class SegmentationClient:
         return ServingRequestError(message, code)
 
 
-def _encoded_size(data: bytes, index: int) -> tuple[int, int]:
+def encoded_size(data: bytes, index: int) -> tuple[int, int]:
     """(height, width) of an encoded JPEG/PNG, read from its header (nothing is decoded)."""
     try:
         size = declared_size(data)

@@ -19,6 +19,7 @@ import numpy as np
 from petseg.components.core.errors import PetsegError
 from petseg.serving.client import DEFAULT_TIMEOUT_SECONDS, ENCODED_FORMATS, SegmentationClient
 from petseg.serving.image_header import UnreadableHeader, declared_size
+from petseg.serving.rest_client import RestSegmentationClient, rest_base_url
 
 # pet, background, border
 CLASS_COLOURS = np.array([[230, 60, 50], [40, 40, 40], [250, 210, 60]], dtype=np.uint8)
@@ -33,7 +34,7 @@ class ImageResult:
     fractions: dict[str, float]
     height: int
     width: int
-    model_version: int
+    model_version: int | None
 
 
 def predict_files(
@@ -46,22 +47,33 @@ def predict_files(
     encoded: bool = False,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     sheet: Path | None = None,
+    rest: bool = False,
 ) -> list[ImageResult]:
     """Segment `images` on the server at `target`; write mask and overlay PNGs into out_dir.
 
     Every image is read before anything is sent, so a bad path fails at once
     and nothing is written. `encoded` sends the files' JPEG/PNG bytes through
-    the bytes signature instead of decoded pixels.
+    the bytes signature instead of decoded pixels. `rest` talks to a REST
+    endpoint (`target` is its HOST:PORT) through the serving_png signature:
+    JPEG/PNG bytes in, PNG masks back (serving/rest_client.py).
     """
     paths = [Path(p) for p in images]
     _check_unique_stems(paths)
     out_dir = Path(out_dir)
     _check_outputs_spare_inputs(paths, out_dir, sheet)
+    if rest:
+        rest_base_url(target)  # a malformed address fails before any file is read
     pixels = [read_rgb(p) for p in paths]
-    with SegmentationClient(
-        target, model_name, timeout_seconds=timeout_seconds, max_message_mb=max_message_mb
-    ) as client:
-        answers = client.segment_encoded([_encoded_bytes(p) for p in paths]) if encoded else client.segment(pixels)
+    if rest:
+        payloads = [_encoded_bytes(p, "--rest") for p in paths]
+        with RestSegmentationClient(target, model_name, timeout_seconds=timeout_seconds) as rest_client:
+            answers = rest_client.segment_encoded(payloads)
+    else:
+        payloads = [_encoded_bytes(p, "--bytes") for p in paths] if encoded else []
+        with SegmentationClient(
+            target, model_name, timeout_seconds=timeout_seconds, max_message_mb=max_message_mb
+        ) as client:
+            answers = client.segment_encoded(payloads) if encoded else client.segment(pixels)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for path, image, answer in zip(paths, pixels, answers, strict=True):
@@ -149,20 +161,24 @@ def overlay_image(image: np.ndarray, mask: np.ndarray):
 def format_result(result: ImageResult) -> str:
     """One line per image: its size, the class fractions and the model version that answered."""
     shares = ", ".join(f"{name} {share:.1%}" for name, share in result.fractions.items())
-    return (
-        f"{result.image.name} ({result.width}x{result.height}): {shares} "
-        f"[version {result.model_version}] -> {result.mask_png}"
-    )
+    version = "version not known" if result.model_version is None else f"version {result.model_version}"
+    return f"{result.image.name} ({result.width}x{result.height}): {shares} [{version}] -> {result.mask_png}"
 
 
-def _encoded_bytes(path: Path) -> bytes:
+def _encoded_bytes(path: Path, flag: str) -> bytes:
+    """The file's bytes, or PetsegError when it is not a JPEG or PNG (what the bytes signatures decode)."""
     data = path.read_bytes()
     try:
         encoded_format = declared_size(data).format
     except UnreadableHeader:
         encoded_format = None
     if encoded_format not in ENCODED_FORMATS:
-        raise PetsegError(f"{path}: --bytes sends JPEG or PNG files only; drop --bytes to send decoded pixels")
+        instead = (
+            "drop --bytes to send decoded pixels"
+            if flag == "--bytes"
+            else "convert it to PNG, or send it over gRPC (--target, without --rest)"
+        )
+        raise PetsegError(f"{path}: {flag} sends JPEG or PNG files only; {instead}")
     return data
 
 

@@ -8,7 +8,8 @@ http_rest_api_handler.cc, http_rest_api_util.cc and util/json_tensor.cc:
 - POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict     row ("instances") or
   columnar ("inputs") JSON; a string input is a JSON string or {"b64": "..."};
   the answer is "predictions" (row) or "outputs" (columnar), every output of
-  the signature (REST has no output_filter).
+  the signature (REST has no output_filter); a string output whose alias ends
+  in "_bytes" (serving_png's mask_png_bytes) is written as {"b64": "..."}.
 
 A refusal is {"error": "..."} with the HTTP status http_server.cc maps the
 canonical code to (INVALID_ARGUMENT and FAILED_PRECONDITION 400, NOT_FOUND
@@ -42,6 +43,7 @@ import grpc
 import numpy as np
 import orjson
 
+from petseg.components.contracts import signatures
 from petseg.serving import servicer
 from petseg.serving.errors import ServingError, http_status
 from petseg.serving.metrics import METRICS_PATH, REST, Call, ServerMetrics
@@ -392,9 +394,16 @@ def _debug(value: Any) -> str:
 
 # ------------------------------------------------------------------ answers
 def _json_value(alias: str, array: np.ndarray) -> Any:
-    """An output as orjson writes it: numbers as they are; strings as text, or {"b64"} for *_bytes outputs."""
+    """An output as orjson writes it: numbers as they are; strings as text, or {"b64"} for *_bytes outputs.
+
+    json_tensor.cc IsNamedTensorBytes (tag 2.20.0, unchanged on master): a DT_STRING
+    output is written as {"b64": base64} only when its alias ends in "_bytes"
+    (serving_png's mask_png_bytes); any other string goes out as a JSON string.
+    TF Serving writes those raw bytes unescaped (invalid JSON for binary data);
+    here they are decoded as UTF-8 with replacement, so the answer stays JSON.
+    """
     if array.dtype == object:
-        if alias.endswith("_bytes"):
+        if alias.endswith(signatures.BYTES_SUFFIX):
             return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode()}, otypes=[object])(array).tolist()
         return np.vectorize(lambda b: b.decode(errors="replace"), otypes=[object])(array).tolist()
     return np.ascontiguousarray(array)

@@ -108,7 +108,7 @@ def predict(manager: ModelManager, request, limits: RequestLimits):
     except (TypeError, ValueError) as exc:  # the signature's Python binding refused the inputs
         raise ServingError(_INVALID, first_line(exc)) from None
     arrays = {key: results[key].numpy() for key in outputs_wanted}
-    answer_bytes = sum(a.nbytes for a in arrays.values())
+    answer_bytes = sum(_payload_bytes(a) for a in arrays.values())
     if answer_bytes > limits.max_message_bytes:  # local: gRPC would fail to send it anyway
         raise ServingError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -121,6 +121,13 @@ def predict(manager: ModelManager, request, limits: RequestLimits):
     for key, array in arrays.items():
         response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
     return response
+
+
+def _payload_bytes(array) -> int:
+    """The bytes an output takes in a response: its strings' lengths (serving_png's PNGs), else its buffer."""
+    if array.dtype == object:
+        return sum(len(value) for value in array.ravel())
+    return array.nbytes
 
 
 def resolve_spec(manager: ModelManager, spec) -> LoadedVersion:

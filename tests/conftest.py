@@ -100,7 +100,7 @@ CODED_RED = (40, 120, 200)  # red channel value per class id in coded_records; r
 
 
 def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool = False) -> Path:
-    """A SavedModel serving the contract (both signatures) whose mask is a known rule of the pixels.
+    """A SavedModel serving the contract (its three signatures) whose mask is a known rule of the pixels.
 
     Class = min(red // 80, 2), so on `coded_records` it is exact; pixels whose green
     value is >= 256 * (1 - wrong_fraction) are answered (class + 1) % 3 instead, so on
@@ -110,6 +110,7 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
     import tensorflow as tf
 
     from petseg.components.contracts import signatures
+    from petseg.components.ml.export import encode_masks_png
 
     threshold = round(256 * (1.0 - wrong_fraction))
 
@@ -138,10 +139,20 @@ def write_rule_savedmodel(path: Path, wrong_fraction: float = 0.0, broken: bool 
         ),
         input_signature=[tf.TensorSpec([None], tf.string, name=signatures.INPUT_BYTES)],
     )
+    module.serve_png = tf.function(
+        lambda image_bytes: {
+            signatures.OUTPUT_MASK_PNG: encode_masks_png(module.serve_bytes(image_bytes)[signatures.OUTPUT_MASK])
+        },
+        input_signature=[tf.TensorSpec([None], tf.string, name=signatures.INPUT_BYTES)],
+    )
     tf.saved_model.save(
         module,
         str(path),
-        signatures={signatures.SIGNATURE_IMAGES: module.serve_images, signatures.SIGNATURE_BYTES: module.serve_bytes},
+        signatures={
+            signatures.SIGNATURE_IMAGES: module.serve_images,
+            signatures.SIGNATURE_BYTES: module.serve_bytes,
+            signatures.SIGNATURE_PNG: module.serve_png,
+        },
     )
     names = Path(path) / signatures.CLASS_NAMES_FILE
     names.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,8 @@ def metrics_of(true, pred) -> SegmentationMetrics:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample"
+# The real photos beside the checkout; PETSEG_SAMPLE_DIR names them where the checkout sits elsewhere (a worktree).
+SAMPLE_DIR = Path(os.environ.get("PETSEG_SAMPLE_DIR") or REPO_ROOT.parent / "shared" / "data" / "oxford-pet-sample")
 
 TINY_OVERRIDES = {
     "data": {

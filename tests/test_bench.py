@@ -105,6 +105,21 @@ def _cell(level: int, floor_p50: float, server_p50: float, server_p99: float) ->
     )
 
 
+def _encoded_cell(width: int, height: int, level: int, floor_p50: float, grpc_p50: float, rest_p50: float) -> dict:
+    cell = dict(width=width, height=height, batch=1, concurrency=level, jpeg_bytes=width * height // 4)
+    for mode, p50 in (("png_in_process", floor_p50), ("grpc_bytes", grpc_p50), ("rest_png", rest_p50)):
+        cell.update(
+            {
+                f"{mode}_requests": 30,
+                f"{mode}_p50": p50,
+                f"{mode}_p95": p50 * 1.2,
+                f"{mode}_p99": p50 * 1.5,
+                f"{mode}_throughput": 1000 / p50,
+            }
+        )
+    return cell | dict(rest_png_vs_grpc_bytes=rest_p50 / grpc_p50, rest_png_vs_in_process=rest_p50 / floor_p50)
+
+
 SERVING = dict(
     model="mobilenetv2_unet (untrained)",
     server_workers=4,
@@ -117,6 +132,24 @@ SERVING = dict(
     tail_goal=3.0,
     overhead=[dict(width=128, height=128, batch=1, concurrency=1, added=0.1, added_ms=3.0, met=True)],
     tail=[dict(width=128, height=128, batch=1, concurrency=16, ratio=3.5, met=False)],
+    encoded_cells=[_encoded_cell(128, 128, 1, 10.0, 12.0, 14.0), _encoded_cell(500, 375, 1, 30.0, 32.0, 45.0)],
+    png_goal=1.3,
+    png=[
+        dict(width=128, height=128, concurrency=1, ratio=14 / 12, met=True),
+        dict(width=500, height=375, concurrency=1, ratio=45 / 32, met=False),
+    ],
+    wire=[
+        dict(
+            width=500,
+            height=375,
+            batch=1,
+            jpeg=40000,
+            grpc_pixels=dict(request=562_540, response=187_530),
+            rest_pixels=dict(request=2_400_000, response=6_700_000),
+            grpc_bytes=dict(request=40_040, response=187_530),
+            rest_png=dict(request=53_400, response=1_650),
+        )
+    ],
 )
 
 
@@ -156,7 +189,7 @@ def test_markdown_table_has_header_rule_and_escaped_rows(run_all):
 def test_results_name_machine_command_and_goals(run_all):
     text = _markdown(run_all, _runs(run_all))
     assert text.startswith("# Benchmark results\n")
-    assert "Quick mode on a 2-core CPU-only machine with no GPU. Goals met: 4 of 6." in text
+    assert "Quick mode on a 2-core CPU-only machine with no GPU. Goals met: 5 of 8." in text
     for line in (
         "- Date: 2025-01-02 03:04 UTC",
         "- Command: `python bench/run_all.py --quick`",
@@ -195,7 +228,15 @@ def test_results_tables_carry_figures_ratios_and_goal_outcomes(run_all):
     assert row("| 128x128 | 1 | 1 |")[5] == "66.0 / 80.0"  # REST p50 / p99
     assert row("| 128x128 | 1 | 1 |")[8:10] == ["1.10x", "2.20x"]  # gRPC and REST over in-process
     assert row("| 128x128 | 1 | 16 |")[-2:] == ["p99/p50 < 3: 3.50", "**no**"]
-    assert sum(line.startswith("|---") for line in lines) == 3
+    # the encoded forms: REST PNG against gRPC bytes (the goal) and against in-process PNG
+    assert row("| 128x128 | 1 | 4.1 |")[3:6] == ["10.0 / 15.0", "12.0 / 18.0", "14.0 / 21.0"]
+    assert row("| 128x128 | 1 | 4.1 |")[8:] == ["1.17x", "1.40x", "<= 1.3x gRPC bytes", "yes"]
+    assert row("| 500x375 | 1 | 46.9 |")[-3:] == ["1.50x", "<= 1.3x gRPC bytes", "**no**"]
+    # bytes on the wire per request, every API and form
+    assert row("| REST pixels")[1:] == ["500x375", "1", "2,400,000", "6,700,000", "9,100,000"]
+    assert row("| REST PNG")[3:] == ["53,400", "1,650", "55,050"]
+    assert row("| gRPC bytes")[3:] == ["40,040", "187,530", "227,570"]
+    assert sum(line.startswith("|---") for line in lines) == 5
 
 
 def test_a_failed_benchmark_is_reported_not_hidden(run_all):

@@ -278,11 +278,11 @@ def test_predict_cli_refuses_before_sending_and_never_overwrites_an_input(tmp_pa
 
 
 def test_encoded_size_is_read_from_the_header_without_decoding(tmp_path):
-    from petseg.serving.client import _encoded_size
+    from petseg.serving.client import encoded_size
 
-    assert _encoded_size(bomb_png(20000, 20000), 0) == (20000, 20000)
+    assert encoded_size(bomb_png(20000, 20000), 0) == (20000, 20000)
     with pytest.raises(PetsegError, match="image 0 is GIF; the bytes signature takes JPEG or PNG"):
-        _encoded_size(b"GIF89a\x10\x00\x10\x00\x00\x00\x00", 0)
+        encoded_size(b"GIF89a\x10\x00\x10\x00\x00\x00\x00", 0)
 
 
 # -------------------------------------------------------------- real TF Serving

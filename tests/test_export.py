@@ -7,6 +7,8 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from petseg.components.contracts import signatures
@@ -57,7 +59,7 @@ def _assert_same_mask(served: np.ndarray, expected: np.ndarray, probs: np.ndarra
 
 def test_signatures_follow_the_contract(keras_and_exported):
     _, export_dir, loaded = keras_and_exported
-    assert set(loaded.signatures) == {signatures.SIGNATURE_IMAGES, signatures.SIGNATURE_BYTES}
+    assert set(loaded.signatures) == set(signatures.SIGNATURES)
     images_sig = loaded.signatures[signatures.SIGNATURE_IMAGES]
     (_, inputs) = images_sig.structured_input_signature
     assert inputs[signatures.INPUT_IMAGES].dtype == tf.uint8
@@ -65,6 +67,15 @@ def test_signatures_follow_the_contract(keras_and_exported):
     (_, byte_inputs) = loaded.signatures[signatures.SIGNATURE_BYTES].structured_input_signature
     assert byte_inputs[signatures.INPUT_BYTES].dtype == tf.string
     assert set(images_sig.structured_outputs) == {signatures.OUTPUT_MASK, signatures.OUTPUT_PROBABILITIES}
+    png_sig = loaded.signatures[signatures.SIGNATURE_PNG]
+    (_, png_inputs) = png_sig.structured_input_signature
+    assert {k: (v.dtype, v.shape.as_list()) for k, v in png_inputs.items()} == {
+        signatures.INPUT_BYTES: (tf.string, [None])
+    }
+    # one output and nothing else (REST returns every output), named so that TF Serving sends it as {"b64": ...}
+    assert set(png_sig.structured_outputs) == {signatures.OUTPUT_MASK_PNG}
+    assert signatures.OUTPUT_MASK_PNG.endswith(signatures.BYTES_SUFFIX)
+    assert png_sig.structured_outputs[signatures.OUTPUT_MASK_PNG].dtype == tf.string
     assert read_class_names(export_dir) == tuple(signatures.CLASS_NAMES)
     assert (export_dir / "saved_model.pb").is_file()
 
@@ -99,6 +110,65 @@ def test_bytes_signature_gives_the_images_signature_answer(keras_and_exported):
     by_jpeg = loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant([jpeg.getvalue()]))
     expected = loaded.signatures[signatures.SIGNATURE_IMAGES](images=decoded)
     np.testing.assert_array_equal(by_jpeg[signatures.OUTPUT_MASK], expected[signatures.OUTPUT_MASK])
+
+
+def _png_masks(loaded, encoded: list[bytes]) -> np.ndarray:
+    """serving_png's answer decoded: uint8 [N, H, W], after checking each PNG is one 8-bit channel."""
+    out = loaded.signatures[signatures.SIGNATURE_PNG](image_bytes=tf.constant(encoded))
+    pngs = out[signatures.OUTPUT_MASK_PNG].numpy()
+    assert pngs.shape == (len(encoded),)
+    masks = []
+    for png in pngs:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.mode == "L"  # 8-bit greyscale: the pixel values are the class ids
+            masks.append(np.asarray(image))
+    return np.stack(masks)
+
+
+def _bytes_masks(loaded, encoded: list[bytes]) -> np.ndarray:
+    return loaded.signatures[signatures.SIGNATURE_BYTES](image_bytes=tf.constant(encoded))[
+        signatures.OUTPUT_MASK
+    ].numpy()
+
+
+def test_png_signature_equals_the_bytes_mask_on_real_photos(keras_and_exported, sample_dir):
+    _, _, loaded = keras_and_exported
+    photos = sorted((sample_dir / "images").glob("*.jpg"))[:6]
+    assert photos
+    for photo in photos:
+        jpeg = photo.read_bytes()
+        by_png, by_bytes = _png_masks(loaded, [jpeg]), _bytes_masks(loaded, [jpeg])
+        with Image.open(photo) as image:
+            assert by_png.shape == (1, image.height, image.width)
+        np.testing.assert_array_equal(by_png, by_bytes)
+        assert len(np.unique(by_png)) > 1, photo.name  # a non-trivial mask, so the comparison means something
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    height=st.integers(1, 300),
+    width=st.integers(1, 300),
+    batch=st.integers(1, 3),
+    as_jpeg=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_png_signature_equals_the_bytes_mask_at_any_size(keras_and_exported, height, width, batch, as_jpeg, seed):
+    _, _, loaded = keras_and_exported
+    encoded = []
+    for i in range(batch):
+        buffer = io.BytesIO()
+        Image.fromarray(_photo(height, width, seed + i)).save(buffer, format="JPEG" if as_jpeg else "PNG")
+        encoded.append(buffer.getvalue())
+    by_png = _png_masks(loaded, encoded)
+    assert by_png.shape == (batch, height, width)
+    np.testing.assert_array_equal(by_png, _bytes_masks(loaded, encoded))
+
+
+def test_png_signature_refuses_undecodable_bytes_as_the_bytes_one_does(keras_and_exported):
+    _, _, loaded = keras_and_exported
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures[signatures.SIGNATURE_PNG](image_bytes=tf.constant([b"not an image"]))
 
 
 def test_grayscale_png_is_served_as_rgb(keras_and_exported):

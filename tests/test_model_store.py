@@ -49,6 +49,7 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from petseg.cli import main
+from petseg.components.contracts import signatures
 from petseg.components.core.errors import ParamsError, PetsegError
 from petseg.components.core.fsutil import read_json, write_json
 from petseg.components.core.params import PushParams, check_model_name, params_from_dict
@@ -410,6 +411,48 @@ def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rollback to version 5 refused" in err[0]
     assert config_text(params) == before
+
+
+def test_rollback_to_a_version_pushed_before_serving_png_is_refused_in_one_line(
+    rule_savedmodels, tmp_path, push_version, capsys
+):
+    """A version exported before serving_png joined the contract: its REST apps would get 400, so it is not served."""
+    import tensorflow as tf
+
+    from petseg.components.store.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
+
+    params = store_params(tmp_path)
+    push_version(rule_savedmodels["perfect"], params)
+    root = Path(model_store.model_root(params))
+    old = root / "1"
+    shutil.copytree(old, root / "3")  # a copy of a pushed version, then stripped to the old two-signature contract
+    loaded = tf.saved_model.load(str(old))
+    tf.saved_model.save(
+        loaded,
+        str(root / "2"),
+        signatures={name: loaded.signatures[name] for name in signatures.SIGNATURES[:2]},
+    )
+    old_requests = [
+        log
+        for log in warmup_requests(str(old), params.model_name, 4, 64)
+        if log.predict_log.request.model_spec.signature_name != signatures.SIGNATURE_PNG
+    ]
+    write_warmup_file(str(root / "2" / WARMUP_FILE), old_requests)  # the warm-up records it was pushed with
+    before = config_text(params)
+
+    refused = r"rollback to version 2 refused: .*lacks the contract's signature serving_png"
+    with pytest.raises(PetsegError, match=refused):
+        model_store.rollback(params, 2, infra_check=validate_served_copy)
+    assert config_text(params) == before
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(f"push:\n  model_base_path: {params.model_base_path}\n")
+    assert main(["rollback", "--to", "2", "--params", str(params_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exported before that signature existed" in err[0] and "rollback --list" in err[0]
+    assert config_text(params) == before
+    # a version of this release whose warm-up file skips serving_png is still infra-validated through it
+    write_warmup_file(str(root / "3" / WARMUP_FILE), old_requests[:1])
+    assert validate_served_copy(str(root / "3"), params.model_name)["requests"] == len(signatures.SIGNATURES)
 
 
 # --------------------------------------------------------------------- lock

@@ -165,7 +165,10 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert [r.model_spec.signature_name for r in requests] == [
         signatures.SIGNATURE_IMAGES,
         signatures.SIGNATURE_BYTES,
-    ] * 2
+        signatures.SIGNATURE_PNG,
+        signatures.SIGNATURE_IMAGES,
+    ]
+    assert tf.make_ndarray(requests[2].inputs[signatures.INPUT_BYTES])[0][:4] == b"\x89PNG"
     images = tf.make_ndarray(requests[0].inputs[signatures.INPUT_IMAGES])
     assert images.dtype == np.uint8 and images.shape == (1, 64, 64, 3)  # the records' image size
     assert tf.make_ndarray(requests[1].inputs[signatures.INPUT_BYTES])[0][:4] == b"\x89PNG"

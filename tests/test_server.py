@@ -146,7 +146,7 @@ def test_pushed_model_answers_like_in_process_inference(tiny_savedmodel, push_pa
 
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
     metadata.metadata["signature_def"].Unpack(signature_defs)
-    assert set(signature_defs.signature_def) == {signatures.SIGNATURE_IMAGES, signatures.SIGNATURE_BYTES}
+    assert set(signature_defs.signature_def) == set(signatures.SIGNATURES)
     images_input = signature_defs.signature_def[signatures.SIGNATURE_IMAGES].inputs[signatures.INPUT_IMAGES]
     assert images_input.dtype == tf.uint8.as_datatype_enum
     assert metadata.model_spec.version.value == 1

@@ -29,12 +29,23 @@ class InfraValidationError(PetsegError):
 
 
 def require_contract_signatures(model_dir: str) -> None:
-    """InfraValidationError unless the SavedModel at `model_dir` has every signature of the contract."""
+    """InfraValidationError unless the SavedModel at `model_dir` has every signature of the contract.
+
+    A version pushed before `serving_png` joined the contract lacks only that
+    one; it is refused like any other incomplete model (apps calling
+    serving_png over REST would get 400 from it), with a message that says so.
+    """
     try:
         found = model_signatures(model_dir)
     except Exception as exc:
         raise InfraValidationError(f"infra validation: the model does not load ({first_line(exc)})") from None
     missing = set(signatures.SIGNATURES) - found
+    if missing == {signatures.SIGNATURE_PNG}:
+        raise InfraValidationError(
+            f"{model_dir} lacks the contract's signature {signatures.SIGNATURE_PNG} (it was exported before "
+            f"that signature existed; apps calling it over REST would get 400 from this version): serve a "
+            "version exported by this release (see `petseg rollback --list`), or push a newly trained model"
+        )
     if missing:
         raise InfraValidationError(
             f"{model_dir} lacks the contract's signature(s) {', '.join(sorted(missing))} "
@@ -58,10 +69,10 @@ def model_signatures(model_dir: str) -> set[str]:
 def warmup_requests(model_dir: str, model_name: str, count: int, image_size: int) -> list:
     """`count` (at least 1) PredictionLog records with PredictRequests for the model's signatures.
 
-    They alternate between the uint8-image signature and the encoded-bytes one,
-    at the model's input size and a wider photo-like size, so both code paths and
-    a resize are exercised before the first client. InfraValidationError when the
-    model lacks either signature.
+    They go round the contract's signatures (uint8 images, encoded bytes, PNG
+    mask), at the model's input size and a wider photo-like size, so every code
+    path and a resize are exercised before the first client. InfraValidationError
+    when the model lacks one of the signatures.
     """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -84,6 +95,21 @@ def warmup_requests(model_dir: str, model_name: str, count: int, image_size: int
             request.inputs[signatures.INPUT_BYTES].CopyFrom(tf.make_tensor_proto([png], dtype=tf.string))
         logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
     return logs
+
+
+def covering_every_signature(logs: list, model_dir: str, model_name: str, image_size: int) -> list:
+    """`logs`, plus a generated request for each contract signature none of them asks (infra validation's set).
+
+    A warm-up file may hold fewer requests than there are signatures (push.warmup_requests
+    below 3, or 0); infra validation still answers one request through every signature.
+    """
+    asked = {log.predict_log.request.model_spec.signature_name or signatures.SIGNATURE_IMAGES for log in logs}
+    extra = [
+        log
+        for log in warmup_requests(model_dir, model_name, len(signatures.SIGNATURES), image_size)
+        if log.predict_log.request.model_spec.signature_name not in asked
+    ]
+    return list(logs) + extra
 
 
 def write_warmup_file(path: str, logs: list) -> None:
@@ -154,9 +180,21 @@ def _expected_mask_shape(inputs: dict) -> list[int]:
 
 
 def _check_answer(outputs: dict, expected: list[int]) -> None:
-    if signatures.OUTPUT_MASK not in outputs:
-        raise ValueError(f"no '{signatures.OUTPUT_MASK}' output (has {', '.join(outputs)})")
-    shape = outputs[signatures.OUTPUT_MASK].shape.as_list()
+    """ValueError unless the answer holds masks of the expected [N, H, W] (plain, or PNGs of one channel)."""
+    import tensorflow as tf
+
+    if signatures.OUTPUT_MASK in outputs:
+        shape = outputs[signatures.OUTPUT_MASK].shape.as_list()
+    elif signatures.OUTPUT_MASK_PNG in outputs:
+        pngs = outputs[signatures.OUTPUT_MASK_PNG].numpy()
+        decoded = [tf.io.decode_png(png).shape.as_list() for png in pngs]
+        if any(d[2] != 1 for d in decoded) or len({tuple(d) for d in decoded}) > 1:
+            raise ValueError(f"{signatures.OUTPUT_MASK_PNG} holds PNGs of shapes {decoded}, not one-channel masks")
+        shape = [len(pngs), *decoded[0][:2]] if decoded else [0]
+    else:
+        raise ValueError(
+            f"no '{signatures.OUTPUT_MASK}' or '{signatures.OUTPUT_MASK_PNG}' output (has {', '.join(outputs)})"
+        )
     if shape != expected:
         raise ValueError(f"mask shape {shape}, expected {expected}")
 
@@ -165,7 +203,7 @@ def validate_served_copy(model_dir: str, model_name: str) -> dict:
     """Infra-validate a version already in the store (rollback's check before re-pointing).
 
     It must have the contract's signatures, load with the `serve` tag and answer
-    its own warm-up requests (or two generated ones when push wrote none).
+    its own warm-up requests, plus generated ones for each signature they miss.
     InfraValidationError otherwise.
     """
     if not storage.exists(storage.join(model_dir, SAVED_MODEL_FILE)):
@@ -177,5 +215,4 @@ def validate_served_copy(model_dir: str, model_name: str) -> dict:
             logs = read_warmup_file(warmup) if storage.exists(warmup) else []
         except Exception as exc:
             raise InfraValidationError(f"{model_dir}: unreadable warm-up file ({first_line(exc)})") from None
-        logs = logs or warmup_requests(local, model_name, 2, DEFAULT_WARMUP_IMAGE_SIZE)
-        return infra_validate(local, logs)
+        return infra_validate(local, covering_every_signature(logs, local, model_name, DEFAULT_WARMUP_IMAGE_SIZE))

@@ -72,7 +72,14 @@ def _run_serve(args: argparse.Namespace, params: Params) -> None:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment images on a model server; write mask and overlay PNGs")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="JPEG/PNG photos of any size")
-    p.add_argument("--target", default=None, help="server HOST:PORT (default: localhost:serve.grpc_port)")
+    p.add_argument("--target", default=None, help="gRPC server HOST:PORT (default: localhost:serve.grpc_port)")
+    p.add_argument(
+        "--rest",
+        default=None,
+        metavar="HOST:PORT",
+        help="ask a REST endpoint (TF Serving's :8501, or petseg serve --rest-port) instead of gRPC, "
+        "through the serving_png signature: JPEG/PNG bytes in, PNG masks back",
+    )
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
     p.add_argument("--model-name", default=None, help="model to ask (default: push.model_name)")
     p.add_argument(
@@ -88,8 +95,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _run_predict(args: argparse.Namespace, params: Params) -> None:
     from petseg.serving.predict_files import format_result, predict_files
 
+    if args.rest is not None and args.target is not None:
+        raise PetsegError("--rest and --target name two servers; give --rest HOST:PORT for REST or --target for gRPC")
     results = predict_files(
-        args.target or f"localhost:{params.serve.grpc_port}",
+        args.rest or args.target or f"localhost:{params.serve.grpc_port}",
         args.images,
         args.out,
         model_name=args.model_name or params.push.model_name,
@@ -97,6 +106,7 @@ def _run_predict(args: argparse.Namespace, params: Params) -> None:
         encoded=args.bytes,
         timeout_seconds=args.timeout,
         sheet=args.sheet,
+        rest=args.rest is not None,
     )
     for result in results:
         print(format_result(result))
