@@ -231,7 +231,11 @@ def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool =
 
 
 def set_resources(task: Any, resources: StepResources, key: str) -> None:
-    """Apply CPU/memory requests and limits, naming the params key KFP rejects a quantity for."""
+    """Apply CPU/memory requests and limits, naming the params key KFP rejects a quantity for.
+
+    Params have already passed Kubernetes' own grammar (components/core/k8s.py); KFP's
+    setters take a narrower one (no exponents; memory without decimals or `k`).
+    """
     for field, setter in (
         ("cpu_request", task.set_cpu_request),
         ("cpu_limit", task.set_cpu_limit),
@@ -243,8 +247,8 @@ def set_resources(task: Any, resources: StepResources, key: str) -> None:
             setter(value)
         except ValueError:
             raise ParamsError(
-                f"'{key}.{field}' is not a Kubernetes quantity: {value!r} "
-                '(e.g. "500m" or "2" CPUs, "512Mi" or "4Gi" memory)'
+                f"'{key}.{field}' {value!r} is a Kubernetes quantity KFP cannot compile; write it as KFP "
+                'takes it (e.g. "500m" or "2" CPUs, "512Mi" or "4Gi" memory: digits and a suffix)'
             ) from None
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from petseg.components.core.errors import PetsegError
+from petseg.components.core.k8s import check_dns1123_label, check_dns1123_subdomain
 from petseg.components.core.params import Params, params_to_dict
 
 API_VERSION = "kubeflow.org/v1"
@@ -57,15 +58,16 @@ def tfjob_manifests(
     """[ConfigMap, TFJob]: `pipeline.train_workers` workers training from params on the PVC `pvc`.
 
     `records`, `out` and `live` are paths inside the PVC; PetsegError names a
-    name or path the API server or the workers would refuse.
+    name or path the API server or the workers would refuse (the PVC and
+    namespace names by the same checks as params.yaml's, components/core/k8s.py).
     """
     if not _DNS1035.fullmatch(name) or len(name) > 52:  # the operator wants a DNS-1035 label; pods add suffixes
         raise PetsegError(
             f"TFJob name {name!r} must be lower-case letters, digits and '-', start with a letter, "
             "at most 52 characters"
         )
-    if not pvc.strip():
-        raise PetsegError("--pvc must name a PersistentVolumeClaim every worker mounts (ReadWriteMany)")
+    check_dns1123_subdomain(pvc, "--pvc (the PersistentVolumeClaim every worker mounts)")
+    check_dns1123_label(namespace, "--namespace")
     for key, path in (("--records", records), ("--out", out), ("--live", live)):
         if path.startswith("/") or ".." in Path(path).parts or not path.strip():
             raise PetsegError(f"{key} {path!r} must be a relative path inside the PVC, without '..'")

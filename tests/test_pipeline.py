@@ -338,8 +338,15 @@ def test_serving_pvc_is_mounted_where_a_step_reads_the_model_base_path(tmp_path)
 
 
 def test_bad_resource_quantity_names_the_key(tmp_path):
-    params = with_overrides(PROJECT_PARAMS, {"pipeline.resources.train.memory_limit": "lots"})
     with pytest.raises(ParamsError, match=r"'pipeline.resources.train.memory_limit' is not a Kubernetes quantity"):
+        with_overrides(PROJECT_PARAMS, {"pipeline.resources.train.memory_limit": "lots"})  # refused as params load
+
+
+def test_a_quantity_kubernetes_takes_but_kfp_cannot_compile_names_the_key(tmp_path):
+    params = with_overrides(PROJECT_PARAMS, {"pipeline.resources.train.memory_limit": "32e9"})
+    with pytest.raises(
+        ParamsError, match=r"'pipeline.resources.train.memory_limit' '32e9' is a Kubernetes quantity KFP"
+    ):
         compile_pipeline(params, tmp_path / "p.yaml")
     assert not (tmp_path / "p.yaml").exists()
 

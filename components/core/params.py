@@ -23,6 +23,13 @@ import yaml
 
 from petseg.components.core.errors import ParamsError, first_line, utf8_text
 from petseg.components.core.expectations import DEFAULT_CRITICAL, check_critical_names
+from petseg.components.core.k8s import (
+    QuantityKind,
+    check_dns1123_label,
+    check_dns1123_subdomain,
+    check_quantity,
+    check_request_within_limit,
+)
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 _MAX_INT = 2**63 - 1  # every integer parameter fits in 64 bits
@@ -273,14 +280,35 @@ class ServeParams:
 
 
 # ----------------------------------------------------------------------- pipeline
+def _quantity(default: str, kind: QuantityKind):
+    """A str field holding a Kubernetes quantity of `kind`, checked at load (components/core/k8s.py)."""
+    return field(default=default, metadata={"quantity": kind})
+
+
 @dataclass(frozen=True)
 class StepResources:
-    """Kubernetes CPU/memory requests and limits of one pipeline step (Kubernetes quantities)."""
+    """Kubernetes CPU/memory requests and limits of one pipeline step (Kubernetes quantities).
 
-    cpu_request: str = "1"
-    cpu_limit: str = "2"
-    memory_request: str = "2Gi"
-    memory_limit: str = "4Gi"
+    Each is checked against Kubernetes' quantity grammar when params load, and each
+    request against its limit, so no generator writes what the API server refuses.
+    """
+
+    cpu_request: str = _quantity("1", "cpu")
+    cpu_limit: str = _quantity("2", "cpu")
+    memory_request: str = _quantity("2Gi", "memory")
+    memory_limit: str = _quantity("4Gi", "memory")
+
+    def check_at(self, prefix: str) -> None:
+        """Request <= limit for CPU and memory; `prefix` is where this block sits (e.g. "pipeline.resources.train.")."""
+        kinds: tuple[QuantityKind, ...] = ("cpu", "memory")
+        for kind in kinds:
+            check_request_within_limit(
+                getattr(self, f"{kind}_request"),
+                getattr(self, f"{kind}_limit"),
+                f"{prefix}{kind}_request",
+                f"{prefix}{kind}_limit",
+                kind,
+            )
 
 
 @dataclass(frozen=True)
@@ -313,6 +341,9 @@ class KServeParams:
     def check(self) -> None:
         if self.min_replicas > self.max_replicas:
             raise ParamsError("pipeline.kserve.min_replicas must not exceed pipeline.kserve.max_replicas")
+        check_dns1123_label(self.namespace, "'pipeline.kserve.namespace'")
+        for key in ("service_account", "runner_service_account"):
+            check_dns1123_subdomain(getattr(self, key), f"'pipeline.kserve.{key}'")
 
 
 @dataclass(frozen=True)
@@ -335,6 +366,11 @@ class PipelineParams:
     resources: PipelineResources = PipelineResources()
     deploy: Literal["none", "kserve"] = "none"  # after push: nothing, or roll the model out on KServe
     kserve: KServeParams = KServeParams()
+
+    def check(self) -> None:
+        """The serving PVC's name is one Kubernetes accepts (a DNS-1123 subdomain), when one is set."""
+        if self.serving_pvc:
+            check_dns1123_subdomain(self.serving_pvc, "'pipeline.serving_pvc'")
 
 
 @dataclass(frozen=True)
@@ -495,6 +531,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     check = getattr(obj, "check", None)
     if check is not None:
         check()
+    check_at = getattr(obj, "check_at", None)  # a block whose keys depend on where it sits (StepResources)
+    if check_at is not None:
+        check_at(prefix)
     return obj
 
 
@@ -536,12 +575,16 @@ def _convert(tp: Any, value: Any, key: str, meta: typing.Mapping) -> Any:
             raise ParamsError(f"'{key}' must be a finite number, got {_shown(value, 24)}")
         return _check_range(number, key, meta)
     if tp is str:
+        if meta.get("quantity") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # `cpu_limit: 2` in YAML: Kubernetes takes a number as a quantity too
         if not isinstance(value, str):
             raise ParamsError(f"'{key}' must be a string, got {_shown(value)}")
         if "\x00" in value:
             raise ParamsError(f"'{key}' holds a NUL character")
         if meta.get("path") and not value.strip():
             raise ParamsError(f"'{key}' must be a {meta['path']} path, got an empty string")
+        if meta.get("quantity"):
+            check_quantity(value, key, meta["quantity"])
         return value
     raise TypeError(f"params: unsupported type {tp!r} for {key}")  # a bug in this module
 
