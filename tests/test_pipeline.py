@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -192,7 +193,9 @@ def test_code_tag_is_version_and_commit_and_marks_dirty_and_untracked_checkouts(
     clean = code_tag(tmp_path)
     assert clean == Tag(f"0.1.0-g{commit[:12]}", commit, True)
     (tmp_path / "f.txt").write_text("2")
-    assert code_tag(tmp_path) == Tag(f"0.1.0-g{commit[:12]}-dirty", commit, False)
+    dirty = code_tag(tmp_path)
+    assert re.fullmatch(rf"0\.1\.0-g{commit[:12]}-dirty-[0-9a-f]{{12}}", dirty.value), dirty
+    assert (dirty.commit, dirty.cacheable) == (commit, False)
     assert resolve_image("reg.example:5000/seg", clean) == f"reg.example:5000/seg:0.1.0-g{commit[:12]}"
     assert resolve_image("reg.example:5000/seg:7", clean) == "reg.example:5000/seg:7"
 
