@@ -24,8 +24,58 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from petseg.components.core.errors import PetsegError
+from petseg.components.core.errors import ParamsError, PetsegError
 from petseg.components.core.params import Params, params_from_dict
+
+# push.model_base_path schemes that outlive a pod (TF Serving reads both itself).
+DURABLE_SCHEMES = frozenset({"s3", "gs"})
+
+
+def push_target_settings(params: Params, *, on_cluster: bool) -> dict[str, Any]:
+    """What check_push_target needs besides push.model_base_path, as a constant component input.
+
+    The `pipeline` section shapes the compiled pipeline and is no run parameter,
+    so the push and drift_reference components get these compile-time settings
+    as a constant, and check the run's own push.model_base_path against them.
+    """
+    settings = params.pipeline
+    return {
+        "serving_pvc": settings.serving_pvc,
+        "serving_mount_path": settings.serving_mount_path,
+        "on_cluster": on_cluster,
+    }
+
+
+def check_push_target(
+    model_base_path: str, serving_pvc: str, serving_mount_path: str, *, on_cluster: bool, where: str = ""
+) -> None:
+    """ParamsError (one line, prefixed by `where`) for a push target the pipeline's model server cannot read.
+
+    The rule: with `pipeline.serving_pvc`, push.model_base_path must lie under
+    pipeline.serving_mount_path (where that PVC is mounted); without it, on a
+    cluster, push.model_base_path must be an object store (s3://, gs://): a local
+    path is the pod's own disk, gone when the pod ends. Checked when the pipeline
+    is compiled or submitted (params.yaml) and again inside the push and
+    drift_reference components (the run's parameters, which the KFP UI lets a
+    user change), by this one function.
+    """
+    from petseg.components.store.storage import scheme
+
+    if serving_pvc:
+        mount = serving_mount_path.rstrip("/")
+        base = model_base_path
+        if not mount.startswith("/") or not (base == mount or base.startswith(mount + "/")):
+            raise ParamsError(
+                f"{where}with pipeline.serving_pvc set, push.model_base_path ({base}) must lie under "
+                f"pipeline.serving_mount_path ({serving_mount_path}, an absolute path)"
+            )
+        return
+    if on_cluster and scheme(model_base_path) not in DURABLE_SCHEMES:
+        raise ParamsError(
+            f"{where}push.model_base_path '{model_base_path}' is inside the push pod and lost when it ends; set it to "
+            "an object store (s3://bucket/models, gs://bucket/models) or set pipeline.serving_pvc "
+            "with push.model_base_path under pipeline.serving_mount_path"
+        )
 
 
 def section_params(section: str, value: Mapping[str, Any]) -> Any:

@@ -45,20 +45,25 @@ def download(data: dict, raw: Output[Dataset]):
     )
 
 
-def drift_reference(validate: dict, push: dict) -> str:
+def drift_reference(validate: dict, push: dict, push_target: dict) -> str:
     """Before step 2: the report folder validate compares the data with ("" = no drift check).
 
     For validate.drift.reference "served", the report push kept with the version
     served at push.model_base_path (read from the model store now, so this step
     is never cached); else that folder or URI as it is. Its own step so that
     validate stays cacheable: validate's input is the folder's name, and a
-    version folder never changes once published.
+    version folder never changes once published. `push_target` holds the
+    compile-time settings the run's push.model_base_path is checked against
+    (component_io.check_push_target), so a run parameter changed in the KFP UI
+    cannot point the model store at the pod's own disk.
     """
     from petseg.components.drift_reference import drift_reference as choose_reference
-    from petseg.pipeline.component_io import section_params
+    from petseg.pipeline.component_io import check_push_target, section_params
 
     validate_params = section_params("validate", validate)
-    return choose_reference(validate_params.drift.reference, section_params("push", push)) or ""
+    push_params = section_params("push", push)
+    check_push_target(push_params.model_base_path, **push_target, where="this run's push parameter: ")
+    return choose_reference(validate_params.drift.reference, push_params) or ""
 
 
 def validate(raw: Input[Dataset], validate: dict, reference: str, validation: Output[Artifact], report: Output[HTML]):
@@ -174,6 +179,7 @@ def push(
     train: dict,
     evaluate: dict,
     push: dict,
+    push_target: dict,
     code: dict,
     run_name: str,
     run_id: str,
@@ -184,7 +190,8 @@ def push(
     the CLI's (components/contracts/lineage.py): the code commit and images, every params
     section of this run, the data manifest hash and metrics from the blessing,
     and the pipeline run. The run's validation report is kept with the version
-    as its drift reference.
+    as its drift reference. The run's push.model_base_path is checked first
+    against `push_target`, as drift_reference does.
     """
     import json
     from pathlib import Path
@@ -192,7 +199,7 @@ def push(
     from petseg.components.contracts.blessing import blessing_path
     from petseg.components.contracts.lineage import collect_lineage
     from petseg.components.push import push as push_step
-    from petseg.pipeline.component_io import run_params
+    from petseg.pipeline.component_io import check_push_target, run_params
 
     params = run_params(
         {
@@ -205,6 +212,7 @@ def push(
             "push": push,
         }
     )
+    check_push_target(params.push.model_base_path, **push_target, where="this run's push parameter: ")
     blessing_file = blessing_path(evaluation.path)
     lineage = collect_lineage(
         None,

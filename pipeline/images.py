@@ -2,16 +2,21 @@
 
 Tags. params.yaml `pipeline.image` / `pipeline.gpu_image` name image
 repositories. Without a tag, the tag is derived from the code:
-`<package version>-g<12 hex of the git commit>` (with `-dirty` when the checkout
-has uncommitted changes to tracked files). `petseg pipeline image` prints it for
+`<package version>-g<12 hex of the git commit>`, or, when the checkout differs
+from that commit, `<version>-g<commit>-dirty-<12 hex>`: the hex is a
+fingerprint of what differs (the diff of tracked files against HEAD, and the
+path and content of every untracked file an image copies: under a Dockerfile's
+COPY sources, not ignored by git nor by that Dockerfile's .dockerignore), so
+adding or editing such a file gives a new tag. `petseg pipeline image` prints it for
 `docker build -t`, and compile writes it into every step, so the compiled
 pipeline names the exact image its code was built into. KFP's cache key
 includes the image, so a new commit means new tags and no stale cache hits. A
 tag given explicitly (or a digest, `@sha256:...`) is used as is.
 
-A derived tag is reproducible only for a clean commit: with `-dirty`, or
-outside a git checkout (tag `<version>-nogit`), the same tag can name different
-code, so compile turns caching off for every step (Tag.cacheable).
+A derived tag is reproducible only for a clean commit: a `-dirty-` tag names a
+working tree no commit holds (and files git ignores but an image copies are not
+in its fingerprint), and outside a git checkout (tag `<version>-nogit`) the same
+tag can name different code, so compile turns caching off for every step (Tag.cacheable).
 
 Constraints. `pipeline/constraints.txt` pins every package the images install
 (petseg's dependencies with the s3 and gcs extras, transitively) to the version
@@ -22,8 +27,12 @@ dependencies with `python -m petseg.pipeline.images constraints`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import re
+import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +60,87 @@ def package_version() -> str:
 
 
 def code_tag(repo_dir: Path = SOURCE_ROOT) -> Tag:
-    """`<version>-g<commit12>[-dirty]`, or `<version>-nogit` outside a git checkout."""
+    """`<version>-g<commit12>`, `<version>-g<commit12>-dirty-<fingerprint12>`, or `<version>-nogit` outside git."""
     version = package_version()
     commit, dirty = git_state(repo_dir)
     if commit is None:
         return Tag(f"{version}-nogit", None, cacheable=False)
-    return Tag(f"{version}-g{commit[:12]}{'-dirty' if dirty else ''}", commit, cacheable=not dirty)
+    untracked = untracked_image_files(repo_dir)
+    if not dirty and not untracked:
+        return Tag(f"{version}-g{commit[:12]}", commit, cacheable=True)
+    fingerprint = working_tree_fingerprint(repo_dir, untracked)
+    return Tag(f"{version}-g{commit[:12]}-dirty-{fingerprint[:12]}", commit, cacheable=False)
+
+
+def _git(repo_dir: Path, *args: str) -> bytes:
+    """stdout of a git command in `repo_dir` (empty if git fails: the tag then counts nothing for it)."""
+    try:
+        proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return b""
+    return proc.stdout if proc.returncode == 0 else b""
+
+
+def dockerfiles(repo_dir: Path) -> list[Path]:
+    """The images' Dockerfiles: pipeline/Dockerfile, pipeline/Dockerfile.gpu, ..."""
+    return sorted(p for p in (repo_dir / "pipeline").glob("Dockerfile*") if not p.name.endswith(".dockerignore"))
+
+
+def copy_sources(dockerfile_text: str) -> list[str]:
+    """The build-context paths a Dockerfile's COPY/ADD instructions read (not `--from` another stage)."""
+    joined = re.sub(r"\\\n", " ", dockerfile_text)
+    sources: list[str] = []
+    for line in joined.splitlines():
+        words = line.strip().split(None, 1)
+        if len(words) != 2 or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        rest = words[1].strip()
+        args = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
+        if any(a.startswith("--from") for a in args):
+            continue
+        paths = [a for a in args if not a.startswith("--")]
+        sources += [p.removeprefix("./") or "." for p in paths[:-1]]
+    return sources
+
+
+def _ignore_patterns(dockerfile: Path, repo_dir: Path) -> list[str]:
+    """The .dockerignore patterns of a build with `-f dockerfile`: <Dockerfile>.dockerignore, else the context's."""
+    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), repo_dir / ".dockerignore"):
+        if candidate.is_file():
+            lines = (line.strip() for line in candidate.read_text().splitlines())
+            return [line for line in lines if line and not line.startswith("#")]
+    return []
+
+
+def untracked_image_files(repo_dir: Path) -> list[str]:
+    """Untracked files (not ignored by git) that some image's build would copy, sorted; [] outside git.
+
+    For each Dockerfile: untracked files under its COPY sources, less those its
+    .dockerignore excludes (Docker's own matching: docker-py's PatternMatcher).
+    """
+    from docker.utils.build import PatternMatcher
+
+    found: set[str] = set()
+    for dockerfile in dockerfiles(repo_dir):
+        sources = copy_sources(dockerfile.read_text())
+        if not sources:
+            continue
+        listed = _git(repo_dir, "ls-files", "-z", "--others", "--exclude-standard", "--", *sources)
+        excluded = PatternMatcher(_ignore_patterns(dockerfile, repo_dir))
+        found.update(name for name in listed.decode().split("\0") if name and not excluded.matches(name))
+    return sorted(found)
+
+
+def working_tree_fingerprint(repo_dir: Path, untracked: list[str]) -> str:
+    """sha256 hex of how the working tree differs from HEAD: tracked changes, and `untracked` files' names and bytes."""
+    digest = hashlib.sha256(_git(repo_dir, "diff", "HEAD", "--binary", "--no-ext-diff", "--no-color"))
+    for name in untracked:
+        digest.update(b"\0" + name.encode() + b"\0")
+        try:
+            digest.update(hashlib.sha256((repo_dir / name).read_bytes()).digest())
+        except OSError:
+            digest.update(b"unreadable")
+    return digest.hexdigest()
 
 
 def has_tag(image: str) -> bool:

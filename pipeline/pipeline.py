@@ -61,6 +61,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Mod
 
 from petseg.components.core.errors import ParamsError
 from petseg.components.core.params import Params, PipelineParams, StepResources, params_to_dict
+from petseg.pipeline.component_io import check_push_target, push_target_settings
 
 PIPELINE_NAME = "petseg"
 PIPELINE_DESCRIPTION = (
@@ -75,8 +76,6 @@ CACHED_STEPS = frozenset({"download", "validate", "preprocess", "train"})
 # pipeline.object_store's credentials. Not deploy: it sends KServe the storageUri and reads nothing there.
 SERVING_STORE_STEPS = frozenset({"drift_reference", "validate", "evaluate", "push"})
 BLESSED_CONDITION = "blessed"
-# push.model_base_path schemes that outlive a pod (TF Serving reads both itself).
-DURABLE_SCHEMES = frozenset({"s3", "gs"})
 
 
 class PipelineOutputs(NamedTuple):
@@ -125,6 +124,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     cacheable = tag.cacheable or (has_tag(settings.image) and has_tag(settings.gpu_image))
     ops = make_components(images["components"], images["train"])
     defaults = pipeline_arguments(params)
+    push_target = push_target_settings(params, on_cluster=for_cluster)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION, pipeline_root=settings.pipeline_root or None)
     def petseg_pipeline(
@@ -137,7 +137,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
         push: dict = defaults["push"],
     ) -> PipelineOutputs:
         download_task = ops.download(data=data)
-        reference_task = ops.drift_reference(validate=validate, push=push)
+        reference_task = ops.drift_reference(validate=validate, push=push, push_target=push_target)
         validate_task = ops.validate(
             raw=download_task.outputs["raw"], validate=validate, reference=reference_task.output
         )
@@ -177,6 +177,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
                 train=train,
                 evaluate=evaluate,
                 push=push,
+                push_target=push_target,
                 code={"commit": tag.commit or "", "images": images},
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -236,7 +237,11 @@ def configure_task(step: str, task: Any, settings: PipelineParams, cache: bool =
 
 
 def set_resources(task: Any, resources: StepResources, key: str) -> None:
-    """Apply CPU/memory requests and limits, naming the params key KFP rejects a quantity for."""
+    """Apply CPU/memory requests and limits, naming the params key KFP rejects a quantity for.
+
+    Params have already passed Kubernetes' own grammar (components/core/k8s.py); KFP's
+    setters take a narrower one (no exponents; memory without decimals or `k`).
+    """
     for field, setter in (
         ("cpu_request", task.set_cpu_request),
         ("cpu_limit", task.set_cpu_limit),
@@ -248,8 +253,8 @@ def set_resources(task: Any, resources: StepResources, key: str) -> None:
             setter(value)
         except ValueError:
             raise ParamsError(
-                f"'{key}.{field}' is not a Kubernetes quantity: {value!r} "
-                '(e.g. "500m" or "2" CPUs, "512Mi" or "4Gi" memory)'
+                f"'{key}.{field}' {value!r} is a Kubernetes quantity KFP cannot compile; write it as KFP "
+                'takes it (e.g. "500m" or "2" CPUs, "512Mi" or "4Gi" memory: digits and a suffix)'
             ) from None
 
 
@@ -261,34 +266,9 @@ def check_settings(params: Params, *, for_cluster: bool = True) -> None:
             raise ParamsError(f"'pipeline.{key}' must name a container image")
     if bool(settings.gpu_node_selector_key) != bool(settings.gpu_node_selector_value):
         raise ParamsError("set both pipeline.gpu_node_selector_key and pipeline.gpu_node_selector_value, or neither")
-    if for_cluster:
-        check_durable_push_target(params)
-    if settings.serving_pvc:
-        mount = settings.serving_mount_path.rstrip("/")
-        base = params.push.model_base_path
-        if not mount.startswith("/") or not (base == mount or base.startswith(mount + "/")):
-            raise ParamsError(
-                f"with pipeline.serving_pvc set, push.model_base_path ({base}) must lie under "
-                f"pipeline.serving_mount_path ({settings.serving_mount_path}, an absolute path)"
-            )
-
-
-def check_durable_push_target(params: Params) -> None:
-    """On a cluster, push must write where the model server (and the next run's evaluate) can read it.
-
-    A local `push.model_base_path` without `pipeline.serving_pvc` is the pod's
-    own disk, gone when the pod ends: refused, in one line saying what to set.
-    """
-    from petseg.components.store.storage import scheme
-
-    base = params.push.model_base_path
-    if scheme(base) in DURABLE_SCHEMES or params.pipeline.serving_pvc:
-        return
-    raise ParamsError(
-        f"push.model_base_path '{base}' is inside the push pod and lost when it ends; set it to "
-        "an object store (s3://bucket/models, gs://bucket/models) or set pipeline.serving_pvc "
-        "with push.model_base_path under pipeline.serving_mount_path"
-    )
+    # Push must write where the model server (and the next run's evaluate) can read it; the push and
+    # drift_reference components check the run's own push parameter again by the same rule.
+    check_push_target(params.push.model_base_path, **push_target_settings(params, on_cluster=for_cluster))
 
 
 def compile_pipeline(params: Params, out_file: str | Path) -> Path:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from petseg.components.core.errors import PetsegError
+from petseg.components.core.k8s import check_dns1123_label, check_dns1123_subdomain
 from petseg.components.core.params import Params, params_to_dict
 
 API_VERSION = "kubeflow.org/v1"
@@ -46,8 +47,6 @@ WORKSPACE = "/mnt/petseg"  # where the shared PVC is mounted
 PARAMS_DIR = "/etc/petseg"
 BACKOFF_LIMIT = 3
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def tfjob_manifests(
@@ -63,7 +62,8 @@ def tfjob_manifests(
     """[ConfigMap, TFJob]: `pipeline.train_workers` workers training from params on the PVC `pvc`.
 
     `records`, `out` and `live` are paths inside the PVC; PetsegError names a
-    name or path the API server or the workers would refuse.
+    name or path the API server or the workers would refuse (the PVC and
+    namespace names by the same checks as params.yaml's, components/core/k8s.py).
     """
     check_job_inputs(KIND, name, pvc, namespace, {"--records": records, "--out": out, "--live": live})
     settings = params.pipeline
@@ -126,15 +126,8 @@ def check_job_inputs(kind: str, name: str, pvc: str, namespace: str, paths: dict
             f"{kind} name {name!r} must be lower-case letters, digits and '-', start with a letter, "
             "at most 52 characters"
         )
-    if not _DNS1123_SUBDOMAIN.fullmatch(pvc) or len(pvc) > 253:
-        raise PetsegError(
-            f"--pvc {pvc!r} must name a PersistentVolumeClaim every worker mounts (ReadWriteMany): "
-            "lower-case letters, digits, '-' and '.'"
-        )
-    if not _DNS1123_LABEL.fullmatch(namespace) or len(namespace) > 63:
-        raise PetsegError(
-            f"--namespace {namespace!r} must be a namespace name: lower-case letters, digits and '-', at most 63"
-        )
+    check_dns1123_subdomain(pvc, "--pvc (the PersistentVolumeClaim every worker mounts)")
+    check_dns1123_label(namespace, "--namespace")
     for key, path in paths.items():
         if path.startswith("/") or ".." in Path(path).parts or not path.strip():
             raise PetsegError(f"{key} {path!r} must be a relative path inside the PVC, without '..'")

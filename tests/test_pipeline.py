@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -192,7 +193,9 @@ def test_code_tag_is_version_and_commit_and_marks_dirty_and_untracked_checkouts(
     clean = code_tag(tmp_path)
     assert clean == Tag(f"0.1.0-g{commit[:12]}", commit, True)
     (tmp_path / "f.txt").write_text("2")
-    assert code_tag(tmp_path) == Tag(f"0.1.0-g{commit[:12]}-dirty", commit, False)
+    dirty = code_tag(tmp_path)
+    assert re.fullmatch(rf"0\.1\.0-g{commit[:12]}-dirty-[0-9a-f]{{12}}", dirty.value), dirty
+    assert (dirty.commit, dirty.cacheable) == (commit, False)
     assert resolve_image("reg.example:5000/seg", clean) == f"reg.example:5000/seg:0.1.0-g{commit[:12]}"
     assert resolve_image("reg.example:5000/seg:7", clean) == "reg.example:5000/seg:7"
 
@@ -338,8 +341,15 @@ def test_serving_pvc_is_mounted_where_a_step_reads_the_model_base_path(tmp_path)
 
 
 def test_bad_resource_quantity_names_the_key(tmp_path):
-    params = with_overrides(PROJECT_PARAMS, {"pipeline.resources.train.memory_limit": "lots"})
     with pytest.raises(ParamsError, match=r"'pipeline.resources.train.memory_limit' is not a Kubernetes quantity"):
+        with_overrides(PROJECT_PARAMS, {"pipeline.resources.train.memory_limit": "lots"})  # refused as params load
+
+
+def test_a_quantity_kubernetes_takes_but_kfp_cannot_compile_names_the_key(tmp_path):
+    params = with_overrides(PROJECT_PARAMS, {"pipeline.resources.train.memory_limit": "32e9"})
+    with pytest.raises(
+        ParamsError, match=r"'pipeline.resources.train.memory_limit' '32e9' is a Kubernetes quantity KFP"
+    ):
         compile_pipeline(params, tmp_path / "p.yaml")
     assert not (tmp_path / "p.yaml").exists()
 

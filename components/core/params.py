@@ -23,6 +23,13 @@ import yaml
 
 from petseg.components.core.errors import ParamsError, first_line, utf8_text
 from petseg.components.core.expectations import DEFAULT_CRITICAL, check_critical_names
+from petseg.components.core.k8s import (
+    QuantityKind,
+    check_dns1123_label,
+    check_dns1123_subdomain,
+    check_quantity,
+    check_request_within_limit,
+)
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 _MAX_INT = 2**63 - 1  # every integer parameter fits in 64 bits
@@ -273,14 +280,35 @@ class ServeParams:
 
 
 # ----------------------------------------------------------------------- pipeline
+def _quantity(default: str, kind: QuantityKind):
+    """A str field holding a Kubernetes quantity of `kind`, checked at load (components/core/k8s.py)."""
+    return field(default=default, metadata={"quantity": kind})
+
+
 @dataclass(frozen=True)
 class StepResources:
-    """Kubernetes CPU/memory requests and limits of one pipeline step (Kubernetes quantities)."""
+    """Kubernetes CPU/memory requests and limits of one pipeline step (Kubernetes quantities).
 
-    cpu_request: str = "1"
-    cpu_limit: str = "2"
-    memory_request: str = "2Gi"
-    memory_limit: str = "4Gi"
+    Each is checked against Kubernetes' quantity grammar when params load, and each
+    request against its limit, so no generator writes what the API server refuses.
+    """
+
+    cpu_request: str = _quantity("1", "cpu")
+    cpu_limit: str = _quantity("2", "cpu")
+    memory_request: str = _quantity("2Gi", "memory")
+    memory_limit: str = _quantity("4Gi", "memory")
+
+    def check_at(self, prefix: str) -> None:
+        """Request <= limit for CPU and memory; `prefix` is where this block sits (e.g. "pipeline.resources.train.")."""
+        kinds: tuple[QuantityKind, ...] = ("cpu", "memory")
+        for kind in kinds:
+            check_request_within_limit(
+                getattr(self, f"{kind}_request"),
+                getattr(self, f"{kind}_limit"),
+                f"{prefix}{kind}_request",
+                f"{prefix}{kind}_limit",
+                kind,
+            )
 
 
 @dataclass(frozen=True)
@@ -316,6 +344,9 @@ class KServeParams:
     def check(self) -> None:
         if self.min_replicas > self.max_replicas:
             raise ParamsError("pipeline.kserve.min_replicas must not exceed pipeline.kserve.max_replicas")
+        check_dns1123_label(self.namespace, "'pipeline.kserve.namespace'")
+        for key in ("service_account", "runner_service_account"):
+            check_dns1123_subdomain(getattr(self, key), f"'pipeline.kserve.{key}'")
         if self.mode == "standard" and self.min_replicas < 1:
             # KServe v0.20.0 sizes a canary as ceil(stable minReplicas x trafficPercent / 100) and refuses a canary
             # minReplicas above the stable one (components/predictor.go canaryReplicaCount,
@@ -326,19 +357,15 @@ class KServeParams:
             )
 
 
-# Kubernetes names: a Secret's name is a DNS-1123 subdomain; a key in its data is letters, digits, '-', '_', '.'.
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# A key in a Secret's data is letters, digits, '-', '_', '.' (a Secret's name is a DNS-1123 subdomain).
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 def check_secret_name(name: str, key: str) -> None:
     """ParamsError unless `name` is "" or a valid Kubernetes Secret name (a DNS-1123 subdomain)."""
-    if name and (len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name)):
-        raise ParamsError(
-            f"'{key}' must be a Kubernetes Secret name: lower-case letters, digits, '-' and '.', "
-            f"starting and ending with a letter or digit, at most 253 characters; got {_shown(name)}"
-        )
+    if name:
+        check_dns1123_subdomain(name, f"'{key}' (a Secret name)")
 
 
 def check_secret_key(name: str, key: str) -> None:
@@ -453,6 +480,11 @@ class PipelineParams:
     deploy: Literal["none", "kserve"] = "none"  # after push: nothing, or roll the model out on KServe
     kserve: KServeParams = KServeParams()
     object_store: ObjectStoreParams = ObjectStoreParams()  # credentials of the store steps that touch it
+
+    def check(self) -> None:
+        """The serving PVC's name is one Kubernetes accepts (a DNS-1123 subdomain), when one is set."""
+        if self.serving_pvc:
+            check_dns1123_subdomain(self.serving_pvc, "'pipeline.serving_pvc'")
 
 
 @dataclass(frozen=True)
@@ -613,6 +645,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     check = getattr(obj, "check", None)
     if check is not None:
         check()
+    check_at = getattr(obj, "check_at", None)  # a block whose keys depend on where it sits (StepResources)
+    if check_at is not None:
+        check_at(prefix)
     return obj
 
 
@@ -654,12 +689,16 @@ def _convert(tp: Any, value: Any, key: str, meta: typing.Mapping) -> Any:
             raise ParamsError(f"'{key}' must be a finite number, got {_shown(value, 24)}")
         return _check_range(number, key, meta)
     if tp is str:
+        if meta.get("quantity") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # `cpu_limit: 2` in YAML: Kubernetes takes a number as a quantity too
         if not isinstance(value, str):
             raise ParamsError(f"'{key}' must be a string, got {_shown(value)}")
         if "\x00" in value:
             raise ParamsError(f"'{key}' holds a NUL character")
         if meta.get("path") and not value.strip():
             raise ParamsError(f"'{key}' must be a {meta['path']} path, got an empty string")
+        if meta.get("quantity"):
+            check_quantity(value, key, meta["quantity"])
         return value
     raise TypeError(f"params: unsupported type {tp!r} for {key}")  # a bug in this module
 

@@ -127,8 +127,11 @@ def _run_pipeline_compile(args: argparse.Namespace, params: Params) -> None:
 
 
 def _run_pipeline_submit(args: argparse.Namespace, params: Params) -> None:
+    from petseg.components.core.k8s import check_dns1123_label
     from petseg.pipeline.run import apply_overrides, submit
 
+    if args.namespace is not None:
+        check_dns1123_label(args.namespace, "--namespace")
     run = submit(
         apply_overrides(params, args.param),
         args.host,
