@@ -64,10 +64,10 @@ def test_defaults_are_the_pods_identity_and_kubeflows_key_names():
 @pytest.mark.parametrize(
     "key, value, words",
     [
-        ("pipeline.object_store.secret", "MLPipeline", "Kubernetes Secret name"),
-        ("pipeline.object_store.secret", "-minio", "Kubernetes Secret name"),
-        ("pipeline.object_store.secret", "a" * 254, "Kubernetes Secret name"),
-        ("pipeline.object_store.gcs_secret", "gcs key", "Kubernetes Secret name"),
+        ("pipeline.object_store.secret", "MLPipeline", "(a Secret name)"),
+        ("pipeline.object_store.secret", "-minio", "(a Secret name)"),
+        ("pipeline.object_store.secret", "a" * 254, "(a Secret name)"),
+        ("pipeline.object_store.gcs_secret", "gcs key", "(a Secret name)"),
         ("pipeline.object_store.kserve_secret", "", "must name a Secret"),
         ("pipeline.object_store.keys.access_key_id", "access/key", "key of a Kubernetes Secret"),
         ("pipeline.object_store.keys.secret_access_key", "..secret", "key of a Kubernetes Secret"),

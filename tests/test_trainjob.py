@@ -218,7 +218,7 @@ def test_a_misspelt_field_in_the_trainjob_fails_the_crd_check():
         ({"name": "Petseg_Train"}, "TrainJob name"),
         ({"name": "x" * 53}, "TrainJob name"),
         ({"runtime_name": "9runtime"}, "TrainingRuntime name"),
-        ({"pvc": "Work Space"}, "--pvc 'Work Space'"),
+        ({"pvc": "Work Space"}, "'Work Space' is not a valid Kubernetes name"),
         ({"namespace": "Team-A"}, "--namespace 'Team-A'"),
         ({"records": "/abs"}, "--records"),
         ({"live": "a/../../b"}, "--live"),
@@ -255,7 +255,7 @@ def test_cli_refuses_a_bad_namespace_in_one_line_and_writes_nothing(tmp_path, ca
         ["pipeline", "trainjob", "--pvc", "w", "--namespace", "Bad_NS", "--cluster-runtime", "-o", str(out)]
     )
     err = capsys.readouterr().err.strip()
-    assert code != 0 and "\n" not in err and "--namespace 'Bad_NS' must be a namespace name" in err
+    assert code != 0 and "\n" not in err and "--namespace 'Bad_NS' is not a valid Kubernetes name" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
