@@ -158,6 +158,7 @@ def start_server(
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+    from petseg.serving.body_budget import BodyBudget
     from petseg.serving.metrics import ServerMetrics
     from petseg.serving.model_manager import ModelManager
     from petseg.serving.rest import RestContext, start_rest_server
@@ -188,7 +189,18 @@ def start_server(
         raise _port_in_use(host, port, "--port") from None
     try:
         rest, _ = start_rest_server(
-            host, rest_port, RestContext(manager, limits, inflight, threading.BoundedSemaphore(params.workers), metrics)
+            host,
+            rest_port,
+            RestContext(
+                manager,
+                limits,
+                inflight,
+                threading.BoundedSemaphore(params.workers),
+                metrics,
+                budget=BodyBudget(params.rest_body_budget_mb * MIB),
+                max_json_depth=params.rest_max_json_depth,
+                log=log,
+            ),
         )
     except OSError:
         server.stop(0)
