@@ -19,8 +19,10 @@ pixel). This module parses a body in three passes, none of which recurses:
    placeholder where each array was; the placeholders are then swapped for
    `ParsedArray`s.
 
-`parse_cost` says what the parse will take in memory, before it is done, so
-the caller can refuse a body its budget cannot afford.
+The caller's `afford(bytes)` is told what each step will take in memory
+before the step allocates it (an array's numbers once its shape is known, the
+Python objects of the rest before orjson builds them), so it can refuse a
+body its budget cannot afford.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class ParsedBody:
     """A body split into its numeric arrays and the rest, with what parsing the rest will cost."""
 
     arrays: dict[str, ParsedArray]
-    rest: bytes  # the body with each array replaced by a placeholder string
+    rest: bytes | bytearray  # the body with each array replaced by a placeholder string
     cost_bytes: int  # memory the arrays hold plus what orjson will take for `rest`
 
 
@@ -224,12 +226,15 @@ def _keep_run(run: tuple[int, bool], end: int, runs: list[tuple[int, int]]) -> N
 
 
 # -------------------------------------------------------------- numeric arrays
-def numeric_array(body: bytes | bytearray, start: int, end: int) -> tuple[ParsedArray, int, int] | None:
+def numeric_array(
+    body: bytes | bytearray, start: int, end: int, afford: Callable[[int], None] = lambda cost: None
+) -> tuple[ParsedArray, int, int] | None:
     """The rectangular array of JSON numbers written in body[start:end], with its exact [start, end); else None.
 
     The run may begin with whitespace and end with whitespace or commas (it
     was cut at characters that cannot be part of an array); anything else
-    about it that is not a well-formed array gives None.
+    about it that is not a well-formed array gives None. afford(bytes) is
+    called with the array's size once its shape is known, before it is read.
     """
     while start < end and body[start] in b" \t\r\n":
         start += 1
@@ -248,6 +253,7 @@ def numeric_array(body: bytes | bytearray, start: int, end: int) -> tuple[Parsed
     if shape is None:
         return None
     count = int(np.prod(shape))
+    afford(count * NUMBER_BYTES)
     float_marks = [p for p in (body.find(mark, start, end) for mark in (b".", b"e", b"E")) if p >= 0]
     has_float = bool(float_marks)
     values = _read_numbers(body, start, end, count, np.float64 if has_float else np.int64)
@@ -361,15 +367,20 @@ def _read_numbers(body: bytes | bytearray, start: int, end: int, count: int, dty
 
 
 # --------------------------------------------------------------------- parse
-def split_body(body: bytes | bytearray, max_depth: int) -> ParsedBody:
-    """The body's numeric arrays read into numpy and the rest with placeholders; ServingError when too deep."""
+def split_body(
+    body: bytes | bytearray, max_depth: int, afford: Callable[[int], None] = lambda cost: None
+) -> ParsedBody:
+    """The body's numeric arrays read into numpy and the rest with placeholders; ServingError when too deep.
+
+    afford(bytes) is called before each array is read and with the cost of the rest, before returning.
+    """
     scan = scan_structure(body, max_depth)
     arrays: dict[str, ParsedArray] = {}
     pieces: list[bytes] = []
     at = 0
     number_bytes = 0
     for run_start, run_end in scan.runs:
-        found = numeric_array(body, run_start, run_end)
+        found = numeric_array(body, run_start, run_end, afford)
         if found is None:
             continue
         parsed, start, end = found
@@ -379,10 +390,12 @@ def split_body(body: bytes | bytearray, max_depth: int) -> ParsedBody:
         pieces.append(bytes(body[at:start]))
         pieces.append(orjson.dumps(key))
         at = end
-    rest = bytes(body[at:]) if not pieces else b"".join([*pieces, bytes(body[at:])])
+    rest = body if not pieces else b"".join([*pieces, bytes(body[at:])])  # no arrays: the body itself, not a copy
     tokens = int(np.count_nonzero(_OBJECT_TOKEN[np.frombuffer(rest, np.uint8)]))
     # orjson's strings hold the text again, and a {"b64"} string decodes to 3/4 of it: 2 bytes per byte of rest
-    return ParsedBody(arrays, rest, number_bytes + 2 * len(rest) + tokens * OBJECT_BYTES_PER_TOKEN)
+    rest_cost = 2 * len(rest) + tokens * OBJECT_BYTES_PER_TOKEN
+    afford(rest_cost)
+    return ParsedBody(arrays, rest, number_bytes + rest_cost)
 
 
 def parse_document(body: bytes | bytearray, max_depth: int, afford: Callable[[int], None] = lambda n: None) -> Any:
@@ -394,8 +407,7 @@ def parse_document(body: bytes | bytearray, max_depth: int, afford: Callable[[in
     """
     if not body:
         raise ServingError(_INVALID, "JSON Parse error: The document is empty")
-    split = split_body(body, max_depth)
-    afford(split.cost_bytes)
+    split = split_body(body, max_depth, afford)
     try:
         document = orjson.loads(split.rest)
     except orjson.JSONDecodeError as exc:
