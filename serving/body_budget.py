@@ -5,6 +5,10 @@ it will take (json_body.ParsedBody.cost_bytes) before the parse builds
 anything; it keeps both until its answer is written. A reservation that does
 not fit is refused at once, never queued: a queue of bodies waiting to be
 parsed is itself memory, which is what the budget bounds.
+
+An eighth of the budget is kept for small requests: a reservation that
+grows past that eighth may only fill the other seven, so large bodies never
+leave a small request without room.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ class BodyBudget:
 
     def __init__(self, capacity_bytes: int):
         self.capacity = capacity_bytes
+        self.small = capacity_bytes // 8  # a request holding at most this much is small
+        self.largest = capacity_bytes - self.small  # what one request may hold at most
         self._lock = threading.Lock()
         self._used = 0
 
@@ -30,9 +36,10 @@ class BodyBudget:
         reservation = Reservation(self)
         return reservation if reservation.grow(size) else None
 
-    def _take(self, size: int) -> bool:
+    def _take(self, size: int, held_after: int) -> bool:
+        limit = self.capacity if held_after <= self.small else self.largest
         with self._lock:
-            if self._used + size > self.capacity:
+            if self._used + size > limit:
                 return False
             self._used += size
             return True
@@ -53,7 +60,7 @@ class Reservation:
         """Hold size more bytes; False (holding nothing more) when the budget has no room for them now."""
         if size <= 0:
             return True
-        if not self.budget._take(size):
+        if not self.budget._take(size, self.held + size):
             return False
         self.held += size
         return True

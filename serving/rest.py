@@ -141,10 +141,11 @@ def handle(
 
 def reserve_body(budget: BodyBudget, size: int) -> Reservation:
     """A reservation of size bytes of the body budget, or the refusal: 413 over the whole budget, else 503."""
-    if size > budget.capacity:
+    if size > budget.largest:
         raise BodyTooLarge(
-            f"request body of {size / MIB:.1f} MiB is over the REST body budget of {budget.capacity / MIB:.0f} MiB "
-            "(serve.rest_body_budget_mb); send fewer or smaller images per request"
+            f"request body of {size / MIB:.1f} MiB is over the {budget.largest / MIB:.0f} MiB one request may take "
+            f"of the REST body budget ({budget.capacity / MIB:.0f} MiB, serve.rest_body_budget_mb); send fewer or "
+            "smaller images per request"
         )
     reservation = budget.reserve(size)
     if reservation is None:
@@ -164,10 +165,11 @@ def _afford(reservation: Reservation) -> Callable[[int], None]:
 
     def afford(cost: int) -> None:
         budget = reservation.budget
-        if reservation.held + cost > budget.capacity:
+        if reservation.held + cost > budget.largest:
             raise BodyTooLarge(
-                f"parsing this body would take {(reservation.held + cost) / MIB:.0f} MiB, over the REST body budget "
-                f"of {budget.capacity / MIB:.0f} MiB (serve.rest_body_budget_mb); send the images as plain numeric "
+                f"parsing this body would take {(reservation.held + cost) / MIB:.0f} MiB, over the "
+                f"{budget.largest / MIB:.0f} MiB one request may take of the REST body budget "
+                f"({budget.capacity / MIB:.0f} MiB, serve.rest_body_budget_mb); send the images as plain numeric "
                 "arrays or as b64 strings, or fewer per request"
             )
         if not reservation.grow(cost):

@@ -169,14 +169,18 @@ def test_the_parse_cost_counts_objects_for_json_that_is_not_a_numeric_array():
 
 # ------------------------------------------------------------------- budget
 def test_the_budget_refuses_what_does_not_fit_and_gives_back_on_release():
-    budget = BodyBudget(100)
-    first = budget.reserve(60)
-    assert first is not None and budget.reserve(50) is None
-    assert first.grow(40) and not first.grow(1) and budget.used == 100
+    budget = BodyBudget(800)  # small requests: up to 100; one request: up to 700
+    first = budget.reserve(600)
+    assert first is not None and budget.reserve(150) is None  # a large one may not take the last eighth
+    assert first.grow(100) and not first.grow(1) and budget.used == 700
+    smalls = [budget.reserve(50), budget.reserve(50)]  # the eighth kept for small requests
+    assert all(smalls) and budget.reserve(1) is None and budget.used == 800
     first.release()
-    with budget.reserve(100) as whole:
-        assert whole.held == 100 and budget.used == 100
-    assert budget.used == 0
+    for small in smalls:
+        small.release()  # type: ignore[union-attr]
+    with budget.reserve(700) as whole:  # type: ignore[union-attr]
+        assert whole.held == 700 and budget.used == 700 and budget.reserve(101) is None
+    assert budget.used == 0 and budget.reserve(701) is None
 
 
 def test_the_budget_and_depth_are_params_validated_at_load():
@@ -258,8 +262,8 @@ def test_a_body_over_the_whole_budget_is_refused_with_413(intake):
     status, answer, _ = post(intake.port, b" " * (9 * MIB))
     assert status == 413
     assert answer["error"] == (
-        "request body of 9.0 MiB is over the REST body budget of 8 MiB (serve.rest_body_budget_mb); "
-        "send fewer or smaller images per request"
+        "request body of 9.0 MiB is over the 7 MiB one request may take of the REST body budget "
+        "(8 MiB, serve.rest_body_budget_mb); send fewer or smaller images per request"
     )
 
 
@@ -267,7 +271,10 @@ def test_a_body_whose_objects_would_overflow_the_budget_is_refused_before_they_a
     objects = b'{"instances": [' + b",".join([b"[[]]"] * 100_000) + b"]}"  # 0.6 MiB, ~19 MiB as objects
     status, answer, _ = post(intake.port, objects)
     assert status == 413 and answer["error"].startswith("parsing this body would take ")
-    assert "over the REST body budget of 8 MiB (serve.rest_body_budget_mb)" in answer["error"]
+    assert (
+        "over the 7 MiB one request may take of the REST body budget (8 MiB, serve.rest_body_budget_mb)"
+        in (answer["error"])
+    )
     assert released(intake.context.budget)
 
 
