@@ -165,6 +165,7 @@ def start_server(
     from petseg.serving.servicer import InflightCounter, ModelServicer, PredictionServicer
 
     limits = request_limits(params)
+    log = _one_line_at_a_time(log)  # handler threads log too (a dropped client): lines must not interleave
 
     manager = ModelManager(model_base_path, model_name, params.poll_seconds, log=log)
     manager.refresh()
@@ -253,6 +254,17 @@ def serve(
     running.drain(params.drain_seconds)
     log("petseg serve: stopped")
     return ServeResult(target=running.target, drained=drained)
+
+
+def _one_line_at_a_time(log: Callable[[str], None]) -> Callable[[str], None]:
+    """log, called under a lock: print writes a line and its newline separately, so threads could interleave them."""
+    lock = threading.Lock()
+
+    def log_line(line: str) -> None:
+        with lock:
+            log(line)
+
+    return log_line
 
 
 def _grpc_host(host: str) -> str:
