@@ -19,10 +19,13 @@ so REST and gRPC refuse the same things with the same messages.
 Served by the standard library's ThreadingHTTPServer (HTTP/1.1, keep-alive, one
 thread per connection): the work per request is the model run, which is
 bounded by a semaphore of serve.workers, so an asynchronous framework would
-add a dependency and an event loop without serving more. JSON is read and
-written with orjson, which parses a 500x375 image's 562,500 numbers and
-writes float32 arrays (at their shortest exact form, as TF Serving does)
-several times faster than the json module.
+add a dependency and an event loop without serving more. JSON is written with
+orjson (float32 at its shortest exact form, as TF Serving writes it) and read
+by serving/json_body.py: numeric arrays straight into numpy, the rest with
+orjson, nesting refused past serve.rest_max_json_depth before anything is
+parsed. The memory bodies take is bounded by serve.rest_body_budget_mb
+(serving/body_budget.py): a body is refused at once when it does not fit,
+never queued (docs/rest-server-limits.md).
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ import re
 import socket
 import sys
 import threading
+import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -44,7 +49,8 @@ import numpy as np
 import orjson
 
 from petseg.components.contracts import signatures
-from petseg.serving import servicer
+from petseg.serving import json_body, servicer
+from petseg.serving.body_budget import BodyBudget, Reservation
 from petseg.serving.errors import ServingError, http_status
 from petseg.serving.metrics import METRICS_PATH, REST, Call, ServerMetrics
 from petseg.serving.model_manager import ModelManager
@@ -58,11 +64,20 @@ STATUS_PATH = re.compile(
 )
 API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+MIB = 2**20
+BODY_SECONDS = 60.0  # a body must arrive within this long, so a slow sender cannot hold its reservation forever
+READ_CHUNK = 2**20
 _MAX_DEBUG_CHARS = 256  # json_tensor.cc kMaxJsonDebugStringBytes
 _INT_RANGES = {
     np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
     for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.uint32, np.uint64)
 }
+
+
+def _log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -74,30 +89,100 @@ class RestContext:
     inflight: servicer.InflightCounter
     model_runs: threading.BoundedSemaphore
     metrics: ServerMetrics | None = None  # None: nothing counted, no /monitoring/prometheus/metrics
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(256 * MIB))  # serve.rest_body_budget_mb
+    max_json_depth: int = 256  # serve.rest_max_json_depth
+    log: Callable[[str], None] = _log_to_stderr  # the server's log: one line per event
+
+
+class BodyTooLarge(ServingError):
+    """RESOURCE_EXHAUSTED for a body no budget left free would take: answered 413, as the message-size limit is."""
+
+    def __init__(self, message: str):
+        super().__init__(_EXHAUSTED, message)
 
 
 # ----------------------------------------------------------------- dispatch
-def handle(context: RestContext, method: str, path: str, body: bytes, call: Call | None = None) -> tuple[int, bytes]:
+def handle(
+    context: RestContext,
+    method: str,
+    path: str,
+    body: bytes | bytearray,
+    call: Call | None = None,
+    reservation: Reservation | None = None,
+) -> tuple[int, bytes]:
     """(HTTP status, JSON body) for one request, as HttpRestApiHandler::ProcessRequest answers it.
 
     With a Call, the request is counted in context.metrics under the canonical
     code it was answered with (OK, INVALID_ARGUMENT, ...), as TF Serving counts.
+    The parse's memory is reserved on `reservation` (the one the body was read
+    under); without one, a reservation of the body's size is taken here.
     """
     call = Call(REST) if call is None else call
     code = grpc.StatusCode.UNKNOWN  # a bug escaping from here; the handler answers it 500
+    own = None
     try:
-        answer = 200, _dispatch(context, method, path, body, call)
+        if reservation is None:
+            reservation = own = reserve_body(context.budget, len(body))
+        answer = 200, _dispatch(context, method, path, body, call, reservation)
         code = grpc.StatusCode.OK
         return answer
     except ServingError as exc:
         code = exc.code
-        return http_status(exc.code), orjson.dumps({"error": exc.message})
+        return 413 if isinstance(exc, BodyTooLarge) else http_status(exc.code), orjson.dumps({"error": exc.message})
+    except MemoryError:  # the process's address space is full: refuse this one, keep serving the rest
+        code = _EXHAUSTED
+        context.log(f"petseg serve: out of memory answering {method} {path} ({len(body)} body bytes); refused")
+        message = "the server ran out of memory for this request; send fewer or smaller images per request"
+        return http_status(code), orjson.dumps({"error": message})
     finally:
+        if own is not None:
+            own.release()
         if context.metrics is not None:
             context.metrics.record(call, code)
 
 
-def _dispatch(context: RestContext, method: str, path: str, body: bytes, call: Call) -> bytes:
+def reserve_body(budget: BodyBudget, size: int) -> Reservation:
+    """A reservation of size bytes of the body budget, or the refusal: 413 over the whole budget, else 503."""
+    if size > budget.largest:
+        raise BodyTooLarge(
+            f"request body of {size / MIB:.1f} MiB is over the {budget.largest / MIB:.0f} MiB one request may take "
+            f"of the REST body budget ({budget.capacity / MIB:.0f} MiB, serve.rest_body_budget_mb); send fewer or "
+            "smaller images per request"
+        )
+    reservation = budget.reserve(size)
+    if reservation is None:
+        raise ServingError(_UNAVAILABLE, _busy_message(budget, size))
+    return reservation
+
+
+def _busy_message(budget: BodyBudget, size: int) -> str:
+    return (
+        f"the server is busy: {budget.used / MIB:.0f} of its {budget.capacity / MIB:.0f} MiB for request bodies "
+        f"(serve.rest_body_budget_mb) are in use and this request needs {size / MIB:.1f} MiB; retry shortly"
+    )
+
+
+def _afford(reservation: Reservation) -> Callable[[int], None]:
+    """What json_body.parse_document calls with a parse's cost: grow the reservation, or refuse the request."""
+
+    def afford(cost: int) -> None:
+        budget = reservation.budget
+        if reservation.held + cost > budget.largest:
+            raise BodyTooLarge(
+                f"parsing this body would take {(reservation.held + cost) / MIB:.0f} MiB, over the "
+                f"{budget.largest / MIB:.0f} MiB one request may take of the REST body budget "
+                f"({budget.capacity / MIB:.0f} MiB, serve.rest_body_budget_mb); send the images as plain numeric "
+                "arrays or as b64 strings, or fewer per request"
+            )
+        if not reservation.grow(cost):
+            raise ServingError(_UNAVAILABLE, _busy_message(budget, reservation.held + cost))
+
+    return afford
+
+
+def _dispatch(
+    context: RestContext, method: str, path: str, body: bytes | bytearray, call: Call, reservation: Reservation
+) -> bytes:
     match = (PREDICT_PATH if method == "POST" else STATUS_PATH).fullmatch(path) if method in ("POST", "GET") else None
     if match is None:
         raise ServingError(_INVALID, f"Malformed request: {method} {path}")
@@ -112,8 +197,8 @@ def _dispatch(context: RestContext, method: str, path: str, body: bytes, call: C
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{verb} is not served here: this model has predict signatures only; use :predict",
             )
-        with context.inflight, context.model_runs:
-            return predict(context, spec, body, call)
+        with context.inflight:
+            return predict(context, spec, body, call, reservation)
     call.describe("GetModelMetadata" if match.group(4) else "GetModelStatus", spec)
     if not name:
         raise ServingError(_INVALID, "Missing model name in request.")
@@ -172,12 +257,24 @@ def model_metadata(manager: ModelManager, spec, call: Call | None = None) -> byt
 
 
 # ------------------------------------------------------------------- predict
-def predict(context: RestContext, spec, body: bytes, call: Call | None = None) -> bytes:
-    """A predict request in JSON -> PredictRequest -> servicer.predict -> JSON (json_tensor.cc)."""
+def predict(
+    context: RestContext,
+    spec,
+    body: bytes | bytearray,
+    call: Call | None = None,
+    reservation: Reservation | None = None,
+) -> bytes:
+    """A predict request in JSON -> PredictRequest -> servicer.predict -> JSON (json_tensor.cc).
+
+    The body is parsed outside the model-run semaphore (its memory is bounded
+    by the body budget instead), so a small request is not held behind a large
+    body's parse; only the model run waits for one of serve.workers.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    document = _parse_json(body)
+    afford = _afford(reservation) if reservation is not None else (lambda cost: None)
+    document = _parse_json(body, context.max_json_depth, afford)
     signature_name = document.get("signature_name")
     if signature_name is not None and not isinstance(signature_name, str):
         raise ServingError(
@@ -210,23 +307,21 @@ def predict(context: RestContext, spec, body: bytes, call: Call | None = None) -
     arrays = (
         _row_inputs(document["instances"], input_dtypes) if row else _columnar_inputs(document["inputs"], input_dtypes)
     )
+    del document  # the parsed numbers are in arrays now
     request = predict_pb2.PredictRequest(model_spec=spec)
     for alias, array in arrays.items():
         request.inputs[alias].CopyFrom(tf.make_tensor_proto(array, dtype=input_dtypes[alias]))
-    response = servicer.predict(context.manager, request, context.limits)
+    del arrays
+    with context.model_runs:
+        response = servicer.predict(context.manager, request, context.limits)
     if call is not None:
         call.answered_by(response.model_spec.version.value)
     outputs = {alias: tf.make_ndarray(tensor) for alias, tensor in sorted(response.outputs.items())}
     return _row_answer(outputs) if row else _columnar_answer(outputs)
 
 
-def _parse_json(body: bytes) -> dict:
-    if not body:
-        raise ServingError(_INVALID, "JSON Parse error: The document is empty")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ServingError(_INVALID, f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
+def _parse_json(body: bytes | bytearray, max_depth: int, afford: Callable[[int], None]) -> dict:
+    document = json_body.parse_document(body, max_depth, afford)
     if not isinstance(document, dict):
         raise ServingError(_INVALID, f"JSON Value: {_debug(document)} Is not object")
     return document
@@ -234,6 +329,15 @@ def _parse_json(body: bytes) -> dict:
 
 def _row_inputs(instances: Any, dtypes: dict) -> dict[str, np.ndarray]:
     """json_tensor.cc FillTensorMapFromInstancesList: one list item per batch element."""
+    if isinstance(instances, json_body.ParsedArray) and instances.values.ndim:  # a numeric batch, read already
+        if len(dtypes) > 1:
+            raise ServingError(
+                _INVALID,
+                "instances is a plain list, but expecting list of objects as multiple "
+                "input tensors required as per tensorinfo_map",
+            )
+        alias = next(iter(dtypes))
+        return {alias: _dense(instances, dtypes[alias], f"'instances' list, input {alias}")}
     if not isinstance(instances, list):
         raise ServingError(
             _INVALID, f"JSON Value: {_debug({'instances': instances})} Expecting 'instances' to be an list/array"
@@ -304,6 +408,10 @@ def _dense(value: Any, dtype, where: str) -> np.ndarray:
 
     if dtype == tf.string:
         return _strings(value, where)
+    if isinstance(value, json_body.ParsedArray):
+        return _parsed_numbers(value, dtype)
+    if isinstance(value, list) and any(isinstance(item, json_body.ParsedArray) for item in value):
+        value = [_parsed_numbers(item, dtype) if isinstance(item, json_body.ParsedArray) else item for item in value]
     try:
         array = np.array(value)
     except ValueError:
@@ -328,6 +436,29 @@ def _dense(value: Any, dtype, where: str) -> np.ndarray:
     return array.astype(want, copy=False)
 
 
+def _parsed_numbers(parsed: json_body.ParsedArray, dtype) -> np.ndarray:
+    """A numeric array read by json_body as the signature's dtype, refused as _dense refuses the same JSON."""
+    if parsed.first_float is not None and not dtype.is_floating:
+        raise ServingError(
+            _INVALID, f"JSON Value: {parsed.first_float} Type: Number is not of expected type: {dtype.name}"
+        )
+    if parsed.first_long_int is not None and not dtype.is_floating:
+        raise ServingError(
+            _INVALID,
+            f"JSON Value: {parsed.first_long_int} Type: Number is not of expected type: {dtype.name} (out of range)",
+        )
+    array = parsed.values
+    want = np.dtype(dtype.as_numpy_dtype)
+    if array.size and want in _INT_RANGES:
+        low, high = _INT_RANGES[want]
+        if array.min() < low or array.max() > high:
+            bad = array.min() if array.min() < low else array.max()
+            raise ServingError(
+                _INVALID, f"JSON Value: {int(bad)} Type: Number is not of expected type: {dtype.name} (out of range)"
+            )
+    return array.astype(want, copy=False)
+
+
 def _strings(value: Any, where: str) -> np.ndarray:
     """A (nested) list of JSON strings or {"b64": ...} objects as a bytes array."""
 
@@ -341,11 +472,13 @@ def _strings(value: Any, where: str) -> np.ndarray:
                 raise ServingError(_INVALID, "Unable to base64 decode") from None
         if isinstance(item, dict):
             raise ServingError(_INVALID, f"JSON Value: {_debug(item)} not formatted correctly for base64 data")
+        if isinstance(item, json_body.ParsedArray):
+            raise ServingError(_INVALID, f"JSON Value: {item.first_token} Type: Number is not of expected type: string")
         raise ServingError(
             _INVALID, f"JSON Value: {_debug(item)} Type: {_json_type(item)} is not of expected type: string"
         )
 
-    def walk(item):
+    def walk(item):  # the depth is bounded by serve.rest_max_json_depth, checked before parsing
         return [walk(x) for x in item] if isinstance(item, list) else leaf(item)
 
     nested = walk(value)
@@ -388,8 +521,14 @@ def _json_type(value: Any) -> str:
 
 
 def _debug(value: Any) -> str:
-    text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode(errors="replace")
+    text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_debug_default).decode(errors="replace")
     return text if len(text) <= _MAX_DEBUG_CHARS else text[:_MAX_DEBUG_CHARS] + "..."
+
+
+def _debug_default(value: Any) -> Any:
+    if isinstance(value, json_body.ParsedArray):
+        return orjson.Fragment(value.excerpt)  # the array as it was written (its first 256 characters)
+    raise TypeError
 
 
 # ------------------------------------------------------------------ answers
@@ -446,68 +585,139 @@ class _Handler(BaseHTTPRequestHandler):
             body, content_type = context.metrics.exposition(self.headers.get("Accept"))
             self._reply(200, body, content_type)
             return
-        self._reply(*self._answer("GET"))
+        self._respond("GET")
 
     def do_POST(self):
-        self._reply(*self._answer("POST"))
+        self._respond("POST")
 
-    def _answer(self, method: str) -> tuple[int, bytes]:
+    def _respond(self, method: str) -> None:
+        """Answer one request: refuse what will not be read, reserve the body's memory, read it, answer it."""
         context: RestContext = self.server.context  # type: ignore[attr-defined]
         path = urlsplit(self.path).path
         if not API_PATH.fullmatch(path):  # http_server.cc: only /v1/... is dispatched
-            return 404, orjson.dumps({"error": f"no handler for {path}; the API is under /v1/models/"})
+            self.close_connection = True  # its body (if any) is not read
+            self._reply(404, orjson.dumps({"error": f"no handler for {path}; the API is under /v1/models/"}))
+            return
         call = Call(REST)
         predict_path = PREDICT_PATH.fullmatch(path) if method == "POST" else None
         if predict_path is not None:  # named now, so a refusal before the body is read still says which model
             call.api, call.model_name = predict_path.group(4).capitalize(), unquote(predict_path.group(1))
-        refusal = self._transport_refusal(context, path)
-        if refusal is not None:
-            code, status, message = refusal
+        refusal = self._transport_refusal(context)
+        length = 0 if refusal else int(self.headers.get("Content-Length") or 0)
+        reservation = None
+        if refusal is None:
+            try:
+                reservation = reserve_body(context.budget, length)
+            except ServingError as exc:  # over the whole budget (413), or no room now (503): refused at once
+                status = 413 if isinstance(exc, BodyTooLarge) else http_status(exc.code)
+                refusal = exc.code, status, exc.message
+        if refusal is not None or reservation is None:
+            code, status, message = refusal  # type: ignore[misc]
             if context.metrics is not None:
                 context.metrics.record(call, code)
-            return status, orjson.dumps({"error": message})
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.close_connection = True
+            self._reply(status, orjson.dumps({"error": message}))
+            self._discard(self._declared_length())  # so the client reads the answer rather than a reset
+            return
+        with reservation:
+            body = self._read_body(length)
+            if body is None:  # the client went away (or stalled) mid-body: one line, no answer to send
+                self.close_connection = True
+                if context.metrics is not None:
+                    context.metrics.record(call, grpc.StatusCode.CANCELLED)
+                return
+            self._reply(*self._answer(context, method, path, body, call, reservation))
+
+    def _answer(
+        self, context: RestContext, method: str, path: str, body: bytearray, call: Call, reservation: Reservation
+    ) -> tuple[int, bytes]:
         try:
-            return handle(context, method, path, body, call)
+            return handle(context, method, path, body, call, reservation)
         except Exception as exc:  # a bug: answer INTERNAL (500) as TF Serving would, and keep the traceback
             traceback.print_exc(file=sys.stderr)
             return 500, orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
 
-    def _transport_refusal(self, context: RestContext, path: str) -> tuple[grpc.StatusCode, int, str] | None:
+    def _declared_length(self) -> int:
+        try:
+            return max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            return 0
+
+    def _transport_refusal(self, context: RestContext) -> tuple[grpc.StatusCode, int, str] | None:
         """(code, HTTP status, message) for a body this server will not read, else None."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
             return _INVALID, 411, "send the body with a Content-Length (chunked bodies are not read)"
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if length < 0:
-            self.close_connection = True
             return _INVALID, 400, "Content-Length is not a number of bytes"
         if length > context.limits.max_message_bytes:  # local: transport limit, like gRPC's message limit
-            self.close_connection = True
-            self._discard(length)  # read (and drop) it, so the client gets the answer rather than a reset
             return (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                _EXHAUSTED,
                 413,
-                f"request body of {length / 2**20:.1f} MiB is over the "
-                f"{context.limits.max_message_bytes / 2**20:.0f} MiB limit (serve.max_message_mb); send fewer "
+                f"request body of {length / MIB:.1f} MiB is over the "
+                f"{context.limits.max_message_bytes / MIB:.0f} MiB limit (serve.max_message_mb); send fewer "
                 "or smaller images",
             )
         return None
 
+    def _read_body(self, length: int) -> bytearray | None:
+        """The body's length bytes; None (after one log line) when the client closes or stalls before sending them.
+
+        The whole body must arrive within BODY_SECONDS: its reservation is held meanwhile.
+        """
+        body = bytearray(length)
+        view = memoryview(body)
+        got = 0
+        deadline = time.monotonic() + BODY_SECONDS
+        reason = ""
+        while got < length and not reason:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                reason = f"did not send it within {BODY_SECONDS:.0f} s"
+                break
+            self.connection.settimeout(min(self.timeout, remaining))
+            try:
+                count = self.rfile.readinto(view[got : got + READ_CHUNK])
+            except TimeoutError:
+                reason = f"sent nothing for {min(self.timeout, remaining):.0f} s"
+            except OSError as exc:
+                reason = f"reset the connection ({type(exc).__name__})"
+            else:
+                if not count:
+                    reason = "closed the connection"
+                got += count or 0
+        view.release()
+        if reason:
+            host, port = self.client_address[:2]
+            self.server.context.log(  # type: ignore[attr-defined]
+                f"petseg serve: REST client {host}:{port} {reason} after {got} of {length} body bytes "
+                f"({self.command} {urlsplit(self.path).path}); request dropped"
+            )
+            return None
+        self.connection.settimeout(self.timeout)
+        return body
+
     def _discard(self, length: int, chunk: int = 2**16) -> None:
-        while length > 0:
-            got = self.rfile.read(min(chunk, length))
-            if not got:
-                return
-            length -= len(got)
+        """Read and drop up to length bytes, for at most BODY_SECONDS."""
+        deadline = time.monotonic() + BODY_SECONDS
+        try:
+            while length > 0 and time.monotonic() < deadline:
+                got = self.rfile.read(min(chunk, length))
+                if not got:
+                    return
+                length -= len(got)
+        except OSError:
+            return  # the client went away: nothing more to read, and the connection closes anyway
 
     def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if status == 503:  # busy now (body budget full, no version loaded yet): worth retrying
+            self.send_header("Retry-After", "1")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -530,6 +740,15 @@ class RestServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.context = context
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away is one log line; anything else is a bug, with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log = getattr(self.context, "log", _log_to_stderr)
+            log(f"petseg serve: REST client {client_address[0]}:{client_address[1]} went away ({type(error).__name__})")
+            return
+        super().handle_error(request, client_address)
 
 
 def start_rest_server(host: str, port: int, context: RestContext) -> tuple[RestServer, threading.Thread]:

@@ -158,12 +158,14 @@ def start_server(
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+    from petseg.serving.body_budget import BodyBudget
     from petseg.serving.metrics import ServerMetrics
     from petseg.serving.model_manager import ModelManager
     from petseg.serving.rest import RestContext, start_rest_server
     from petseg.serving.servicer import InflightCounter, ModelServicer, PredictionServicer
 
     limits = request_limits(params)
+    log = _one_line_at_a_time(log)  # handler threads log too (a dropped client): lines must not interleave
 
     manager = ModelManager(model_base_path, model_name, params.poll_seconds, log=log)
     manager.refresh()
@@ -188,7 +190,18 @@ def start_server(
         raise _port_in_use(host, port, "--port") from None
     try:
         rest, _ = start_rest_server(
-            host, rest_port, RestContext(manager, limits, inflight, threading.BoundedSemaphore(params.workers), metrics)
+            host,
+            rest_port,
+            RestContext(
+                manager,
+                limits,
+                inflight,
+                threading.BoundedSemaphore(params.workers),
+                metrics,
+                budget=BodyBudget(params.rest_body_budget_mb * MIB),
+                max_json_depth=params.rest_max_json_depth,
+                log=log,
+            ),
         )
     except OSError:
         server.stop(0)
@@ -241,6 +254,17 @@ def serve(
     running.drain(params.drain_seconds)
     log("petseg serve: stopped")
     return ServeResult(target=running.target, drained=drained)
+
+
+def _one_line_at_a_time(log: Callable[[str], None]) -> Callable[[str], None]:
+    """log, called under a lock: print writes a line and its newline separately, so threads could interleave them."""
+    lock = threading.Lock()
+
+    def log_line(line: str) -> None:
+        with lock:
+            log(line)
+
+    return log_line
 
 
 def _grpc_host(host: str) -> str:

@@ -96,6 +96,8 @@ def predict(manager: ModelManager, request, limits: RequestLimits):
     _check_input_keys(request.inputs, loaded.signature_defs.signature_def[signature_name])
     arrays_in = {key: _parse_tensor(key, request.inputs[key], limits.max_message_bytes) for key in sorted(specs)}
     outputs_wanted = _check_output_filter(request.output_filter, loaded.output_keys[signature_name])
+    for key, array in arrays_in.items():  # local, before the batch size: a [64, 64, 3] image is not a batch of 64
+        _check_rank(key, array, specs[key])
     _check_batch_size(arrays_in, limits.max_batch_size)
     inputs = {
         key: _check_against_signature(key, array, specs[key], arg_index, limits)
@@ -248,11 +250,6 @@ def _check_against_signature(key: str, array, spec, arg_index: int, limits: Requ
     # local: TF Serving feeds any shape and the graph fails on it, naming a node of this model;
     # checking first gives the same code with a message that says what to send.
     shape = list(array.shape)
-    if len(shape) != spec.shape.rank:
-        raise ServingError(
-            _INVALID,
-            f"input {key} must have rank {spec.shape.rank} (shape {_shape_text(spec.shape)}), got shape {shape}",
-        )
     for axis, (want, got) in enumerate(zip(spec.shape.as_list(), shape, strict=True)):
         if want is not None and want != got:
             raise ServingError(
@@ -265,6 +262,29 @@ def _check_against_signature(key: str, array, spec, arg_index: int, limits: Requ
     if dtype == tf.string and limits.max_image_pixels:
         _check_encoded_images(key, array.ravel(), limits.max_image_pixels)
     return tf.constant(array)
+
+
+def _check_rank(key: str, array, spec) -> None:
+    """local: an input of the wrong rank, refused with the shape to send (TF Serving: the same code, see below).
+
+    TF Serving with --enable_batching takes dim 0 of whatever it is sent as the
+    batch size (batching_session.cc ComputeInputSize), so one [64, 64, 3]
+    image is "Task size 64 is larger than maximum input batch size 8";
+    without batching the graph's first op refuses it. Both are INVALID_ARGUMENT.
+    """
+    import tensorflow as tf
+
+    shape = list(array.shape)
+    if spec.shape.rank is None or len(shape) == spec.shape.rank:
+        return
+    wanted = spec.shape.as_list()
+    dtype = _type_name(tf.dtypes.as_dtype(spec.dtype))
+    batch = "[" + ", ".join(["N", *("?" if d is None else str(d) for d in wanted[1:])]) + "]"
+    message = f"input {key} must have rank {len(wanted)}: a batch of shape {batch} {dtype}; got shape {shape}"
+    one_item = len(shape) == len(wanted) - 1 and all(w in (None, g) for w, g in zip(wanted[1:], shape, strict=True))
+    if one_item:
+        message += f", which is one item without the batch dimension: send it as shape {[1, *shape]}"
+    raise ServingError(_INVALID, message)
 
 
 def _type_name(dtype) -> str:

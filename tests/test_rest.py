@@ -27,7 +27,7 @@ from petseg.components.core.params import ServeParams
 
 tf = pytest.importorskip("tensorflow")
 
-from petseg.serving import rest  # noqa: E402
+from petseg.serving import json_body, rest  # noqa: E402
 from petseg.serving.server import start_server  # noqa: E402
 
 SERVE = ServeParams(
@@ -124,6 +124,20 @@ def test_predict_row_and_columnar_give_the_grpc_masks(server):
     np.testing.assert_array_equal(np.array(col["outputs"][signatures.OUTPUT_MASK], np.uint8), expected)
     assert np.array(col["outputs"][signatures.OUTPUT_PROBABILITIES]).shape == (2, 40, 56, 3)
     np.testing.assert_array_equal(np.array([p["mask"] for p in named["predictions"]], np.uint8), expected)
+
+
+@pytest.mark.slow
+def test_a_large_numeric_body_read_straight_into_numpy_gives_the_grpc_masks(server):
+    """A body over json_body.MIN_ARRAY_BYTES takes the numpy path; its masks are those gRPC gives for the pixels."""
+    batch = np.stack([image(96, 128), image(96, 128)])
+    body = json.dumps({"instances": batch.tolist()}, indent=1).encode()  # whitespace and newlines, as some clients
+    assert len(body) > 4 * json_body.MIN_ARRAY_BYTES
+
+    status, answer = call(server, "POST", "/v1/models/petseg:predict", raw=body)
+
+    assert status == 200
+    masks = np.array([p[signatures.OUTPUT_MASK] for p in answer["predictions"]], np.uint8)
+    np.testing.assert_array_equal(masks, grpc_mask(server, batch))
 
 
 @pytest.mark.slow
@@ -271,6 +285,46 @@ def _bad_requests():
             {"instances": [image(4, 4).tolist()] * 9},
             400,
             "Task size 9 is larger than maximum input batch size 8",
+        ),
+        (
+            "JSON nested 1000 deep",
+            "POST",
+            "/v1/models/petseg:predict",
+            b'{"instances": ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"}",
+            400,
+            "JSON Parse error: nested deeper than 256 levels at offset: 269",  # the object is a level too
+        ),
+        (
+            "one image without the batch dimension",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": image(64, 64).tolist()},
+            400,
+            "got shape [64, 64, 3], which is one item without the batch dimension: send it as shape [1, 64, 64, 3]",
+        ),
+        (
+            "floats for uint8 in a large numeric array",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[[0, 1, 2]] * 200] * 200 + [[[0.5, 1, 2]] * 200]]},
+            400,
+            "JSON Value: 0.5 Type: Number is not of expected type: uint8",
+        ),
+        (
+            "out of uint8 range in a large numeric array",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[[0, 1, 2]] * 200] * 200 + [[[0, 300, 2]] * 200]]},
+            400,
+            "JSON Value: 300 Type: Number is not of expected type: uint8",
+        ),
+        (
+            "ragged large numeric array",
+            "POST",
+            "/v1/models/petseg:predict",
+            {"instances": [[[[0, 1, 2]] * 200] * 200 + [[[0, 1, 2]] * 199]]},
+            400,
+            "Encountered list at unexpected size",
         ),
         (
             "unknown model",

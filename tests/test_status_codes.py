@@ -262,6 +262,17 @@ TABLE = [
         local=True,
     ),
     Row(
+        "one image without the batch dimension",
+        "predict",
+        lambda: predict_request(image(64, 64)),
+        INVALID,
+        "got shape [64, 64, 3], which is one item without the batch dimension: send it as shape [1, 64, 64, 3]",
+        "with --enable_batching, batching/batching_session.cc ComputeInputSize takes dim 0 (64) as the task "
+        'size and tensorflow/core/kernels/batching_util/shared_batch_scheduler.h answers "Task size 64 is larger '
+        "than maximum input batch size 8\"; without it the graph's first op refuses it",
+        local=True,
+    ),
+    Row(
         "wrong channel count",
         "predict",
         lambda: predict_request(np.zeros((1, 64, 64, 4), np.uint8)),

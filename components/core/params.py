@@ -277,6 +277,8 @@ class ServeParams:
     drain_seconds: float = _num(30.0, 0.0, 3600.0)  # SIGTERM: how long in-flight requests may finish
     max_image_pixels: int = _num(16_777_216, 1, 2**31 - 1)  # bytes signature: largest decoded image (W x H)
     batching_parameters_file: str = "serving/deploy/batching.config"  # its max_batch_size bounds a request
+    rest_body_budget_mb: int = _num(512, 1, 65536)  # REST bodies read and parsed at once (docs/rest-server-limits.md)
+    rest_max_json_depth: int = _num(256, 8, 1024)  # REST JSON nested deeper is refused before parsing (TF Serving 2.22)
 
 
 # ----------------------------------------------------------------------- pipeline
