@@ -25,6 +25,7 @@ import binascii
 import io
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -159,10 +160,10 @@ class RestSegmentationClient:
         answer = self._call("GET", self._model_path(), None)
         statuses = answer.get("model_version_status") if isinstance(answer, dict) else None
         available = {
-            int(status["version"])
+            _version_number(status.get("version"))
             for status in statuses or []
-            if isinstance(status, dict) and status.get("state") == "AVAILABLE" and str(status.get("version")).isdigit()
-        }
+            if isinstance(status, dict) and status.get("state") == "AVAILABLE"
+        } - {None}
         return available.pop() if len(available) == 1 else None
 
     # --------------------------------------------------------------- helpers
@@ -286,3 +287,12 @@ def _connection_detail(exc: BaseException) -> str:
 def _shown(value) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
     return text if len(text) <= _MAX_SHOWN_BODY else text[:_MAX_SHOWN_BODY] + "..."
+
+
+def _version_number(value: Any) -> int | None:
+    """A version as GetModelStatus over REST writes it (a decimal string), or None for anything else."""
+    try:
+        number = int(str(value), 10)
+    except ValueError:
+        return None
+    return number if number > 0 else None
