@@ -49,6 +49,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _forget_s3_clients() -> None:
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """http://127.0.0.1:PORT of a moto S3 server running for this module; the environment points at it."""
@@ -71,9 +77,11 @@ def s3_endpoint(tmp_path_factory):
                 time.sleep(0.3)
         saved = {key: os.environ.get(key) for key in [*S3_ENV, "AWS_ENDPOINT_URL_S3"]}
         os.environ.update(S3_ENV, AWS_ENDPOINT_URL_S3=endpoint)
+        _forget_s3_clients()  # s3fs caches clients: one made for another module's server would be reused
         try:
             yield endpoint
         finally:
+            _forget_s3_clients()
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
