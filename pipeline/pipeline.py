@@ -2,7 +2,7 @@
 
 Parameters. The run parameters mirror params.yaml: one pipeline parameter per
 section a step reads (`data`, `validate`, `preprocess`, `model`, `train`,
-`evaluate`, `push`), each a JSON object holding that whole section, with
+`evaluate`, `push`, `card`), each a JSON object holding that whole section, with
 params.yaml's values as defaults. Each component rebuilds its section and
 validates it with the same code as the CLI, so a bad value fails the step naming
 the key. The `pipeline` section is not a run parameter: images, GPU, resources and
@@ -68,7 +68,7 @@ PIPELINE_DESCRIPTION = (
     "train U-Net (GPU), evaluate, push to TF Serving when blessed"
 )
 # The params.yaml sections that are run parameters, in step order.
-RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push")
+RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push", "card")
 STEPS = ("download", "drift_reference", "validate", "preprocess", "train", "evaluate", "push")
 CACHED_STEPS = frozenset({"download", "validate", "preprocess", "train"})
 # Steps that read or write the model store (push.model_base_path): they mount pipeline.serving_pvc.
@@ -114,6 +114,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     from petseg.components.deploy import check_deploy_settings
     from petseg.pipeline.components import make_components
     from petseg.pipeline.images import code_tag, has_tag, resolve_image
+    from petseg.serving.release import tf_serving_release
 
     settings = params.pipeline
     check_deploy_settings(params)  # first: with pipeline.deploy=kserve its message is the more specific
@@ -134,6 +135,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
         train: dict = defaults["train"],
         evaluate: dict = defaults["evaluate"],
         push: dict = defaults["push"],
+        card: dict = defaults["card"],
     ) -> PipelineOutputs:
         download_task = ops.download(data=data)
         reference_task = ops.drift_reference(validate=validate, push=push)
@@ -169,6 +171,8 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
                 trained_model=train_task.outputs["trained_model"],
                 evaluation=evaluate_task.outputs["evaluation"],
                 validation=validate_task.outputs["validation"],
+                training_metrics=train_task.outputs["training_metrics"],
+                training_log=train_task.outputs["training_log"],
                 data=data,
                 validate=validate,
                 preprocess=preprocess,
@@ -176,7 +180,9 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
                 train=train,
                 evaluate=evaluate,
                 push=push,
+                card=card,
                 code={"commit": tag.commit or "", "images": images},
+                serving_release=tf_serving_release() or "",
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )

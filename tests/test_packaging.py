@@ -44,6 +44,9 @@ def test_wheel_contains_only_the_petseg_package(tmp_path):
     top_level = {n.split("/")[0] for n in names}
     assert all(t == "petseg" or t.endswith(".dist-info") for t in top_level), top_level
     assert "petseg/py.typed" in names
+    # the model card's templates are package data (components/card/render.py loads them from the package)
+    for template in (REPO_ROOT / "components" / "card" / "templates").glob("*.j2"):
+        assert f"petseg/components/card/templates/{template.name}" in names, template
     for folder, inside in (
         ("components", "components/"),
         ("pipeline", "pipeline/"),

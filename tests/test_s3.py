@@ -26,6 +26,7 @@ from helpers import write_blessing
 
 from petseg.cli import main
 from petseg.components.checks.drift import read_reference
+from petseg.components.contracts.lineage import Lineage
 from petseg.components.core.errors import PetsegError
 from petseg.components.core.expectations import DRIFT_CHECKS
 from petseg.components.core.params import EvaluateParams, Params, PushParams, params_to_dict
@@ -214,7 +215,7 @@ def test_validate_stops_in_one_line_when_the_served_reference_is_unreachable(buc
 def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmodels, coded_records, tmp_path, capsys):
     """push -> evaluate (baseline from S3) -> push again -> rollback --list, all on s3://."""
     params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=1, warmup_requests=2)
-    lineage = {"git_commit": "e" * 40, "data_manifest_sha256": "f" * 64}
+    lineage = Lineage(git_commit="e" * 40, data_manifest_sha256="f" * 64)
     report = write_validation_report(tmp_path / "validation")
     first = push(
         rule_savedmodels["perfect"],

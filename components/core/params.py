@@ -272,6 +272,34 @@ class ServeParams:
     batching_parameters_file: str = "serving/deploy/batching.config"  # its max_batch_size bounds a request
 
 
+# --------------------------------------------------------------------------- card
+@dataclass(frozen=True)
+class CardParams:
+    """What the model card says of the model's use (push writes the card): the user's words, shown as given."""
+
+    intended_use: str = (
+        "Segmenting the one cat or dog in a photo into pet, background and border pixels, "
+        "for research, teaching and demonstrations of an MLOps pipeline."
+    )
+    limitations: tuple[str, ...] = (
+        "Trained and tested only on Oxford-IIIT Pet photos (37 cat and dog breeds, one pet per photo, "
+        "mostly centred): other animals, several pets in one photo, drawings or unusual viewpoints were "
+        "never measured.",
+        "The evaluation numbers come from one test split of the same dataset; no robustness, fairness or "
+        "calibration evaluation was run.",
+        "Images are resized to the model's input size, so thin structures (whiskers, tails, fur edges) "
+        "are lost and the border class is the least accurate.",
+        "Not for safety-relevant, medical or surveillance decisions.",
+    )
+
+    def check(self) -> None:
+        if not self.intended_use.strip():
+            raise ParamsError("'card.intended_use' must say what the model is for (it heads the card's Use section)")
+        for i, text in enumerate(self.limitations):
+            if not text.strip():
+                raise ParamsError(f"'card.limitations[{i}]' is empty; write the limitation or remove the entry")
+
+
 # ----------------------------------------------------------------------- pipeline
 @dataclass(frozen=True)
 class StepResources:
@@ -348,6 +376,7 @@ class Params:
     push: PushParams = PushParams()
     serve: ServeParams = ServeParams()
     pipeline: PipelineParams = PipelineParams()
+    card: CardParams = CardParams()
 
 
 # ------------------------------------------------------------------------ parsing
