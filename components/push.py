@@ -45,7 +45,7 @@ from typing import Literal
 from petseg.components.card.build import model_card
 from petseg.components.card.sources import CardSources
 from petseg.components.contracts.blessing import Blessing, blessing_path, read_blessing
-from petseg.components.contracts.layout import MODEL_CARD_DIR
+from petseg.components.contracts.layout import MODEL_CARD_DIR, MODEL_CARD_FILES
 from petseg.components.contracts.lineage import KeptDriftReference, Lineage, VersionRecord, version_record
 from petseg.components.contracts.validation import DRIFT_REFERENCE_FILES, require_drift_reference
 from petseg.components.core.errors import PetsegError, first_line
@@ -122,6 +122,8 @@ def push(
     validation report to `drift_reference`); `card_out` receives a copy of the card.
     """
     blessing = read_blessing(blessing_file)
+    if card_out is not None:
+        check_card_out(card_out)  # before anything is published
     sources = card_sources(card or CardSources(), blessing_file, drift_reference)
     try:
         outcome = _push(str(model_dir), blessing, params, lineage, drift_reference, sources)
@@ -148,10 +150,31 @@ def push(
                 },
             )
         raise
-    if card_out is not None:
-        write_card_copy(card_out, outcome.card_files)
     _write_record(record_file, params, outcome.result.to_dict())
+    if card_out is not None:
+        try:
+            write_card_copy(card_out, outcome.card_files)
+        except OSError as exc:
+            where = f"; the store's copy is {outcome.result.card}" if outcome.result.card else ""
+            raise PetsegError(
+                f"push {outcome.result.status}, but the model card could not be written to {card_out} "
+                f"({first_line(exc)}){where}"
+            ) from None
     return outcome.result
+
+
+def check_card_out(card_out: Path) -> None:
+    """Refuse a card folder that is a file, or a folder holding anything but a card push wrote (it is replaced)."""
+    card_out = Path(card_out)
+    if card_out.is_symlink() or (card_out.exists() and not card_out.is_dir()):
+        raise PetsegError(f"--card-out {card_out}: exists and is not a folder; choose another --card-out")
+    if card_out.is_dir():
+        foreign = sorted(p.name for p in card_out.iterdir() if p.name not in MODEL_CARD_FILES)
+        if foreign:
+            raise PetsegError(
+                f"--card-out {card_out}: holds {foreign[0]!r}, which push did not write (push replaces the "
+                "folder); choose another --card-out or empty it yourself"
+            )
 
 
 def card_sources(card: CardSources, blessing_file: Path, drift_reference: str | Path | None) -> CardSources:

@@ -188,7 +188,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
             )
             if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.components.deploy)
                 tasks["deploy"] = ops.deploy_kserve(
-                    push_result=tasks["push"].output,
+                    push_result=tasks["push"].outputs["Output"],  # push also outputs its model card
                     push=push,
                     serve=params_to_dict(params.serve),
                     pipeline=params_to_dict(settings),

@@ -23,7 +23,7 @@ from petseg.components.card.sources import CardSources, read_savedmodel
 from petseg.components.contracts.blessing import read_blessing
 from petseg.components.contracts.lineage import Lineage, VersionRecord, collect_lineage, version_record
 from petseg.components.contracts.validation import DriftComparison, ValidationSummary, write_summary
-from petseg.components.core.errors import ParamsError
+from petseg.components.core.errors import ParamsError, PetsegError
 from petseg.components.core.fsutil import read_json, write_json
 from petseg.components.core.params import (
     CardParams,
@@ -501,3 +501,26 @@ def test_an_older_version_without_a_card_is_listed_with_a_dash(tmp_path, capsys,
     capsys.readouterr()
     assert main(["rollback", "--list", "--params", str(params_file)]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[-1] == "-"
+
+
+def test_a_card_folder_push_did_not_write_is_refused_before_anything_is_pushed(rule_savedmodels, tmp_path, capsys):
+    store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
+    blessing = write_blessing(rule_savedmodels["perfect"], store, tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "a-file").write_text("keep me too")
+    for card_out, message in (
+        (mine, f"--card-out {mine}: holds 'notes.txt', which push did not write"),
+        (tmp_path / "a-file", f"--card-out {tmp_path / 'a-file'}: exists and is not a folder"),
+    ):
+        with pytest.raises(PetsegError, match=re.escape(message)):
+            push(rule_savedmodels["perfect"], blessing, store, Lineage(), card_out=card_out)
+    assert (mine / "notes.txt").read_text() == "keep me" and (tmp_path / "a-file").read_text() == "keep me too"
+    assert not (tmp_path / "serving").exists()  # refused before the store was touched
+    # a folder holding only an earlier card is push's own: replaced
+    done = tmp_path / "card"
+    push(rule_savedmodels["perfect"], blessing, store, Lineage(), card_out=done)
+    again = write_blessing(rule_savedmodels["wrong_10"], store, tmp_path)
+    assert push(rule_savedmodels["wrong_10"], again, store, Lineage(), card_out=done).version == 2
+    assert read_json(done / "model_card.json")["model"]["version"] == 2
