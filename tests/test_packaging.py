@@ -56,4 +56,4 @@ def test_wheel_contains_only_the_petseg_package(tmp_path):
         for source in (REPO_ROOT / folder).rglob("*.py"):  # every subpackage is listed in pyproject.toml
             assert f"petseg/{inside}{source.relative_to(REPO_ROOT / folder).as_posix()}" in names, source
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "petseg = petseg.cli:main" in entry_points
+    assert "petseg = petseg.cli.main:main" in entry_points  # pyproject [project.scripts]

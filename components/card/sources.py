@@ -136,7 +136,7 @@ def read_savedmodel(model_dir: Path) -> Read:
     once however many paths reach it: trainable ones, and all of them (batch
     norm statistics included).
     """
-    from tensorflow.core.framework import types_pb2
+    import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = model_dir / "saved_model.pb"
@@ -149,7 +149,7 @@ def read_savedmodel(model_dir: Path) -> Read:
     graph = model.meta_graphs[0]
 
     def spec(name: str, info) -> TensorSpec:
-        dtype = types_pb2.DataType.Name(info.dtype).removeprefix("DT_").lower()
+        dtype = tf.dtypes.as_dtype(info.dtype).name if info.dtype else "unknown"
         shape = (
             None
             if info.tensor_shape.unknown_rank
