@@ -281,6 +281,7 @@ def evaluate(
             "image_size": manifest.image_size,
             "test_examples": scores.examples,
             "manifest_sha256": sha256_file(manifest_path(records_dir)),
+            "counts": dict(manifest.counts),  # examples per split in that manifest (the model card shows them)
         },
         push_target=model_store.model_root(push),
     )

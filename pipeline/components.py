@@ -112,7 +112,9 @@ def train(
     """Step 4: train the U-Net. The Model artifact is the SavedModel alone; the checkpoints (and the
     rest of train's output folder) are their own artifact, used only to resume a run."""
     import dataclasses
+    import shutil
 
+    from petseg.components.contracts.layout import train_metrics_file
     from petseg.components.train import train as train_step
     from petseg.pipeline.component_io import log_metrics, section_params, split_savedmodel
 
@@ -122,6 +124,9 @@ def train(
     result = train_step(records.path, section_params("model", model), train_params, checkpoints.path, training_log.path)
     split_savedmodel(checkpoints.path, trained_model.path)
     log_metrics(training_metrics, dataclasses.asdict(result))
+    # The artifact's file is train's own metrics.json (best_val, best_epoch, epochs_run), as under DVC:
+    # the model card reads it in push; the UI shows the logged scalars (metadata).
+    shutil.copyfile(train_metrics_file(checkpoints.path), training_metrics.path)
     trained_model.metadata.update(
         {"image_size": result.image_size, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
     )
@@ -172,6 +177,8 @@ def push(
     trained_model: Input[Model],
     evaluation: Input[Artifact],
     validation: Input[Artifact],
+    training_metrics: Input[Metrics],
+    training_log: Input[Artifact],
     data: dict,
     validate: dict,
     preprocess: dict,
@@ -180,23 +187,34 @@ def push(
     evaluate: dict,
     push: dict,
     push_target: dict,
+    card: dict,
     code: dict,
+    serving_release: str,
     run_name: str,
     run_id: str,
+    model_card: Output[HTML],
 ) -> str:
-    """Step 6, only when blessed: publish the SavedModel as the next TF Serving version.
+    """Step 6, only when blessed: publish the SavedModel as the next TF Serving version, with its model card.
 
-    Returns push's outcome as JSON (status, version, path). The lineage record is
+    Returns push's outcome as JSON (status, version, path, card). The lineage record is
     the CLI's (components/contracts/lineage.py): the code commit and images, every params
     section of this run, the data manifest hash and metrics from the blessing,
     and the pipeline run. The run's validation report is kept with the version
-    as its drift reference. The run's push.model_base_path is checked first
-    against `push_target`, as drift_reference does.
+    as its drift reference. The model card (components/card/) is written beside the
+    version and is this step's HTML artifact, which the KFP UI renders: it reads
+    evaluate's folder, the validation report, train's metrics and DVCLive curves (small
+    files; the records and checkpoints are not downloaded here: the examples per split
+    are evaluate's copy of the manifest's counts in the blessing). `serving_release` is the TF
+    Serving release the deployment runs, read when the pipeline was compiled. The run's
+    push.model_base_path is checked first against `push_target`, as drift_reference does.
     """
     import json
+    import tempfile
     from pathlib import Path
 
+    from petseg.components.card.sources import CardSources
     from petseg.components.contracts.blessing import blessing_path
+    from petseg.components.contracts.layout import MODEL_CARD_HTML
     from petseg.components.contracts.lineage import collect_lineage
     from petseg.components.push import push as push_step
     from petseg.pipeline.component_io import check_push_target, run_params
@@ -210,6 +228,7 @@ def push(
             "train": train,
             "evaluate": evaluate,
             "push": push,
+            "card": card,
         }
     )
     check_push_target(params.push.model_base_path, **push_target, where="this run's push parameter: ")
@@ -223,16 +242,36 @@ def push(
         run_name=run_name,
         code_commit=code.get("commit"),
         code_images=code.get("images"),
-    )
-    lineage.update(
-        {
+        artifacts={
             "model_artifact": trained_model.uri,
             "evaluation_artifact": evaluation.uri,
             "validation_artifact": validation.uri,
-        }
+        },
     )
-    result = push_step(Path(trained_model.path), blessing_file, params.push, lineage, drift_reference=validation.path)
+    sources = CardSources(
+        train_metrics=Path(training_metrics.path),
+        live_dir=Path(training_log.path),
+        tf_serving_release=serving_release or None,
+        use=params.card,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        card_dir = Path(scratch) / "model_card"
+        result = push_step(
+            Path(trained_model.path),
+            blessing_file,
+            params.push,
+            lineage,
+            drift_reference=validation.path,
+            card=sources,
+            card_out=card_dir,
+        )
+        page = Path(model_card.path)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_bytes((card_dir / MODEL_CARD_HTML).read_bytes())
+    model_card.metadata.update({"version": result.version, "store": result.card or ""})
     print(f"push: {result.status}: {result.reason}")
+    if result.card:
+        print(f"push: model card: {result.card}/{MODEL_CARD_HTML}")
     return json.dumps(result.to_dict())
 
 

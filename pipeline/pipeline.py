@@ -2,7 +2,7 @@
 
 Parameters. The run parameters mirror params.yaml: one pipeline parameter per
 section a step reads (`data`, `validate`, `preprocess`, `model`, `train`,
-`evaluate`, `push`), each a JSON object holding that whole section, with
+`evaluate`, `push`, `card`), each a JSON object holding that whole section, with
 params.yaml's values as defaults. Each component rebuilds its section and
 validates it with the same code as the CLI, so a bad value fails the step naming
 the key. The `pipeline` section is not a run parameter: images, GPU, resources and
@@ -69,7 +69,7 @@ PIPELINE_DESCRIPTION = (
     "train U-Net (GPU), evaluate, push to TF Serving when blessed"
 )
 # The params.yaml sections that are run parameters, in step order.
-RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push")
+RUN_SECTIONS = ("data", "validate", "preprocess", "model", "train", "evaluate", "push", "card")
 STEPS = ("download", "drift_reference", "validate", "preprocess", "train", "evaluate", "push")
 CACHED_STEPS = frozenset({"download", "validate", "preprocess", "train"})
 # Steps that read or write the model store (push.model_base_path): they mount pipeline.serving_pvc and get
@@ -111,6 +111,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
     """
     from kfp import dsl
 
+    from petseg.components.contracts.serving_runtime import TF_SERVING_VERSION
     from petseg.components.deploy import check_deploy_settings
     from petseg.pipeline.components import make_components
     from petseg.pipeline.images import code_tag, has_tag, resolve_image
@@ -135,6 +136,7 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
         train: dict = defaults["train"],
         evaluate: dict = defaults["evaluate"],
         push: dict = defaults["push"],
+        card: dict = defaults["card"],
     ) -> PipelineOutputs:
         download_task = ops.download(data=data)
         reference_task = ops.drift_reference(validate=validate, push=push, push_target=push_target)
@@ -170,6 +172,8 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
                 trained_model=train_task.outputs["trained_model"],
                 evaluation=evaluate_task.outputs["evaluation"],
                 validation=validate_task.outputs["validation"],
+                training_metrics=train_task.outputs["training_metrics"],
+                training_log=train_task.outputs["training_log"],
                 data=data,
                 validate=validate,
                 preprocess=preprocess,
@@ -178,13 +182,15 @@ def build_pipeline(params: Params, *, for_cluster: bool = True) -> Callable[...,
                 evaluate=evaluate,
                 push=push,
                 push_target=push_target,
+                card=card,
                 code={"commit": tag.commit or "", "images": images},
+                serving_release=TF_SERVING_VERSION,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             if settings.deploy == "kserve":  # roll the pushed version out on KServe (petseg.components.deploy)
                 tasks["deploy"] = ops.deploy_kserve(
-                    push_result=tasks["push"].output,
+                    push_result=tasks["push"].outputs["Output"],  # push also outputs its model card
                     push=push,
                     serve=params_to_dict(params.serve),
                     pipeline=params_to_dict(settings),

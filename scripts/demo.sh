@@ -39,8 +39,11 @@ echo
 echo "demo: blessing"
 python -c 'import json; b = json.load(open("reports/evaluate/blessing.json")); print(("BLESSED: " if b["blessed"] else "NOT BLESSED: ") + b["reason"])'
 echo
-echo "demo: pushed versions"
+echo "demo: pushed versions (the last column is each version's model card)"
 petseg rollback --list
+card=$(python -c 'import json; print(json.load(open("reports/push.json")).get("card") or "")')
+echo
+echo "demo: model card: ${card:+$card/model_card.html (a copy: }reports/model_card/model_card.html${card:+)}"
 
 mkdir -p reports/demo
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -64,6 +67,8 @@ demo: done. Where everything is:
   dvclive/                          training curves (dvc plots show)
   reports/evaluate/                 metrics.json, blessing.json, confusion_matrix.png, sample_predictions.png
   serving/models/petseg/<version>/  the pushed model, TF Serving layout (+ models.config beside it)
+  serving/models/petseg/<version>/model_card/  its model card: model_card.html (open it in a browser), .md, .json
+  reports/model_card/               the same card, push's DVC output (docs/model-card.md)
   reports/demo/predictions/         masks and overlays answered over gRPC
   reports/demo/prediction_sheet.png the same, on one sheet
 TXT

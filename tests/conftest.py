@@ -233,11 +233,12 @@ def push_version(tmp_path):
     so push copies, warms up, infra-validates, renames the version into place
     and points models.config at it, exactly as in the pipeline.
     """
+    from petseg.components.contracts.lineage import Lineage
     from petseg.components.push import push
 
     def _push(model_dir: Path, push_params) -> int:
         blessing_file = write_blessing(model_dir, push_params, tmp_path, image_size=TINY_MODEL_IMAGE_SIZE)
-        result = push(Path(model_dir), blessing_file, push_params, lineage={})
+        result = push(Path(model_dir), blessing_file, push_params, lineage=Lineage())
         assert result.status == "pushed", result.reason
         return result.version
 

@@ -86,6 +86,16 @@ def test_demo_runs_the_pipeline_serves_and_predicts_then_dvc_pull_restores_it(pr
     blessing = json.loads((repo / "reports/evaluate/blessing.json").read_text())
     assert blessing["blessed"] is True
     assert (repo / "serving/models/petseg/1/saved_model.pb").is_file()
+    # the model card: beside the version, and push's DVC output; the demo prints where it is
+    for name in ("model_card.html", "model_card.md", "model_card.json"):
+        assert (repo / "serving/models/petseg/1/model_card" / name).read_bytes() == (
+            repo / "reports/model_card" / name
+        ).read_bytes()
+    assert "serving/models/petseg/1/model_card/model_card.html" in demo.stdout
+    card = json.loads((repo / "reports/model_card/model_card.json").read_text())
+    assert (
+        card["evaluation"]["mean_iou"] == json.loads((repo / "reports/evaluate/metrics.json").read_text())["mean_iou"]
+    )
     masks = sorted((repo / "reports/demo/predictions").glob("*.mask.png"))
     assert len(masks) == 4 and len(list((repo / "reports/demo/predictions").glob("*.overlay.png"))) == 4
     assert (repo / "reports/demo/prediction_sheet.png").stat().st_size > 0

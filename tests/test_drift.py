@@ -25,6 +25,7 @@ from PIL import Image
 from petseg.cli import main
 from petseg.components.checks.drift import drift_partition
 from petseg.components.checks.scan import _colour_stats, example_table
+from petseg.components.contracts.lineage import Lineage
 from petseg.components.contracts.rawdata import dataset_fingerprint, read_index, write_index
 from petseg.components.contracts.validation import require_validated
 from petseg.components.core.errors import DataValidationError, ParamsError, PetsegError
@@ -191,7 +192,7 @@ def test_the_served_versions_training_data_is_the_reference(
     store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
     fingerprint = read_json(reference / "summary.json")["fingerprint"]
     model = rule_savedmodels["perfect"]
-    lineage = {"git_commit": None, "validation_fingerprint": fingerprint}
+    lineage = Lineage(validation_fingerprint=fingerprint)
     assert push(model, write_blessing(model, store, tmp_path), store, lineage, drift_reference=reference).version == 1
     kept = Path(model_store.version_path(store, 1)) / "drift_reference"
     for name in ("summary.json", "examples.csv"):
@@ -224,7 +225,7 @@ def test_the_served_versions_training_data_is_the_reference(
 def test_a_served_version_without_a_reference_means_no_drift_check(synthetic_raw, rule_savedmodels, tmp_path, capsys):
     store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
     model = rule_savedmodels["perfect"]
-    push(model, write_blessing(model, store, tmp_path), store, {"git_commit": None})
+    push(model, write_blessing(model, store, tmp_path), store, Lineage())
     capsys.readouterr()
     assert main(_cli_validate(synthetic_raw, tmp_path, tmp_path / "v")) == 0
     assert "served version 1 at" in capsys.readouterr().out
@@ -243,7 +244,7 @@ def test_a_served_version_without_a_reference_means_no_drift_check(synthetic_raw
 def test_push_refuses_a_report_that_cannot_be_the_reference(reference, rule_savedmodels, tmp_path, make, error):
     store = PushParams(model_base_path=str(tmp_path / "serving"), warmup_requests=1)
     model = rule_savedmodels["perfect"]
-    lineage = {"git_commit": None, "validation_fingerprint": read_json(reference / "summary.json")["fingerprint"]}
+    lineage = Lineage(validation_fingerprint=read_json(reference / "summary.json")["fingerprint"])
     with pytest.raises(PetsegError, match=re.escape(error)) as caught:
         push(model, write_blessing(model, store, tmp_path), store, lineage, drift_reference=make(reference, tmp_path))
     assert "\n" not in str(caught.value)

@@ -222,6 +222,18 @@ def test_push_keeps_the_validation_report_and_the_next_validate_compares_with_it
     kept = repo / "serving/models/petseg/1/drift_reference"
     for name in ("summary.json", "examples.csv"):
         assert (kept / name).read_bytes() == (repo / "reports/validation" / name).read_bytes()
+    # dvc repro leaves the model card beside the version and, as push's output, in reports/model_card
+    card_dir = repo / "serving/models/petseg/1/model_card"
+    for name in ("model_card.html", "model_card.md", "model_card.json"):
+        assert (card_dir / name).read_bytes() == (repo / "reports/model_card" / name).read_bytes()
+    card = json.loads((card_dir / "model_card.json").read_text())
+    assert card["missing"] == [] and card["model"]["version"] == 1
+    assert (
+        card["evaluation"]["mean_iou"] == json.loads((repo / "reports/evaluate/metrics.json").read_text())["mean_iou"]
+    )
+    assert card["training"]["epochs_run"] == json.loads((repo / "models/metrics.json").read_text())["epochs_run"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert "reports/model_card" in [out["path"] for out in lock["stages"]["push"]["outs"]]  # cached by DVC
 
     again = _run([*DVC, "repro", "-f", "-s", "validate"], repo)
     assert "the data served version 1 was trained on (serving/models/petseg/1/drift_reference)" in again.stdout

@@ -44,6 +44,7 @@ def test_stage_outputs_are_the_layout_folders():
         layout.checkpoint_dir(layout.MODELS_DIR).as_posix(),
         layout.LIVE_DIR.as_posix(),
         layout.PUSH_RECORD.as_posix(),
+        layout.MODEL_CARD_REPORT.as_posix(),
     } <= outs
     metrics = {m for stage in STAGES.values() for m in stage.get("metrics", [])}
     assert (layout.EVALUATION_DIR / layout.METRICS_FILE).as_posix() in metrics

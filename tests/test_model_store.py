@@ -50,6 +50,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from petseg.cli import main
 from petseg.components.contracts import signatures
+from petseg.components.contracts.lineage import Lineage
 from petseg.components.core.errors import ParamsError, PetsegError
 from petseg.components.core.fsutil import read_json, write_json
 from petseg.components.core.params import PushParams, check_model_name, params_from_dict
@@ -318,7 +319,7 @@ def _push_second(model_dir, params, tmp_path):
             "push_target": model_store.model_root(params),
         },
     )
-    return push(Path(model_dir), blessing, params, {})
+    return push(Path(model_dir), blessing, params, Lineage())
 
 
 # ------------------------------------------------------------------- params
@@ -468,7 +469,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
             rule_savedmodels["wrong_10"],
             write_blessing(rule_savedmodels["wrong_10"], params, tmp_path),
             params,
-            {},
+            Lineage(),
             record_file=record,
         )
     assert read_json(record)["status"] == "busy"
@@ -481,7 +482,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     assert held.wait(30)
     started = time.monotonic()
     result = push(
-        rule_savedmodels["wrong_10"], write_blessing(rule_savedmodels["wrong_10"], params, tmp_path), patient, {}
+        rule_savedmodels["wrong_10"], write_blessing(rule_savedmodels["wrong_10"], params, tmp_path), patient, Lineage()
     )
     holder.join()
     assert result.status == "pushed" and result.version == 2 and time.monotonic() - started >= 1.0
@@ -496,7 +497,7 @@ def test_two_pushes_started_together_one_wins_the_other_is_told_why(rule_savedmo
     def run(name):
         try:
             outcomes[name] = push(
-                rule_savedmodels[name], blessings[name], params, {}, record_file=tmp_path / f"{name}.json"
+                rule_savedmodels[name], blessings[name], params, Lineage(), record_file=tmp_path / f"{name}.json"
             )
         except PetsegError as exc:
             outcomes[name] = exc
@@ -526,8 +527,9 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from petseg.components.core.params import PushParams
+from petseg.components.contracts.lineage import Lineage
 from petseg.components.push import push
-push(Path(sys.argv[1]), Path(sys.argv[2]), PushParams(model_base_path=sys.argv[3], warmup_requests=2), {})
+push(Path(sys.argv[1]), Path(sys.argv[2]), PushParams(model_base_path=sys.argv[3], warmup_requests=2), Lineage())
 """
 
 
@@ -579,7 +581,9 @@ def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
         assert model_store.list_version_numbers(params) == [1] and set(published) == {1}
         assert model_store.served_version(params) == 1 and config_text(params) == config_before
     # the next push cleans up after the killed one and gets a fresh number
-    nxt = push(rule_savedmodels["wrong_30"], write_blessing(rule_savedmodels["wrong_30"], params, tmp_path), params, {})
+    nxt = push(
+        rule_savedmodels["wrong_30"], write_blessing(rule_savedmodels["wrong_30"], params, tmp_path), params, Lineage()
+    )
     assert nxt.status == "pushed"
     leftovers = [
         n

@@ -44,6 +44,9 @@ def test_wheel_contains_only_the_petseg_package(tmp_path):
     top_level = {n.split("/")[0] for n in names}
     assert all(t == "petseg" or t.endswith(".dist-info") for t in top_level), top_level
     assert "petseg/py.typed" in names
+    # the model card's templates are package data (components/card/render.py loads them from the package)
+    for template in (REPO_ROOT / "components" / "card" / "templates").glob("*.j2"):
+        assert f"petseg/components/card/templates/{template.name}" in names, template
     for folder, inside in (
         ("components", "components/"),
         ("pipeline", "pipeline/"),
@@ -53,4 +56,4 @@ def test_wheel_contains_only_the_petseg_package(tmp_path):
         for source in (REPO_ROOT / folder).rglob("*.py"):  # every subpackage is listed in pyproject.toml
             assert f"petseg/{inside}{source.relative_to(REPO_ROOT / folder).as_posix()}" in names, source
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "petseg = petseg.cli.main:main" in entry_points
+    assert "petseg = petseg.cli.main:main" in entry_points  # pyproject [project.scripts]

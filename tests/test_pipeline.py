@@ -284,7 +284,10 @@ def test_train_outputs_a_savedmodel_only_model_and_a_separate_checkpoints_artifa
     assert outputs["trained_model"]["artifactType"]["schemaTitle"] == "system.Model"
     assert outputs["checkpoints"]["artifactType"]["schemaTitle"] == "system.Artifact"
     push_inputs = spec["components"]["comp-push"]["inputDefinitions"]["artifacts"]
-    assert set(push_inputs) == {"trained_model", "evaluation", "validation"}  # no checkpoints downloaded to push
+    # no checkpoints or records downloaded to push: the card reads train's small metrics and curves files
+    assert set(push_inputs) == {"trained_model", "evaluation", "validation", "training_metrics", "training_log"}
+    push_outputs = spec["components"]["comp-push"]["outputDefinitions"]["artifacts"]
+    assert push_outputs["model_card"]["artifactType"]["schemaTitle"] == "system.HTML"  # the KFP UI renders it
 
 
 @pytest.mark.parametrize("base", ["serving/models", "/abs/models", "memory://models", "ram://models"])
@@ -667,7 +670,22 @@ def test_local_run_end_to_end_pushes_a_blessed_model(local_workdir, tmp_path, ca
     assert set(lineage["metrics"]) >= {"mean_iou", "pixel_accuracy"}
     assert main(["rollback", "--list", "--params", str(tmp_path / "params.yaml")]) == 0
     [row] = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert row[0] == "1" and TAG.commit[:8] in row[3] and row[-1] == lineage["data_manifest_sha256"][:12]
+    card_page = models / "petseg" / "1" / "model_card" / "model_card.html"
+    assert row[0] == "1" and TAG.commit[:8] in row[3] and row[-2] == lineage["data_manifest_sha256"][:12]
+    assert row[-1] == str(card_page)
+
+    # The model card: in the store beside the version, and push's HTML artifact (what the KFP UI shows).
+    assert listed[("push", "model_card")] == str(card_page)
+    assert sorted(p.name for p in card_page.parent.iterdir()) == ["model_card.html", "model_card.json", "model_card.md"]
+    run_dir = Path(listed[("evaluate", "evaluation")]).parent.parent
+    assert (run_dir / "push" / "model_card").read_bytes() == card_page.read_bytes()
+    card = json.loads((card_page.parent / "model_card.json").read_text())
+    evaluated = json.loads((Path(listed[("evaluate", "evaluation")]) / "metrics.json").read_text())
+    assert card["evaluation"]["mean_iou"] == evaluated["mean_iou"] and card["model"]["version"] == 1
+    assert card["lineage"]["git_commit"] == lineage["git_commit"] and card["lineage"]["runner"] == "kubeflow"
+    assert card["data"]["counts"] == json.loads(records_manifest.read_text())["counts"]  # via the blessing
+    assert card["training"]["epochs_run"] == 1 and card["warnings"][0].startswith("TRAINED ON SYNTHETIC DATA")
+    assert card["missing"] == [] or all("release" in m for m in card["missing"]), card["missing"]
 
     # Push kept this run's validation report with the version; the next run's validate compares with it.
     validation = Path(listed[("validate", "validation")])

@@ -21,7 +21,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from petseg.cli import main
 from petseg.components.contracts import signatures
-from petseg.components.contracts.lineage import collect_lineage
+from petseg.components.contracts.lineage import Lineage, collect_lineage
 from petseg.components.contracts.rawdata import sha256_file
 from petseg.components.core.errors import PetsegError
 from petseg.components.core.fsutil import read_json
@@ -41,7 +41,7 @@ def push_params(tmp_path) -> PushParams:
 
 
 def push_blessed(model_dir, params, folder, **kw):
-    return push(model_dir, write_blessing(model_dir, params, folder), params, {"git_commit": None}, **kw)
+    return push(model_dir, write_blessing(model_dir, params, folder), params, Lineage(), **kw)
 
 
 def versions_on_disk(params) -> list[str]:
@@ -102,6 +102,8 @@ def test_below_threshold_model_is_declined_with_one_line_and_exit_0(
                 str(coded_records),
                 "--out",
                 str(record),
+                "--card-out",
+                str(tmp_path / "card"),
                 "--params",
                 params_file,
             ]
@@ -109,9 +111,15 @@ def test_below_threshold_model_is_declined_with_one_line_and_exit_0(
         == 0
     )
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("push: declined: model not blessed: mean IoU")
-    assert read_json(record)["status"] == "declined"
+    assert len(out) == 2 and out[0].startswith("push: declined: model not blessed: mean IoU")
+    assert out[1] == f"push: model card copy: {tmp_path / 'card' / 'model_card.html'}"
+    assert read_json(record)["status"] == "declined" and read_json(record)["card"] is None
     assert not os.path.exists(model_store.model_root(push_params))
+    # the declined model's card says so, with the reason, and names no version to query
+    card = read_json(tmp_path / "card" / "model_card.json")
+    assert card["model"]["status"] == "declined" and card["model"]["version"] is None
+    assert card["warnings"][-1].startswith("NOT PUSHED (declined): model not blessed: mean IoU")
+    assert card["use"]["queries"] == [] and card["evaluation"]["blessed"] is False
 
 
 def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, coded_records, tmp_path, push_params):
@@ -125,7 +133,7 @@ def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, cod
         evaluation,
     )
     assert not result.blessed and result.baseline_version == 1
-    declined = push(rule_savedmodels["wrong_10"], evaluation, push_params, {})
+    declined = push(rule_savedmodels["wrong_10"], evaluation, push_params, Lineage())
     assert declined.status == "declined" and "served version 1" in declined.reason
     assert versions_on_disk(push_params) == ["1"] and model_store.served_version(push_params) == 1
 
@@ -133,13 +141,13 @@ def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, cod
 def test_stale_or_foreign_blessings_are_refused(rule_savedmodels, tmp_path, push_params):
     for_perfect = write_blessing(rule_savedmodels["perfect"], push_params, tmp_path)
     with pytest.raises(PetsegError, match="different model"):
-        push(rule_savedmodels["wrong_10"], for_perfect, push_params, {})
+        push(rule_savedmodels["wrong_10"], for_perfect, push_params, Lineage())
     early = write_blessing(rule_savedmodels["wrong_10"], push_params, tmp_path)  # made while nothing is served
-    push(rule_savedmodels["perfect"], for_perfect, push_params, {})
+    push(rule_savedmodels["perfect"], for_perfect, push_params, Lineage())
     with pytest.raises(PetsegError, match="served version changed since evaluation"):
-        push(rule_savedmodels["wrong_10"], early, push_params, {})
+        push(rule_savedmodels["wrong_10"], early, push_params, Lineage())
     with pytest.raises(PetsegError, match="run `petseg evaluate` first"):
-        push(rule_savedmodels["wrong_10"], tmp_path / "missing", push_params, {})
+        push(rule_savedmodels["wrong_10"], tmp_path / "missing", push_params, Lineage())
     assert versions_on_disk(push_params) == ["1"]
 
 
@@ -148,8 +156,18 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     params_file = write_params(tmp_path, push_params, "evaluate:\n  min_mean_iou: 0.0\n  min_accuracy: 0.0\n")
     args = ["--model", str(tiny_savedmodel), "--records", str(tiny_records), "--params", params_file]
     assert main(["evaluate", *args, "--out", str(tmp_path / "ev")]) == 0
-    assert main(["push", *args, "--evaluation", str(tmp_path / "ev"), "--out", str(tmp_path / "push.json")]) == 0
-    assert "version 1 is now served" in capsys.readouterr().out
+    card_out = tmp_path / "card"
+    push_args = [
+        "--evaluation",
+        str(tmp_path / "ev"),
+        "--out",
+        str(tmp_path / "push.json"),
+        "--card-out",
+        str(card_out),
+    ]
+    assert main(["push", *args, *push_args]) == 0
+    out = capsys.readouterr().out
+    assert "version 1 is now served" in out
 
     version_dir = os.path.join(model_store.model_root(push_params), "1")
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
@@ -185,18 +203,25 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert entry.base_path == os.path.abspath(model_store.model_root(push_params))
     assert list(entry.model_version_policy.specific.versions) == [1] and dict(entry.version_labels) == {}
 
+    # the card beside the version (published with it), and the same card in --card-out
+    store_card = os.path.join(version_dir, "model_card")
+    assert sorted(os.listdir(store_card)) == ["model_card.html", "model_card.json", "model_card.md"]
+    assert f"push: model card: {store_card}/model_card.html" in out
+    for name in os.listdir(store_card):
+        assert (card_out / name).read_bytes() == Path(store_card, name).read_bytes()
+    assert read_json(tmp_path / "push.json")["card"] == store_card
+
     assert main(["rollback", "--list", "--params", params_file]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:2] == ["version", "served"] and table[1].split()[:2] == ["1", "*"]
+    assert table[0].split()[-1] == "card" and table[1].split()[-1] == f"{store_card}/model_card.html"
 
 
 def test_lineage_records_the_git_commit_and_data_manifest(coded_records, tmp_path):
     lineage = collect_lineage(coded_records, Params(), repo_dir=tmp_path)  # not a git checkout
-    assert lineage["git_commit"] is None and lineage["data_manifest_sha256"] == sha256_file(
-        coded_records / "manifest.json"
-    )
+    assert lineage.git_commit is None and lineage.data_manifest_sha256 == sha256_file(coded_records / "manifest.json")
     os.system(f"cd {tmp_path} && git init -q && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m x")
-    commit = collect_lineage(None, Params(), repo_dir=tmp_path)["git_commit"]
+    commit = collect_lineage(None, Params(), repo_dir=tmp_path).git_commit
     assert commit is not None and len(commit) == 40
 
 
@@ -245,11 +270,14 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
             str(tmp_path / "ev"),
             "--out",
             str(record),
+            "--card-out",
+            str(tmp_path / "card"),
             "--params",
             params_file,
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
+    assert not (tmp_path / "card").exists()  # a failed push writes no card
     assert code == 1 and len(err) == 1 and err[0].startswith("petseg push: error: infra validation")
 
 
@@ -283,6 +311,7 @@ def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp
     source = rule_savedmodels["perfect"]
     complete = {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
     complete |= {model_store.LINEAGE_FILE, WARMUP_FILE}
+    complete |= {f"model_card/{name}" for name in ("model_card.html", "model_card.md", "model_card.json")}
     real_copy = storage.copy_file
 
     def slow_copy(src, dst):  # widen the window in which a non-atomic push would show half a model
@@ -331,7 +360,7 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
             rule_savedmodels[name],
             write_blessing(rule_savedmodels[name], push_params, tmp_path, mean_iou=0.7 + i / 10),
             push_params,
-            {"git_commit": f"{i}" * 40},
+            Lineage(git_commit=f"{i}" * 40),
         )
     assert model_store.served_version(push_params) == 3
 
@@ -354,6 +383,7 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [r[0] for r in rows] == ["3", "2", "1"] and [("*" in r) for r in rows] == [False, True, False]
     assert rows[1][3] == "11111111" and rows[1][4] == "0.8000"
+    assert rows[1][-1] == os.path.join(model_store.version_path(push_params, 2), "model_card", "model_card.html")
 
     # the next push takes a new number (never reuses one) and is served
     pushed = push_blessed(rule_savedmodels["wrong_70"], push_params, tmp_path)
@@ -382,7 +412,7 @@ def test_a_uri_base_path_works_through_gfile(rule_savedmodels, coded_records, tm
         tmp_path / "ev",
     )
     assert result.blessed and result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
-    assert push(models["wrong_10"], tmp_path / "ev", params, {}).version == 2
+    assert push(models["wrong_10"], tmp_path / "ev", params, Lineage()).version == 2
     assert sorted(tf.io.gfile.listdir(model_store.model_root(params))) == [model_store.RECORD_FILE, "2"]
     with tf.io.gfile.GFile(f"{params.model_base_path}/models.config") as fh:
         assert f'base_path: "{params.model_base_path}/petseg"' in fh.read()

@@ -26,6 +26,7 @@ from helpers import write_blessing
 
 from petseg.cli import main
 from petseg.components.checks.drift import read_reference
+from petseg.components.contracts.lineage import Lineage
 from petseg.components.core.errors import PetsegError
 from petseg.components.core.expectations import DRIFT_CHECKS
 from petseg.components.core.params import EvaluateParams, Params, PushParams, params_to_dict
@@ -169,7 +170,8 @@ def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, t
     assert main(["rollback", "--list", "--params", params_file]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [r[0] for r in rows] == ["2", "1"] and "*" in rows[0]
-    assert "aaaaaaaa" in rows[1] and rows[1][-1] == "b" * 12 and "cccccccc" in rows[0]
+    assert "aaaaaaaa" in rows[1] and rows[1][-2] == "b" * 12 and "cccccccc" in rows[0]
+    assert rows[1][-1] == "-"  # published without a card (as before cards existed)
 
     assert rollback(params, infra_check=validate_served_copy).served == 1 and model_store.served_version(params) == 1
     assert [(i.version, i.served) for i in list_versions(params)] == [(2, False), (1, True)]
@@ -222,7 +224,7 @@ def test_validate_stops_in_one_line_when_the_served_reference_is_unreachable(buc
 def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmodels, coded_records, tmp_path, capsys):
     """push -> evaluate (baseline from S3) -> push again -> rollback --list, all on s3://."""
     params = PushParams(model_base_path=storage.join(bucket, "serving"), keep_versions=1, warmup_requests=2)
-    lineage = {"git_commit": "e" * 40, "data_manifest_sha256": "f" * 64}
+    lineage = Lineage(git_commit="e" * 40, data_manifest_sha256="f" * 64)
     report = write_validation_report(tmp_path / "validation")
     first = push(
         rule_savedmodels["perfect"],
@@ -235,6 +237,11 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     files = storage.walk_files(model_store.version_path(params, 1))
     assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
     assert {"drift_reference/summary.json", "drift_reference/examples.csv"} <= set(files)
+    # the model card is published with the version, in the bucket
+    assert {"model_card/model_card.html", "model_card/model_card.md", "model_card/model_card.json"} <= set(files)
+    assert first.card == storage.join(model_store.version_path(params, 1), "model_card")
+    card = json.loads(storage.read_text(storage.join(first.card, "model_card.json")))
+    assert card["model"]["version"] == 1 and card["lineage"]["git_commit"] == "e" * 40
     assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "1"]  # nothing staged left
 
     # The next validate reads that report back from the bucket as its drift reference.
@@ -259,7 +266,8 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     capsys.readouterr()  # push's progress lines
     assert main(["rollback", "--list", "--params", write_params(tmp_path, params)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [r[0] for r in rows] == ["2"] and "eeeeeeee" in rows[0] and rows[0][-1] == "f" * 12
+    assert [r[0] for r in rows] == ["2"] and "eeeeeeee" in rows[0] and rows[0][-2] == "f" * 12
+    assert rows[0][-1] == storage.join(model_store.version_path(params, 2), "model_card", "model_card.html")
 
 
 # ------------------------------------------------------------------ DVC remote

@@ -11,7 +11,7 @@ positive, fresh one. blessing.json (inside evaluate's output folder):
                   | {version, path, error} (served model could not be compared)
     thresholds    {min_mean_iou, min_accuracy, max_regression}
     model         {path, fingerprint}: sha256 of the SavedModel's files; push refuses another model
-    data          {records, image_size, test_examples, manifest_sha256}
+    data          {records, image_size, test_examples, manifest_sha256, counts (examples per split)}
     push_target   <model_base_path>/<model_name> the baseline was looked up at
 """
 

@@ -17,6 +17,7 @@ MODELS_DIR = Path("models")  # train: savedmodel/, checkpoints/, metrics.json
 LIVE_DIR = Path("dvclive")  # train: DVCLive's metrics and plots
 EVALUATION_DIR = Path("reports/evaluate")  # evaluate
 PUSH_RECORD = Path("reports/push.json")  # push
+MODEL_CARD_REPORT = Path("reports/model_card")  # push: a copy of the card it wrote (components/card/)
 
 # train: <out>/savedmodel is the exported SavedModel (what evaluate and push read);
 # <out>/checkpoints is only for resuming an interrupted run.
@@ -32,6 +33,13 @@ BLESSING_FILE = "blessing.json"
 CONFUSION_PLOT = "confusion_matrix.png"
 SAMPLES_PLOT = "sample_predictions.png"
 EVALUATE_PLOTS = (CONFUSION_PLOT, SAMPLES_PLOT)
+
+# push: the model card, `<version>/model_card/` in the model store (and a copy in MODEL_CARD_REPORT).
+MODEL_CARD_DIR = "model_card"
+MODEL_CARD_HTML = "model_card.html"
+MODEL_CARD_MARKDOWN = "model_card.md"
+MODEL_CARD_JSON = "model_card.json"
+MODEL_CARD_FILES = (MODEL_CARD_HTML, MODEL_CARD_MARKDOWN, MODEL_CARD_JSON)
 
 
 def savedmodel_dir(train_out: str | Path) -> Path:

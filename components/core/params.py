@@ -281,6 +281,34 @@ class ServeParams:
     rest_max_json_depth: int = _num(256, 8, 1024)  # REST JSON nested deeper is refused before parsing (TF Serving 2.22)
 
 
+# --------------------------------------------------------------------------- card
+@dataclass(frozen=True)
+class CardParams:
+    """What the model card says of the model's use (push writes the card): the user's words, shown as given."""
+
+    intended_use: str = (
+        "Segmenting the one cat or dog in a photo into pet, background and border pixels, "
+        "for research, teaching and demonstrations of an MLOps pipeline."
+    )
+    limitations: tuple[str, ...] = (
+        "Trained and tested only on Oxford-IIIT Pet photos (37 cat and dog breeds, one pet per photo, "
+        "mostly centred): other animals, several pets in one photo, drawings or unusual viewpoints were "
+        "never measured.",
+        "The evaluation numbers come from one test split of the same dataset; no robustness, fairness or "
+        "calibration evaluation was run.",
+        "Images are resized to the model's input size, so thin structures (whiskers, tails, fur edges) "
+        "are lost and the border class is the least accurate.",
+        "Not for safety-relevant, medical or surveillance decisions.",
+    )
+
+    def check(self) -> None:
+        if not self.intended_use.strip():
+            raise ParamsError("'card.intended_use' must say what the model is for (it heads the card's Use section)")
+        for i, text in enumerate(self.limitations):
+            if not text.strip():
+                raise ParamsError(f"'card.limitations[{i}]' is empty; write the limitation or remove the entry")
+
+
 # ----------------------------------------------------------------------- pipeline
 def _quantity(default: str, kind: QuantityKind):
     """A str field holding a Kubernetes quantity of `kind`, checked at load (components/core/k8s.py)."""
@@ -500,6 +528,7 @@ class Params:
     push: PushParams = PushParams()
     serve: ServeParams = ServeParams()
     pipeline: PipelineParams = PipelineParams()
+    card: CardParams = CardParams()
 
 
 # ------------------------------------------------------------------------ parsing

@@ -7,6 +7,7 @@ Layout (TF Serving's own, so a `tensorflow/serving` container serves it as is):
         saved_model.pb, variables/, assets.extra/
         assets.extra/tf_serving_warmup_requests     PredictionLog TFRecords (warm-up)
         lineage.json                                where this version came from
+        model_card/                                 model_card.html, .md, .json (components/card/)
         drift_reference/                            summary.json + examples.csv of the accepted
                                                     validation of the data it was trained on
                                                     (components/contracts/validation.py), when push got it
@@ -63,6 +64,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from petseg.components.contracts.layout import MODEL_CARD_DIR
 from petseg.components.core.errors import PetsegError, first_line
 from petseg.components.core.params import PushParams
 from petseg.components.store import storage
@@ -502,6 +504,18 @@ def read_lineage(params: PushParams, version: int) -> dict | None:
         return json.loads(storage.read_text(path))
     except ValueError:
         return None
+
+
+def write_model_card(version_dir: str, files: dict[str, bytes]) -> str:
+    """Write the model card's files into `<version_dir>/model_card/` (local or a store); that folder.
+
+    Push calls it on the staged copy, so the card is published with the version.
+    """
+    folder = join(version_dir, MODEL_CARD_DIR)
+    storage.makedirs(folder)
+    for name, data in files.items():
+        storage.write_bytes_atomically(join(folder, name), data)
+    return folder
 
 
 def drift_reference_path(params: PushParams, version: int) -> str:

@@ -152,6 +152,8 @@ def _run_pipeline_run_local(args: argparse.Namespace, params: Params) -> None:
         print(f"  {step:<10}  {name:<18}  {path}{reused}")
     if run.pushed:
         print(f"  {'push':<10}  {run.pushed['status']:<18}  {run.pushed['path']} (version {run.pushed['version']})")
+        if run.pushed.get("card"):
+            print(f"  {'push':<10}  {'model_card':<18}  {run.pushed['card']}/model_card.html")
     else:
         print(f"  {'push':<10}  {'skipped':<18}  not blessed: {run.reason}")
 

@@ -42,15 +42,52 @@ def add(sub: argparse._SubParsersAction) -> None:
         default=layout.PUSH_RECORD,
         help="push record: the outcome as JSON, pushed, declined or failed (default: %(default)s)",
     )
+    p.add_argument(
+        "--training",
+        type=Path,
+        default=layout.MODELS_DIR,
+        help=f"train's output folder, whose {layout.TRAIN_METRICS_FILE} the model card shows (default: %(default)s)",
+    )
+    p.add_argument(
+        "--live",
+        type=Path,
+        default=layout.LIVE_DIR,
+        help="DVCLive folder whose per-epoch curves the model card draws (default: %(default)s)",
+    )
+    p.add_argument(
+        "--card-out",
+        type=Path,
+        default=layout.MODEL_CARD_REPORT,
+        help="folder that receives a copy of the model card, whatever the outcome; the store keeps the "
+        f"pushed version's in <version>/{layout.MODEL_CARD_DIR}/ (default: %(default)s)",
+    )
     p.set_defaults(handler=_run_push)
 
 
 def _run_push(args: argparse.Namespace, params: Params) -> None:
+    from petseg.components.card.sources import CardSources
     from petseg.components.contracts.lineage import collect_lineage
+    from petseg.components.contracts.serving_runtime import TF_SERVING_VERSION
     from petseg.components.push import push
 
     lineage = collect_lineage(args.records, params)
-    result = push(args.model, args.evaluation, params.push, lineage, args.out, drift_reference=args.validation)
+    card = CardSources(
+        records_dir=args.records,
+        train_metrics=layout.train_metrics_file(args.training),
+        live_dir=args.live,
+        tf_serving_release=TF_SERVING_VERSION,
+        use=params.card,
+    )
+    result = push(
+        args.model,
+        args.evaluation,
+        params.push,
+        lineage,
+        args.out,
+        drift_reference=args.validation,
+        card=card,
+        card_out=args.card_out,
+    )
     if result.status == "pushed":
         removed = f"; removed old versions {result.removed_versions}" if result.removed_versions else ""
         print(f"push: {result.path}: {result.reason}{removed}")
@@ -58,3 +95,6 @@ def _run_push(args: argparse.Namespace, params: Params) -> None:
             print(f"push: no --validation given: version {result.version} keeps no drift reference")
     else:
         print(f"push: {result.status}: {result.reason}")
+    if result.card:
+        print(f"push: model card: {result.card}/{layout.MODEL_CARD_HTML}")
+    print(f"push: model card copy: {args.card_out / layout.MODEL_CARD_HTML}")

@@ -24,7 +24,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="VERSION",
         help="version to serve (default: the newest one older than the served one)",
     )
-    p.add_argument("--list", action="store_true", help="list the kept versions with their lineage; change nothing")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the kept versions with their lineage and model card; change nothing",
+    )
     _add_rollback_target(p)
     p.set_defaults(handler=_run_rollback)
 
@@ -36,7 +40,8 @@ def _run_rollback(args: argparse.Namespace, params: Params) -> None:
     if args.target == "kserve":
         return _run_kserve_rollback(args, params)
     if args.list:
-        print(format_versions(list_versions(params.push)))
+        infos = list_versions(params.push)
+        print(format_versions(infos, {info.version: model_card_file(info.path) for info in infos}))
         return
     result = rollback(params.push, args.to, infra_check=validate_served_copy)
     print(
@@ -74,21 +79,37 @@ def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
     )
 
 
-def format_versions(infos: list[VersionInfo]) -> str:
-    """The table `petseg rollback --list` prints."""
-    header = f"{'version':>7}  {'served':6}  {'pushed_at':25}  {'commit':10}  {'mean_iou':>8}  {'accuracy':>8}  data"
+def model_card_file(version_dir: str) -> str | None:
+    """The version's model card page (`<version>/model_card/model_card.html`), None when push wrote none."""
+    from petseg.components.contracts.layout import MODEL_CARD_DIR, MODEL_CARD_HTML
+    from petseg.components.store import storage
+
+    path = storage.join(version_dir, MODEL_CARD_DIR, MODEL_CARD_HTML)
+    return path if storage.isfile(path) else None
+
+
+def format_versions(infos: list[VersionInfo], cards: dict[int, str | None] | None = None) -> str:
+    """The table `petseg rollback --list` prints: one row per version, its model card last ("-": none)."""
+    from petseg.components.contracts.lineage import VersionRecord
+
+    cards = cards or {}
+    header = (
+        f"{'version':>7}  {'served':6}  {'pushed_at':25}  {'commit':10}  {'mean_iou':>8}  {'accuracy':>8}  "
+        f"{'data':12}  card"
+    )
     lines = [header]
     for info in infos:
-        lin = info.lineage or {}
-        metrics = lin.get("metrics") or {}
-        commit = (lin.get("git_commit") or "-")[:8] + ("+" if lin.get("git_dirty") else "")
-        data = (lin.get("data_manifest_sha256") or "-")[:12]
+        record = VersionRecord.from_json(info.lineage or {})
+        lineage = record.lineage
+        commit = (lineage.git_commit or "-")[:8] + ("+" if lineage.git_dirty else "")
+        data = (lineage.data_manifest_sha256 or "-")[:12]
         lines.append(
-            f"{info.version:>7}  {'*' if info.served else '':6}  {lin.get('pushed_at', '-'):25}  "
-            f"{commit:10}  {_fmt(metrics.get('mean_iou')):>8}  {_fmt(metrics.get('pixel_accuracy')):>8}  {data}"
+            f"{info.version:>7}  {'*' if info.served else '':6}  {record.pushed_at or '-':25}  "
+            f"{commit:10}  {_fmt(record.metrics.get('mean_iou')):>8}  {_fmt(record.metrics.get('pixel_accuracy')):>8}  "
+            f"{data:12}  {cards.get(info.version) or '-'}"
         )
     return "\n".join(lines)
 
 
 def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
