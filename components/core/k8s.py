@@ -17,7 +17,7 @@ pkg/api/resource/quantity.go, tag v0.36.3):
     <decimalExponent> ::= "e" <signedNumber> | "E" <signedNumber>
 
 written as the regular expression CRDs carry for quantity fields (controller-gen's
-`pattern`, e.g. in /work/stage/crds). Values are exact fractions, never floats,
+`pattern`, e.g. in tests/data/crds). Values are exact fractions, never floats,
 so `1Gi` > `1G` and `1000m` == `1` compare as Kubernetes compares them.
 
 Why not kubernetes.utils.parse_quantity (the Python client, installed with kfp):
