@@ -20,6 +20,7 @@ from petseg.cli import main
 from petseg.components.card.build import model_card
 from petseg.components.card.render import CONTENT_SECURITY_POLICY
 from petseg.components.card.sources import CardSources, read_savedmodel
+from petseg.components.contracts import signatures
 from petseg.components.contracts.blessing import read_blessing
 from petseg.components.contracts.lineage import Lineage, VersionRecord, collect_lineage, version_record
 from petseg.components.contracts.validation import DriftComparison, ValidationSummary, write_summary
@@ -142,7 +143,7 @@ def test_card_json_values_are_the_artifacts_values(pushed, tiny_savedmodel):
     assert card["model"]["tf_serving_release"] == "2.20.0" and card["model"]["tensorflow_version"].startswith("2.")
     assert card["model"]["input_size"] == blessing["data"]["image_size"] == 64
     assert card["model"]["classes"] == ["pet", "background", "border"]
-    assert {s["name"] for s in card["model"]["signatures"]} == {"serving_default", "serving_bytes"}
+    assert {s["name"] for s in card["model"]["signatures"]} == set(signatures.SIGNATURES)
     ev = card["evaluation"]
     assert ev["mean_iou"] == metrics["mean_iou"] and ev["pixel_accuracy"] == metrics["pixel_accuracy"]
     assert ev["iou"] == metrics["iou"] and ev["test_examples"] == metrics["test_examples"]

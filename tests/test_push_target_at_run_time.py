@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfp.dsl import Artifact, Model
+from kfp.dsl import HTML, Artifact, Model
 
 from petseg.components.core.errors import ParamsError
 from petseg.components.core.params import load_params, params_to_dict, with_overrides
@@ -38,13 +38,20 @@ def _push_section(model_base_path: str) -> dict:
 def _run_sections(model_base_path: str) -> dict:
     sections = {name: params_to_dict(getattr(CLUSTER, name)) for name in ("data", "validate", "preprocess")}
     sections |= {name: params_to_dict(getattr(CLUSTER, name)) for name in ("model", "train", "evaluate")}
-    return sections | {"push": _push_section(model_base_path)}
+    return sections | {"push": _push_section(model_base_path), "card": params_to_dict(CLUSTER.card)}
 
 
 def _artifacts(tmp_path: Path) -> dict:
     """Input artifacts whose folders exist and are empty: the check must fail before any is read."""
     out = {}
-    for name, cls in (("trained_model", Model), ("evaluation", Artifact), ("validation", Artifact)):
+    for name, cls in (
+        ("trained_model", Model),
+        ("evaluation", Artifact),
+        ("validation", Artifact),
+        ("training_metrics", Artifact),
+        ("training_log", Artifact),
+        ("model_card", HTML),
+    ):
         folder = tmp_path / name
         folder.mkdir()
         out[name] = cls(name=name, uri=str(folder))
@@ -59,6 +66,7 @@ def test_push_component_refuses_a_pod_local_override_in_one_line(tmp_path, base)
             **_run_sections(base),
             push_target=ON_CLUSTER,
             code={},
+            serving_release="2.21.0",
             run_name="r",
             run_id="1",
         )
