@@ -41,6 +41,7 @@ from petseg.components.core.errors import PetsegError, first_line
 from petseg.components.core.fsutil import write_json
 from petseg.components.core.params import PushParams
 from petseg.components.store import model_store, storage
+from petseg.components.store.model_store import ModelStore
 from petseg.components.store.storage import join
 from petseg.components.store.warmup import (
     DEFAULT_WARMUP_IMAGE_SIZE,
@@ -97,8 +98,9 @@ def push(
     knows the data's fingerprint, of that data).
     """
     blessing = read_blessing(blessing_file)
+    store = ModelStore.from_params(params)
     try:
-        result = _push(str(model_dir), blessing, params, lineage, drift_reference)
+        result = _push(str(model_dir), blessing, params, store, lineage, drift_reference)
     except PetsegError as exc:
         status: FailedPushStatus = (
             "infra_validation_failed"
@@ -110,29 +112,34 @@ def push(
         with contextlib.suppress(OSError, PetsegError):  # e.g. a full disk: the error itself is what the user must see
             _write_record(
                 record_file,
-                params,
+                store,
                 {
                     "status": status,
                     "reason": str(exc),
                     "version": None,
                     "path": None,
-                    "served_version": model_store.served_version(params),
+                    "served_version": store.served_version(),
                     "removed_versions": [],
                 },
             )
         raise
-    _write_record(record_file, params, result.to_dict())
+    _write_record(record_file, store, result.to_dict())
     return result
 
 
 def _push(
-    model_dir: str, blessing: Blessing, params: PushParams, lineage: dict, drift_reference: str | Path | None
+    model_dir: str,
+    blessing: Blessing,
+    params: PushParams,
+    store: ModelStore,
+    lineage: dict,
+    drift_reference: str | Path | None,
 ) -> PushResult:
     if not blessing.blessed:
         return PushResult(
             "declined",
             f"model not blessed: {blessing.reason or 'no reason recorded'}",
-            served_version=model_store.served_version(params),
+            served_version=store.served_version(),
         )
     model_store.require_savedmodel(model_dir)
     fingerprint = model_store.model_fingerprint(model_dir)
@@ -143,26 +150,24 @@ def _push(
         )
     if drift_reference is not None:
         lineage = {**lineage, "drift_reference": _checked_drift_reference(drift_reference, lineage)}
-    storage.makedirs(model_store.model_root(params))
-    with model_store.store_lock(params):
-        model_store.remove_leftovers(params)
-        served = model_store.served_version(params)
-        if (
-            served is not None
-            and (model_store.read_lineage(params, served) or {}).get("model_fingerprint") == fingerprint
-        ):
+    storage.makedirs(store.root)
+    with store.lock():
+        store.remove_leftovers()
+        served = store.served_version()
+        if served is not None and (store.read_lineage(served) or {}).get("model_fingerprint") == fingerprint:
             return PushResult(
                 "unchanged",
                 f"this model is already served as version {served}",
                 version=served,
-                path=model_store.version_path(params, served),
+                path=store.version_path(served),
                 served_version=served,
             )
-        _require_fresh_blessing(blessing, params, served)
-        version = model_store.next_version(params)
+        _require_fresh_blessing(blessing, store, served)
+        version = store.next_version()
         final = _stage_and_publish(
             model_dir,
             params,
+            store,
             version,
             served,
             {
@@ -183,18 +188,18 @@ def _push(
             },
         )
         try:
-            model_store.serve_version(params, version)
+            store.serve_version(version)
         except PetsegError as exc:
             raise PetsegError(f"version {version} was published but is not served: {exc}") from None
         except Exception as exc:
             if not _is_io_error(exc):
                 raise
             raise PetsegError(
-                f"version {version} was written but {model_store.config_path(params)} could not be "
+                f"version {version} was written but {store.config_path} could not be "
                 f"updated ({first_line(exc)}); version {served} is still served; "
                 f"run `petseg rollback --to {version}` to serve it"
             ) from None
-        removed = model_store.apply_retention(params, params.keep_versions)
+        removed = store.apply_retention()
     return PushResult(
         "pushed",
         f"version {version} is now served (was {served})",
@@ -205,7 +210,9 @@ def _push(
     )
 
 
-def _stage_and_publish(model_dir: str, params: PushParams, version: int, served: int | None, lineage: dict) -> str:
+def _stage_and_publish(
+    model_dir: str, params: PushParams, store: ModelStore, version: int, served: int | None, lineage: dict
+) -> str:
     """Stage, validate and publish one version; on failure nothing is left and the cause is one line.
 
     TensorFlow writes the warm-up file and loads the staged copy, and it cannot
@@ -213,8 +220,8 @@ def _stage_and_publish(model_dir: str, params: PushParams, version: int, served:
     local folder and publish uploads it; locally it is staged beside its final
     place, so publishing is one rename.
     """
-    with storage.local_workdir(model_store.version_path(params, version)) as work:
-        staging = model_store.staging_path(params, version, folder=work)
+    with storage.local_workdir(store.version_path(version)) as work:
+        staging = store.staging_path(version, folder=work)
         print(f"push: staging version {version} in {staging}", flush=True)
         try:
             validation = stage_version(model_dir, staging, params, lineage)
@@ -222,8 +229,7 @@ def _stage_and_publish(model_dir: str, params: PushParams, version: int, served:
                 f"push: infra validation passed ({validation['requests']} requests); publishing version {version}",
                 flush=True,
             )
-            final = model_store.publish(
-                params,
+            final = store.publish(
                 staging,
                 version,
                 {
@@ -299,9 +305,9 @@ def _is_io_error(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, tf.errors.OpError))
 
 
-def _require_fresh_blessing(blessing: Blessing, params: PushParams, served: int | None) -> None:
+def _require_fresh_blessing(blessing: Blessing, store: ModelStore, served: int | None) -> None:
     """The blessing's regression check must have been against what is served at this target now."""
-    target = model_store.model_root(params)
+    target = store.root
     if blessing.push_target not in (None, target):
         raise PetsegError(
             f"the blessing compared against the model served at {blessing.push_target}, "
@@ -315,15 +321,15 @@ def _require_fresh_blessing(blessing: Blessing, params: PushParams, served: int 
         )
 
 
-def _write_record(record_file: Path | None, params: PushParams, outcome: dict) -> None:
+def _write_record(record_file: Path | None, store: ModelStore, outcome: dict) -> None:
     if record_file is None:
         return
     write_json(
         record_file,
         {
             **outcome,
-            "model_name": params.model_name,
-            "model_root": model_store.model_root(params),
+            "model_name": store.model_name,
+            "model_root": store.root,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )

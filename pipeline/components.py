@@ -55,10 +55,12 @@ def drift_reference(validate: dict, push: dict) -> str:
     version folder never changes once published.
     """
     from petseg.components.drift_reference import drift_reference as choose_reference
+    from petseg.components.store.model_store import ModelStore
     from petseg.pipeline.component_io import section_params
 
     validate_params = section_params("validate", validate)
-    return choose_reference(validate_params.drift.reference, section_params("push", push)) or ""
+    store = ModelStore.from_params(section_params("push", push))
+    return choose_reference(validate_params.drift.reference, store) or ""
 
 
 def validate(raw: Input[Dataset], validate: dict, reference: str, validation: Output[Artifact], report: Output[HTML]):

@@ -29,7 +29,7 @@ from petseg.components.core.params import EvaluateParams, Params, PushParams
 from petseg.components.evaluate import evaluate
 from petseg.components.push import push
 from petseg.components.store import model_store, storage
-from petseg.components.store.model_store import list_versions, rollback
+from petseg.components.store.model_store import ModelStore
 from petseg.components.store.warmup import WARMUP_FILE, InfraValidationError, validate_served_copy
 
 
@@ -46,7 +46,7 @@ def push_blessed(model_dir, params, folder, **kw):
 
 def versions_on_disk(params) -> list[str]:
     """Every folder under the model root (staging and deleting ones included), not the store's own files."""
-    root = model_store.model_root(params)
+    root = ModelStore.from_params(params).root
     return sorted(n for n in os.listdir(root) if n not in (model_store.RECORD_FILE, model_store.LOCK_FILE))
 
 
@@ -111,7 +111,7 @@ def test_below_threshold_model_is_declined_with_one_line_and_exit_0(
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("push: declined: model not blessed: mean IoU")
     assert read_json(record)["status"] == "declined"
-    assert not os.path.exists(model_store.model_root(push_params))
+    assert not os.path.exists(ModelStore.from_params(push_params).root)
 
 
 def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, coded_records, tmp_path, push_params):
@@ -127,7 +127,7 @@ def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, cod
     assert not result.blessed and result.baseline_version == 1
     declined = push(rule_savedmodels["wrong_10"], evaluation, push_params, {})
     assert declined.status == "declined" and "served version 1" in declined.reason
-    assert versions_on_disk(push_params) == ["1"] and model_store.served_version(push_params) == 1
+    assert versions_on_disk(push_params) == ["1"] and ModelStore.from_params(push_params).served_version() == 1
 
 
 def test_stale_or_foreign_blessings_are_refused(rule_savedmodels, tmp_path, push_params):
@@ -151,7 +151,7 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert main(["push", *args, "--evaluation", str(tmp_path / "ev"), "--out", str(tmp_path / "push.json")]) == 0
     assert "version 1 is now served" in capsys.readouterr().out
 
-    version_dir = os.path.join(model_store.model_root(push_params), "1")
+    version_dir = os.path.join(ModelStore.from_params(push_params).root, "1")
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
     assert read_json(tmp_path / "push.json")["status"] == "pushed"
 
@@ -179,7 +179,7 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert lineage["infra_validation"]["requests"] == 4
 
     entry = served_config(push_params)
-    assert entry.base_path == os.path.abspath(model_store.model_root(push_params))
+    assert entry.base_path == os.path.abspath(ModelStore.from_params(push_params).root)
     assert list(entry.model_version_policy.specific.versions) == [1] and dict(entry.version_labels) == {}
 
     assert main(["rollback", "--list", "--params", params_file]) == 0
@@ -210,7 +210,7 @@ def test_versions_are_numbered_and_only_the_newest_are_kept(rule_savedmodels, tm
     assert [r.version for r in results] == [1, 2, 3]
     assert [r.removed_versions for r in results] == [[], [], [1]]
     assert versions_on_disk(params) == ["2", "3"]
-    assert not os.path.exists(os.path.join(model_store.model_root(params), "3", WARMUP_FILE))
+    assert not os.path.exists(os.path.join(ModelStore.from_params(params).root, "3", WARMUP_FILE))
     entry = served_config(params)
     assert list(entry.model_version_policy.specific.versions) == [3] and dict(entry.version_labels) == {}
     config = Path(os.path.join(params.model_base_path, "models.config")).read_text()
@@ -228,7 +228,7 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
     with pytest.raises(InfraValidationError, match=r"warm-up request 0 \(serving_default\) failed.*mask shape"):
         push_blessed(rule_savedmodels["broken"], push_params, tmp_path, record_file=record)
     assert read_json(record)["status"] == "infra_validation_failed" and "mask shape" in read_json(record)["reason"]
-    assert versions_on_disk(push_params) == ["1"] and model_store.served_version(push_params) == 1
+    assert versions_on_disk(push_params) == ["1"] and ModelStore.from_params(push_params).served_version() == 1
 
     (tmp_path / "ev").mkdir()
     os.replace(write_blessing(rule_savedmodels["broken"], push_params, tmp_path), tmp_path / "ev" / "blessing.json")
@@ -253,7 +253,7 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
 # ------------------------------------------------------------- failure and atomicity
 def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tmp_path, push_params, monkeypatch):
     push_blessed(rule_savedmodels["perfect"], push_params, tmp_path)
-    v1 = os.path.join(model_store.model_root(push_params), "1")
+    v1 = os.path.join(ModelStore.from_params(push_params).root, "1")
     before = model_store.model_fingerprint(v1)
     config_before = Path(os.path.join(push_params.model_base_path, "models.config")).read_text()
     real_copy, copied = storage.copy_file, []
@@ -276,7 +276,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
 
 def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp_path, push_params, monkeypatch):
     params = dataclasses.replace(push_params, keep_versions=1)
-    root = model_store.model_root(params)
+    root = ModelStore.from_params(params).root
     source = rule_savedmodels["perfect"]
     complete = {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
     complete |= {model_store.LINEAGE_FILE, WARMUP_FILE}
@@ -330,21 +330,21 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
             push_params,
             {"git_commit": f"{i}" * 40},
         )
-    assert model_store.served_version(push_params) == 3
+    assert ModelStore.from_params(push_params).served_version() == 3
 
-    assert rollback(push_params, infra_check=validate_served_copy).served == 2
-    assert rollback(push_params, infra_check=validate_served_copy).served == 1
+    assert ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy).served == 2
+    assert ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy).served == 1
     with pytest.raises(PetsegError, match="version 1 is the oldest kept"):
-        rollback(push_params, infra_check=validate_served_copy)
+        ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy)
     with pytest.raises(PetsegError, match=r"version 9 is not under .*\(kept: 1, 2, 3\)"):
-        rollback(push_params, 9, infra_check=validate_served_copy)
+        ModelStore.from_params(push_params).rollback(9, infra_check=validate_served_copy)
     assert dict(served_config(push_params).version_labels) == {}
     assert list(served_config(push_params).model_version_policy.specific.versions) == [1]
 
     params_file = write_params(tmp_path, push_params)
     assert main(["rollback", "--to", "2", "--params", params_file]) == 0
     assert "now serves version 2 (was 1)" in capsys.readouterr().out
-    infos = list_versions(push_params)
+    infos = ModelStore.from_params(push_params).list_versions()
     assert [(i.version, i.served) for i in infos] == [(3, False), (2, True), (1, False)]
     assert infos[1].lineage["git_commit"] == "1" * 40 and infos[1].lineage["metrics"]["mean_iou"] == pytest.approx(0.8)
     assert main(["rollback", "--list", "--params", params_file]) == 0
@@ -354,7 +354,7 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
 
     # the next push takes a new number (never reuses one) and is served
     pushed = push_blessed(rule_savedmodels["wrong_70"], push_params, tmp_path)
-    assert pushed.version == 4 and model_store.served_version(push_params) == 4
+    assert pushed.version == 4 and ModelStore.from_params(push_params).served_version() == 4
     assert versions_on_disk(push_params) == ["2", "3", "4"]
 
 
@@ -380,7 +380,9 @@ def test_a_uri_base_path_works_through_gfile(rule_savedmodels, coded_records, tm
     )
     assert result.blessed and result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
     assert push(models["wrong_10"], tmp_path / "ev", params, {}).version == 2
-    assert sorted(tf.io.gfile.listdir(model_store.model_root(params))) == [model_store.RECORD_FILE, "2"]
+    assert sorted(tf.io.gfile.listdir(ModelStore.from_params(params).root)) == [model_store.RECORD_FILE, "2"]
     with tf.io.gfile.GFile(f"{params.model_base_path}/models.config") as fh:
         assert f'base_path: "{params.model_base_path}/petseg"' in fh.read()
-    assert [(i.version, i.served, i.lineage["version"]) for i in list_versions(params)] == [(2, True, 2)]
+    assert [(i.version, i.served, i.lineage["version"]) for i in ModelStore.from_params(params).list_versions()] == [
+        (2, True, 2)
+    ]

@@ -44,7 +44,7 @@ aspired one is ready. So the store moves the served version like this:
   once (a new label, accepted by a starting server with the flag above).
 
 Only local base paths are locked (flock); object stores have no lock here, see
-`store_lock`.
+`ModelStore.lock`.
 """
 
 from __future__ import annotations
@@ -85,51 +85,7 @@ class StoreBusyError(PetsegError):
     """Another push or rollback holds the model store's lock (not a fault of the model)."""
 
 
-# ------------------------------------------------------------------------- paths
-def model_root(params: PushParams) -> str:
-    """`<model_base_path>/<model_name>`: the folder holding the model's version folders."""
-    return join(params.model_base_path, params.model_name)
-
-
-def version_path(params: PushParams, version: int) -> str:
-    return join(model_root(params), str(version))
-
-
-def config_path(params: PushParams) -> str:
-    return join(params.model_base_path, MODELS_CONFIG_FILE)
-
-
-def server_base_path(params: PushParams) -> str:
-    """The model's base path as the model server sees it, written into models.config."""
-    if params.server_model_base_path:
-        return join(params.server_model_base_path, params.model_name)
-    root = model_root(params)
-    return root if is_uri(root) else str(Path(root).resolve())
-
-
-# ---------------------------------------------------------------------- versions
-def list_version_numbers(params: PushParams) -> list[int]:
-    """The versions that count, ascending: complete all-digit folders not being published right now."""
-    return sorted(_complete_versions(model_root(params)) - set(read_record(params)["publishing"]))
-
-
-def _complete_versions(root: str) -> set[int]:
-    if not storage.isdir(root):
-        return set()
-    return {
-        int(name)
-        for name in storage.listdir(root)
-        if name.isdigit() and int(name) > 0 and storage.exists(join(root, name, SAVED_MODEL_FILE))
-    }
-
-
-def available_versions(model_base_path: str | Path, model_name: str) -> dict[int, Path]:
-    """For the local server: {version: path} of the versions that count (see list_version_numbers)."""
-    params = PushParams(model_base_path=str(model_base_path), model_name=model_name)
-    return {v: Path(version_path(params, v)) for v in list_version_numbers(params)}
-
-
-# ------------------------------------------------------------------ models.config
+# ------------------------------------------------------------- models.config
 @dataclass(frozen=True)
 class ServingConfig:
     """This model's entry in models.config: the `specific` versions to load and the version labels."""
@@ -154,60 +110,6 @@ def read_model_server_config(path: str):
             "fix it or delete it and push again"
         ) from None
     return config
-
-
-def read_serving_config(params: PushParams) -> ServingConfig | None:
-    """This model's entry of models.config, None when the file or the entry is missing."""
-    config = read_model_server_config(config_path(params))
-    if config is None:
-        return None
-    for entry in config.model_config_list.config:
-        if entry.name == params.model_name:
-            return ServingConfig(
-                tuple(sorted(entry.model_version_policy.specific.versions)), dict(entry.version_labels)
-            )
-    return None
-
-
-def write_serving_config(params: PushParams, versions: tuple[int, ...] | list[int], labels: dict[str, int]) -> None:
-    """Rewrite this model's entry (specific versions + labels), keep the other models' entries.
-
-    Written to a temporary file and renamed over the old one, so a polling
-    server reads the old config or the new one, never half.
-    """
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    path = config_path(params)
-    config = read_model_server_config(path) or model_server_config_pb2.ModelServerConfig()
-    entries = config.model_config_list.config
-    entry = next((e for e in entries if e.name == params.model_name), None) or entries.add(name=params.model_name)
-    entry.base_path = server_base_path(params)
-    entry.model_platform = "tensorflow"
-    entry.model_version_policy.Clear()
-    entry.model_version_policy.specific.versions.extend(sorted(set(versions)))
-    entry.version_labels.clear()
-    entry.version_labels.update(labels)
-    storage.write_text_atomically(path, text_format.MessageToString(config))
-
-
-def served_version(params: PushParams) -> int | None:
-    """The version the store serves; None when nothing is pushed.
-
-    The labelled version when push.version_label is in models.config, else the
-    newest `specific` version on disk, else (no models.config) the newest
-    version, TF Serving's default `latest` policy.
-    """
-    versions = list_version_numbers(params)
-    config = read_serving_config(params)
-    if config is not None:
-        labelled = config.labels.get(params.version_label) if params.version_label else None
-        if labelled in versions:
-            return labelled
-        named = [v for v in config.versions if v in versions]
-        if named:
-            return named[-1]
-    return versions[-1] if versions else None
 
 
 # --------------------------------------------------------- TF Serving's label rule
@@ -236,10 +138,6 @@ def label_refusal(
     return None
 
 
-def _serving_targets(params: PushParams) -> list[str]:
-    return [t.strip() for t in params.serving_target.split(",") if t.strip()]
-
-
 def version_state(target: str, model_name: str, version: int, timeout: float = 5.0) -> tuple[int, str]:
     """(state, error message) of one version on a model server, from ModelService.GetModelStatus."""
     import grpc
@@ -256,195 +154,460 @@ def version_state(target: str, model_name: str, version: int, timeout: float = 5
     return 0, ""
 
 
-def wait_until_available(params: PushParams, version: int, log: Callable[[str], None] = print) -> None:
-    """Return once every serving target reports `version` AVAILABLE; PetsegError on failure or timeout."""
-    import grpc
-
-    deadline = time.monotonic() + params.promote_timeout_seconds
-    for target in _serving_targets(params):
-        last = "no answer yet"
-        while True:
-            try:
-                state, error = version_state(target, params.model_name, version)
-            except grpc.RpcError as exc:
-                state, error, last = 0, "", f"{exc.code().name}: {exc.details()}"
-            if state == STATE_AVAILABLE:
-                log(f"store: {target} serves {params.model_name} version {version}")
-                break
-            if state == STATE_END and error:
-                raise PetsegError(f"{target} failed to load version {version}: {error}")
-            if state:
-                last = f"state {state}"
-            if time.monotonic() > deadline:
-                raise PetsegError(
-                    f"{target} did not report version {version} AVAILABLE within "
-                    f"{params.promote_timeout_seconds:g}s (push.promote_timeout_seconds; {last})"
-                )
-            time.sleep(0.2)
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    path: str
+    served: bool
+    lineage: dict | None
 
 
-def serve_version(params: PushParams, version: int, log: Callable[[str], None] = print) -> None:
-    """Point models.config at `version` in the steps TF Serving accepts (see the module docstring).
+@dataclass(frozen=True)
+class RollbackResult:
+    previous: int | None
+    served: int
+    config_file: str
 
-    On a failed wait the previous models.config is written back and PetsegError raised.
+
+# --------------------------------------------------------------------- the store
+@dataclass(frozen=True)
+class ModelStore:
+    """One model's store: `<base_path>/<model_name>/`, models.config beside it, and the settings that govern them.
+
+    Built once from the push section (`ModelStore.from_params`); every
+    operation on the store is a method, so no caller hands the whole push
+    section around. The fields are push.* under shorter names.
     """
-    current = read_serving_config(params)
-    label = params.version_label
-    if not label:
-        write_serving_config(params, (version,), {})
-        return
-    labelled = current.labels.get(label) if current else None
-    if current is None or labelled is None or labelled == version:
-        write_serving_config(params, (version,), {label: version})
-        return
-    if not _serving_targets(params):
-        raise PetsegError(
-            f"moving label '{label}' from version {labelled} to {version} needs "
-            "push.serving_target (TF Serving refuses a label on a version it has not loaded)"
+
+    base_path: str
+    model_name: str = "petseg"
+    keep_versions: int = 3
+    version_label: str = ""
+    server_model_base_path: str = ""
+    serving_targets: tuple[str, ...] = ()
+    promote_timeout_seconds: float = 300.0
+    lock_timeout_seconds: float = 600.0
+
+    @classmethod
+    def from_params(cls, params: PushParams) -> ModelStore:
+        """The store push.* describes (the settings are checked by PushParams.check at load)."""
+        return cls(
+            base_path=str(params.model_base_path),
+            model_name=params.model_name,
+            keep_versions=params.keep_versions,
+            version_label=params.version_label,
+            server_model_base_path=params.server_model_base_path,
+            serving_targets=tuple(t.strip() for t in params.serving_target.split(",") if t.strip()),
+            promote_timeout_seconds=params.promote_timeout_seconds,
+            lock_timeout_seconds=params.lock_timeout_seconds,
         )
-    write_serving_config(params, (labelled, version), {label: labelled})
-    log(f"store: models.config loads version {version} beside {labelled}; waiting for it to be AVAILABLE")
-    try:
-        wait_until_available(params, version, log)
-    except BaseException as exc:
-        write_serving_config(params, current.versions, current.labels)
-        if isinstance(exc, PetsegError):
-            raise PetsegError(f"{exc}; models.config serves version {labelled} again") from None
-        raise
-    write_serving_config(params, (version,), {label: version})
 
+    # ---------------------------------------------------------------- paths
+    @property
+    def root(self) -> str:
+        """`<base_path>/<model_name>`: the folder holding the model's version folders."""
+        return join(self.base_path, self.model_name)
 
-# ------------------------------------------------------------------------ record
-def _record_path(params: PushParams) -> str:
-    return join(model_root(params), RECORD_FILE)
+    @property
+    def config_path(self) -> str:
+        """`<base_path>/models.config`."""
+        return join(self.base_path, MODELS_CONFIG_FILE)
 
+    @property
+    def record_path(self) -> str:
+        return join(self.root, RECORD_FILE)
 
-def read_record(params: PushParams) -> dict:
-    """{"published": {version: {...}}, "publishing": [versions], "rolled_back_to": version | None}."""
-    path = _record_path(params)
-    record: dict[str, Any] = {"published": {}, "publishing": [], "rolled_back_to": None}
-    if storage.exists(path):
-        try:
-            loaded = json.loads(storage.read_text(path))
-        except ValueError as exc:
+    def version_path(self, version: int) -> str:
+        return join(self.root, str(version))
+
+    def server_root(self) -> str:
+        """The model's base path as the model server sees it, written into models.config."""
+        if self.server_model_base_path:
+            return join(self.server_model_base_path, self.model_name)
+        return self.root if is_uri(self.root) else str(Path(self.root).resolve())
+
+    # ------------------------------------------------------------- versions
+    def version_numbers(self) -> list[int]:
+        """The versions that count, ascending: complete all-digit folders not being published right now."""
+        return sorted(self._complete_versions() - set(self.read_record()["publishing"]))
+
+    def _complete_versions(self) -> set[int]:
+        root = self.root
+        if not storage.isdir(root):
+            return set()
+        return {
+            int(name)
+            for name in storage.listdir(root)
+            if name.isdigit() and int(name) > 0 and storage.exists(join(root, name, SAVED_MODEL_FILE))
+        }
+
+    def available_versions(self) -> dict[int, str]:
+        """{version: path} of the versions that count (see version_numbers)."""
+        return {v: self.version_path(v) for v in self.version_numbers()}
+
+    # -------------------------------------------------------- models.config
+    def read_serving_config(self) -> ServingConfig | None:
+        """This model's entry of models.config, None when the file or the entry is missing."""
+        config = read_model_server_config(self.config_path)
+        if config is None:
+            return None
+        for entry in config.model_config_list.config:
+            if entry.name == self.model_name:
+                return ServingConfig(
+                    tuple(sorted(entry.model_version_policy.specific.versions)), dict(entry.version_labels)
+                )
+        return None
+
+    def write_serving_config(self, versions: tuple[int, ...] | list[int], labels: dict[str, int]) -> None:
+        """Rewrite this model's entry (specific versions + labels), keep the other models' entries.
+
+        Written to a temporary file and renamed over the old one, so a polling
+        server reads the old config or the new one, never half.
+        """
+        from google.protobuf import text_format
+        from tensorflow_serving.config import model_server_config_pb2
+
+        config = read_model_server_config(self.config_path) or model_server_config_pb2.ModelServerConfig()
+        entries = config.model_config_list.config
+        entry = next((e for e in entries if e.name == self.model_name), None) or entries.add(name=self.model_name)
+        entry.base_path = self.server_root()
+        entry.model_platform = "tensorflow"
+        entry.model_version_policy.Clear()
+        entry.model_version_policy.specific.versions.extend(sorted(set(versions)))
+        entry.version_labels.clear()
+        entry.version_labels.update(labels)
+        storage.write_text_atomically(self.config_path, text_format.MessageToString(config))
+
+    def served_version(self) -> int | None:
+        """The version the store serves; None when nothing is pushed.
+
+        The labelled version when version_label is in models.config, else the
+        newest `specific` version on disk, else (no models.config) the newest
+        version, TF Serving's default `latest` policy.
+        """
+        versions = self.version_numbers()
+        config = self.read_serving_config()
+        if config is not None:
+            labelled = config.labels.get(self.version_label) if self.version_label else None
+            if labelled in versions:
+                return labelled
+            named = [v for v in config.versions if v in versions]
+            if named:
+                return named[-1]
+        return versions[-1] if versions else None
+
+    def version_policy(self) -> VersionPolicy:
+        """The version policy models.config gives this model; serve-the-latest when there is none.
+
+        Raises PetsegError when models.config exists but is not a valid
+        ModelServerConfig text proto (TF Serving refuses to start on one too).
+        Only the version policy and labels are read: the local server always
+        finds versions under `<base_path>/<model_name>`, whatever base_path
+        the file gives for the production server's file system.
+        """
+        config = read_model_server_config(self.config_path)
+        if config is None:
+            return VersionPolicy()
+        for entry in config.model_config_list.config:
+            if entry.name == self.model_name:
+                return _policy_of(entry)
+        return VersionPolicy()
+
+    # ------------------------------------------------------ moving the label
+    def wait_until_available(self, version: int, log: Callable[[str], None] = print) -> None:
+        """Return once every serving target reports `version` AVAILABLE; PetsegError on failure or timeout."""
+        import grpc
+
+        deadline = time.monotonic() + self.promote_timeout_seconds
+        for target in self.serving_targets:
+            last = "no answer yet"
+            while True:
+                try:
+                    state, error = version_state(target, self.model_name, version)
+                except grpc.RpcError as exc:
+                    state, error, last = 0, "", f"{exc.code().name}: {exc.details()}"
+                if state == STATE_AVAILABLE:
+                    log(f"store: {target} serves {self.model_name} version {version}")
+                    break
+                if state == STATE_END and error:
+                    raise PetsegError(f"{target} failed to load version {version}: {error}")
+                if state:
+                    last = f"state {state}"
+                if time.monotonic() > deadline:
+                    raise PetsegError(
+                        f"{target} did not report version {version} AVAILABLE within "
+                        f"{self.promote_timeout_seconds:g}s (push.promote_timeout_seconds; {last})"
+                    )
+                time.sleep(0.2)
+
+    def serve_version(self, version: int, log: Callable[[str], None] = print) -> None:
+        """Point models.config at `version` in the steps TF Serving accepts (see the module docstring).
+
+        On a failed wait the previous models.config is written back and PetsegError raised.
+        """
+        current = self.read_serving_config()
+        label = self.version_label
+        if not label:
+            self.write_serving_config((version,), {})
+            return
+        labelled = current.labels.get(label) if current else None
+        if current is None or labelled is None or labelled == version:
+            self.write_serving_config((version,), {label: version})
+            return
+        if not self.serving_targets:
             raise PetsegError(
-                f"{path}: unreadable store record ({first_line(exc)}); restore it or delete it "
-                "(retention then deletes nothing it cannot prove push wrote)"
-            ) from None
-        record.update(loaded)
-    record["published"] = {int(k): v for k, v in record["published"].items()}
-    return record
-
-
-def _write_record(params: PushParams, record: dict) -> None:
-    data = {**record, "published": {str(k): v for k, v in sorted(record["published"].items())}}
-    storage.write_text_atomically(_record_path(params), json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-# -------------------------------------------------------------------------- lock
-@contextlib.contextmanager
-def store_lock(params: PushParams) -> Iterator[None]:
-    """Hold the model's push/rollback lock; StoreBusyError after push.lock_timeout_seconds.
-
-    A flock on `<model_root>/.petseg-store.lock`: the kernel drops it when the
-    holder dies, so a killed push never leaves it stuck. Object stores offer
-    no lock through this facade; for a URI base path the lock file is local
-    (in the temp folder, named after the URI), which serialises pushes from
-    one machine only.
-    """
-    root = model_root(params)
-    if is_uri(root):
-        folder = Path(tempfile.gettempdir()) / "petseg-locks"
-        path = folder / (hashlib.sha256(root.encode()).hexdigest()[:16] + ".lock")
-    else:
-        folder = Path(root)
-        path = folder / LOCK_FILE
-    folder.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + params.lock_timeout_seconds
-    with open(path, "a+") as fh:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    fh.seek(0)
-                    holder = fh.read().strip() or "another process"
-                    raise StoreBusyError(
-                        f"{root} is locked by another push or rollback ({holder}); waited "
-                        f"{params.lock_timeout_seconds:g}s (push.lock_timeout_seconds); try again when it has "
-                        "finished"
-                    ) from None
-                time.sleep(0.1)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
-        fh.flush()
+                f"moving label '{label}' from version {labelled} to {version} needs "
+                "push.serving_target (TF Serving refuses a label on a version it has not loaded)"
+            )
+        self.write_serving_config((labelled, version), {label: labelled})
+        log(f"store: models.config loads version {version} beside {labelled}; waiting for it to be AVAILABLE")
         try:
-            yield
-        finally:
+            self.wait_until_available(version, log)
+        except BaseException as exc:
+            self.write_serving_config(current.versions, current.labels)
+            if isinstance(exc, PetsegError):
+                raise PetsegError(f"{exc}; models.config serves version {labelled} again") from None
+            raise
+        self.write_serving_config((version,), {label: version})
+
+    # --------------------------------------------------------------- record
+    def read_record(self) -> dict:
+        """{"published": {version: {...}}, "publishing": [versions], "rolled_back_to": version | None}."""
+        path = self.record_path
+        record: dict[str, Any] = {"published": {}, "publishing": [], "rolled_back_to": None}
+        if storage.exists(path):
+            try:
+                loaded = json.loads(storage.read_text(path))
+            except ValueError as exc:
+                raise PetsegError(
+                    f"{path}: unreadable store record ({first_line(exc)}); restore it or delete it "
+                    "(retention then deletes nothing it cannot prove push wrote)"
+                ) from None
+            record.update(loaded)
+        record["published"] = {int(k): v for k, v in record["published"].items()}
+        return record
+
+    def _write_record(self, record: dict) -> None:
+        data = {**record, "published": {str(k): v for k, v in sorted(record["published"].items())}}
+        storage.write_text_atomically(self.record_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    # ----------------------------------------------------------------- lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the model's push/rollback lock; StoreBusyError after lock_timeout_seconds.
+
+        A flock on `<root>/.petseg-store.lock`: the kernel drops it when the
+        holder dies, so a killed push never leaves it stuck. Object stores offer
+        no lock through this facade; for a URI base path the lock file is local
+        (in the temp folder, named after the URI), which serialises pushes from
+        one machine only.
+        """
+        root = self.root
+        if is_uri(root):
+            folder = Path(tempfile.gettempdir()) / "petseg-locks"
+            path = folder / (hashlib.sha256(root.encode()).hexdigest()[:16] + ".lock")
+        else:
+            folder = Path(root)
+            path = folder / LOCK_FILE
+        folder.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        with open(path, "a+") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "another process"
+                        raise StoreBusyError(
+                            f"{root} is locked by another push or rollback ({holder}); waited "
+                            f"{self.lock_timeout_seconds:g}s (push.lock_timeout_seconds); try again when it "
+                            "has finished"
+                        ) from None
+                    time.sleep(0.1)
             fh.seek(0)
             fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
+    # -------------------------------------------------------------- publish
+    def next_version(self) -> int:
+        """One more than any version folder or record entry (numbers are never reused)."""
+        root = self.root
+        names = storage.listdir(root) if storage.isdir(root) else []
+        taken = {int(n) for n in names if n.isdigit()} | set(self.read_record()["published"])
+        return max(taken, default=0) + 1
 
-# ----------------------------------------------------------------------- publish
-def next_version(params: PushParams) -> int:
-    """One more than any version folder or record entry (numbers are never reused)."""
-    root = model_root(params)
-    names = storage.listdir(root) if storage.isdir(root) else []
-    taken = {int(n) for n in names if n.isdigit()} | set(read_record(params)["published"])
-    return max(taken, default=0) + 1
+    def staging_path(self, version: int, folder: str | None = None) -> str:
+        """A fresh staging folder name for `version`: hidden from TF Serving (not all digits), in `folder`
+        (default: the model's own folder, so publishing is a rename)."""
+        return join(folder or self.root, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
 
+    def remove_leftovers(self) -> None:
+        """Undo what a killed push left: staging/deleting folders, and versions it was still publishing.
 
-def staging_path(params: PushParams, version: int, folder: str | None = None) -> str:
-    """A fresh staging folder name for `version`: hidden from TF Serving (not all digits), in `folder`
-    (default: the model's own folder, so publishing is a rename)."""
-    return join(folder or model_root(params), f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+        Call under lock(). A version still marked publishing was never named
+        by models.config (push writes it only after the record says published),
+        so it was never served; it is removed, as push created it.
+        """
+        root = self.root
+        if not storage.isdir(root):
+            return
+        for name in storage.listdir(root):
+            if name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
+                storage.remove_tree(join(root, name))
+        record = self.read_record()
+        if record["publishing"]:
+            for version in record["publishing"]:
+                self._delete_version(version)
+            self._write_record({**record, "publishing": []})
 
+    def publish(self, staging: str, version: int, facts: dict) -> str:
+        """Give a staged, validated version its number, recorded as published by push; return its path.
 
-def remove_leftovers(params: PushParams) -> None:
-    """Undo what a killed push left: staging/deleting folders, and versions it was still publishing.
+        The record marks the version `publishing` first: killed before the record
+        says `published`, it is not listed as a version and the next push removes it.
+        """
+        final = self.version_path(version)
+        if storage.exists(final):
+            raise PetsegError(f"{final} already exists; another writer is using {self.root}")
+        record = self.read_record()
+        self._write_record({**record, "publishing": sorted({*record["publishing"], version})})
+        try:
+            _publish_directory(staging, final)
+        except BaseException:
+            if not storage.supports_rename(final):  # an object-store copy broken off: ours to remove
+                storage.remove_tree(final)
+            storage.remove_tree(staging)
+            self._write_record(record)
+            raise
+        record["published"][version] = facts
+        self._write_record({**record, "publishing": [v for v in record["publishing"] if v != version]})
+        return final
 
-    Call under store_lock. A version still marked publishing was never named
-    by models.config (push writes it only after the record says published),
-    so it was never served; it is removed, as push created it.
-    """
-    root = model_root(params)
-    if not storage.isdir(root):
-        return
-    for name in storage.listdir(root):
-        if name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
-            storage.remove_tree(join(root, name))
-    record = read_record(params)
-    if record["publishing"]:
-        for version in record["publishing"]:
-            _delete_version(params, version)
-        _write_record(params, {**record, "publishing": []})
+    # ------------------------------------------------------------ retention
+    def apply_retention(self) -> list[int]:
+        """Delete the published versions beyond the newest keep_versions; return the deleted ones.
 
+        Only versions in the record (push created them) are candidates; never the
+        served one, any version models.config names, or the last rollback target.
+        """
+        keep = self.keep_versions
+        record = self.read_record()
+        on_disk = set(self.version_numbers())
+        ours = sorted(v for v in record["published"] if v in on_disk)
+        config = self.read_serving_config()
+        protected = {self.served_version(), record["rolled_back_to"]}
+        if config is not None:
+            protected |= set(config.versions) | set(config.labels.values())
+        doomed = [v for v in ours[:-keep] if v not in protected] if keep < len(ours) else []
+        for version in doomed:
+            self._delete_version(version)
+            record["published"].pop(version, None)
+        if doomed:
+            self._write_record(record)
+        return doomed
 
-def publish(params: PushParams, staging: str, version: int, facts: dict) -> str:
-    """Give a staged, validated version its number, recorded as published by push; return its path.
+    def _delete_version(self, version: int) -> None:
+        """Remove a version folder; locally renamed to `.deleting-*` first so no server sees it half-deleted."""
+        path = self.version_path(version)
+        if not storage.exists(path):
+            return
+        if not storage.supports_rename(path):
+            storage.remove_tree(path)
+            return
+        hidden = join(self.root, f"{DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+        storage.rename_dir(path, hidden)
+        storage.remove_tree(hidden)
 
-    The record marks the version `publishing` first: killed before the record
-    says `published`, it is not listed as a version and the next push removes it.
-    """
-    final = version_path(params, version)
-    if storage.exists(final):
-        raise PetsegError(f"{final} already exists; another writer is using {model_root(params)}")
-    record = read_record(params)
-    _write_record(params, {**record, "publishing": sorted({*record["publishing"], version})})
-    try:
-        _publish_directory(staging, final)
-    except BaseException:
-        if not storage.supports_rename(final):  # an object-store copy broken off: ours to remove
-            storage.remove_tree(final)
-        storage.remove_tree(staging)
-        _write_record(params, record)
-        raise
-    record["published"][version] = facts
-    _write_record(params, {**record, "publishing": [v for v in record["publishing"] if v != version]})
-    return final
+    # -------------------------------------------------------------- lineage
+    def read_lineage(self, version: int) -> dict | None:
+        """The lineage record pushed beside a version, or None when it has none (or it is unreadable)."""
+        path = join(self.version_path(version), LINEAGE_FILE)
+        if not storage.exists(path):
+            return None
+        try:
+            return json.loads(storage.read_text(path))
+        except ValueError:
+            return None
+
+    def drift_reference_path(self, version: int) -> str:
+        """Where push keeps the validation report of a version's training data (its drift reference)."""
+        return join(self.version_path(version), DRIFT_REFERENCE_DIR)
+
+    def served_drift_reference(self) -> tuple[int | None, str | None]:
+        """(the served version, its drift reference folder); the folder is None when that version has none.
+
+        (None, None) when nothing is served. A version has none when push was not
+        given the validation report (or it was pushed by a petseg before this).
+        """
+        served = self.served_version()
+        if served is None:
+            return None, None
+        folder = self.drift_reference_path(served)
+        return served, folder if storage.isdir(folder) else None
+
+    def list_versions(self) -> list[VersionInfo]:
+        """The kept versions, newest first, with which one is served and each one's lineage record."""
+        served = self.served_version()
+        return [
+            VersionInfo(v, self.version_path(v), v == served, self.read_lineage(v))
+            for v in reversed(self.version_numbers())
+        ]
+
+    # ------------------------------------------------------------- rollback
+    def rollback(
+        self,
+        to_version: int | None = None,
+        log: Callable[[str], None] = print,
+        *,
+        infra_check: Callable[[str, str], object],
+    ) -> RollbackResult:
+        """Serve `to_version` (default: the newest version older than the served one) after infra-validating it.
+
+        `infra_check(version_dir, model_name)` (warmup.validate_served_copy) raises
+        PetsegError when the target does not load and answer its warm-up requests
+        through the contract's signatures; models.config is then left as it was.
+        It is passed in rather than imported so that reading the store (validate's
+        drift reference) does not depend on the serving contract and TensorFlow.
+        """
+        with self.lock():
+            versions = self.version_numbers()
+            root = self.root
+            if not versions:
+                raise PetsegError(f"no versions under {root}; nothing to roll back (run `petseg push` first)")
+            current = self.served_version()
+            kept = ", ".join(map(str, versions))
+            if to_version is None:
+                older = [v for v in versions if current is not None and v < current]
+                if not older:
+                    raise PetsegError(
+                        f"version {current} is the oldest kept under {root} (kept: {kept}); "
+                        "nothing earlier to roll back to"
+                    )
+                to_version = older[-1]
+            elif to_version not in versions:
+                raise PetsegError(
+                    f"version {to_version} is not under {root} (kept: {kept}); see `petseg rollback --list`"
+                )
+            try:
+                infra_check(self.version_path(to_version), self.model_name)
+            except PetsegError as exc:
+                raise PetsegError(
+                    f"rollback to version {to_version} refused: {exc}; models.config unchanged "
+                    f"(version {current} is still served)"
+                ) from None
+            self.serve_version(to_version, log)
+            record = self.read_record()
+            self._write_record({**record, "rolled_back_to": to_version})
+        return RollbackResult(previous=current, served=to_version, config_file=self.config_path)
 
 
 def _publish_directory(staging: str, final: str) -> None:
@@ -454,141 +617,6 @@ def _publish_directory(staging: str, final: str) -> None:
         return
     storage.copy_tree(staging, final, last=SAVED_MODEL_FILE)
     storage.remove_tree(staging)
-
-
-# --------------------------------------------------------------------- retention
-def apply_retention(params: PushParams, keep: int) -> list[int]:
-    """Delete the published versions beyond the newest `keep`; return the deleted ones.
-
-    Only versions in the record (push created them) are candidates; never the
-    served one, any version models.config names, or the last rollback target.
-    """
-    record = read_record(params)
-    on_disk = set(list_version_numbers(params))
-    ours = sorted(v for v in record["published"] if v in on_disk)
-    config = read_serving_config(params)
-    protected = {served_version(params), record["rolled_back_to"]}
-    if config is not None:
-        protected |= set(config.versions) | set(config.labels.values())
-    doomed = [v for v in ours[:-keep] if v not in protected] if keep < len(ours) else []
-    for version in doomed:
-        _delete_version(params, version)
-        record["published"].pop(version, None)
-    if doomed:
-        _write_record(params, record)
-    return doomed
-
-
-def _delete_version(params: PushParams, version: int) -> None:
-    """Remove a version folder; locally renamed to `.deleting-*` first so no server sees it half-deleted."""
-    path = version_path(params, version)
-    if not storage.exists(path):
-        return
-    if not storage.supports_rename(path):
-        storage.remove_tree(path)
-        return
-    hidden = join(model_root(params), f"{DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-    storage.rename_dir(path, hidden)
-    storage.remove_tree(hidden)
-
-
-# ------------------------------------------------------------------------ lineage
-def read_lineage(params: PushParams, version: int) -> dict | None:
-    """The lineage record pushed beside a version, or None when it has none (or it is unreadable)."""
-    path = join(version_path(params, version), LINEAGE_FILE)
-    if not storage.exists(path):
-        return None
-    try:
-        return json.loads(storage.read_text(path))
-    except ValueError:
-        return None
-
-
-def drift_reference_path(params: PushParams, version: int) -> str:
-    """Where push keeps the validation report of a version's training data (its drift reference)."""
-    return join(version_path(params, version), DRIFT_REFERENCE_DIR)
-
-
-def served_drift_reference(params: PushParams) -> tuple[int | None, str | None]:
-    """(the served version, its drift reference folder); the folder is None when that version has none.
-
-    (None, None) when nothing is served. A version has none when push was not
-    given the validation report (or it was pushed by a petseg before this).
-    """
-    served = served_version(params)
-    if served is None:
-        return None, None
-    folder = drift_reference_path(params, served)
-    return served, folder if storage.isdir(folder) else None
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: int
-    path: str
-    served: bool
-    lineage: dict | None
-
-
-def list_versions(params: PushParams) -> list[VersionInfo]:
-    """The kept versions, newest first, with which one is served and each one's lineage record."""
-    served = served_version(params)
-    return [
-        VersionInfo(v, version_path(params, v), v == served, read_lineage(params, v))
-        for v in reversed(list_version_numbers(params))
-    ]
-
-
-# ----------------------------------------------------------------------- rollback
-@dataclass(frozen=True)
-class RollbackResult:
-    previous: int | None
-    served: int
-    config_file: str
-
-
-def rollback(
-    params: PushParams,
-    to_version: int | None = None,
-    log: Callable[[str], None] = print,
-    *,
-    infra_check: Callable[[str, str], object],
-) -> RollbackResult:
-    """Serve `to_version` (default: the newest version older than the served one) after infra-validating it.
-
-    `infra_check(version_dir, model_name)` (warmup.validate_served_copy) raises
-    PetsegError when the target does not load and answer its warm-up requests
-    through the contract's signatures; models.config is then left as it was.
-    It is passed in rather than imported so that reading the store (validate's
-    drift reference) does not depend on the serving contract and TensorFlow.
-    """
-    with store_lock(params):
-        versions = list_version_numbers(params)
-        root = model_root(params)
-        if not versions:
-            raise PetsegError(f"no versions under {root}; nothing to roll back (run `petseg push` first)")
-        current = served_version(params)
-        kept = ", ".join(map(str, versions))
-        if to_version is None:
-            older = [v for v in versions if current is not None and v < current]
-            if not older:
-                raise PetsegError(
-                    f"version {current} is the oldest kept under {root} (kept: {kept}); nothing earlier to roll back to"
-                )
-            to_version = older[-1]
-        elif to_version not in versions:
-            raise PetsegError(f"version {to_version} is not under {root} (kept: {kept}); see `petseg rollback --list`")
-        try:
-            infra_check(version_path(params, to_version), params.model_name)
-        except PetsegError as exc:
-            raise PetsegError(
-                f"rollback to version {to_version} refused: {exc}; models.config unchanged "
-                f"(version {current} is still served)"
-            ) from None
-        serve_version(params, to_version, log)
-        record = read_record(params)
-        _write_record(params, {**record, "rolled_back_to": to_version})
-    return RollbackResult(previous=current, served=to_version, config_file=config_path(params))
 
 
 # --------------------------------------------------------------------- the model
@@ -632,24 +660,6 @@ class VersionPolicy:
         if self.kind == "specific":
             return sorted(v for v in available if v in self.specific)
         return sorted(available)[-self.num_latest :]
-
-
-def read_version_policy(model_base_path: str | Path, model_name: str) -> VersionPolicy:
-    """The version policy models.config gives `model_name`; serve-the-latest when there is none.
-
-    Raises PetsegError when models.config exists but is not a valid
-    ModelServerConfig text proto (TF Serving refuses to start on one too).
-    Only the version policy and labels are read: the local server always
-    finds versions under `<model_base_path>/<model_name>`, whatever base_path
-    the file gives for the production server's file system.
-    """
-    config = read_model_server_config(join(str(model_base_path), MODELS_CONFIG_FILE))
-    if config is None:
-        return VersionPolicy()
-    for entry in config.model_config_list.config:
-        if entry.name == model_name:
-            return _policy_of(entry)
-    return VersionPolicy()
 
 
 def _policy_of(entry) -> VersionPolicy:

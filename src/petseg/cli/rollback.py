@@ -30,15 +30,16 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.store.model_store import list_versions, rollback
+    from petseg.components.store.model_store import ModelStore
     from petseg.components.store.warmup import validate_served_copy
 
     if args.target == "kserve":
         return _run_kserve_rollback(args, params)
+    store = ModelStore.from_params(params.push)
     if args.list:
-        print(format_versions(list_versions(params.push)))
+        print(format_versions(store.list_versions()))
         return
-    result = rollback(params.push, args.to, infra_check=validate_served_copy)
+    result = store.rollback(args.to, infra_check=validate_served_copy)
     print(
         f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
         f"{result.config_file} updated"
