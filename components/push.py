@@ -163,7 +163,7 @@ def _push(
                 served_version=served,
             )
         _require_fresh_blessing(blessing, store, served)
-        version = store.next_version()
+        version = store.claim_version()
         final = _stage_and_publish(
             model_dir,
             params,

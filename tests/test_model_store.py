@@ -420,7 +420,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     record = tmp_path / "push.json"
     with (
         ModelStore.from_params(params).lock(),
-        pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(pid \d+"),
+        pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(host \S+ pid \d+"),
     ):
         push(
             rule_savedmodels["wrong_10"],

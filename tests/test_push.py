@@ -47,7 +47,9 @@ def push_blessed(model_dir, params, folder, **kw):
 def versions_on_disk(params) -> list[str]:
     """Every folder under the model root (staging and deleting ones included), not the store's own files."""
     root = ModelStore.from_params(params).root
-    return sorted(n for n in os.listdir(root) if n not in (model_store.RECORD_FILE, model_store.LOCK_FILE))
+    return sorted(
+        n for n in os.listdir(root) if n not in (model_store.RECORD_FILE, model_store.LOCK_FILE, model_store.CLAIMS_DIR)
+    )
 
 
 def served_config(params) -> model_server_config_pb2.ModelConfig:
@@ -334,7 +336,7 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
 
     assert ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy).served == 2
     assert ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy).served == 1
-    with pytest.raises(PetsegError, match="version 1 is the oldest kept"):
+    with pytest.raises(PetsegError, match="version 1 is the first served version still kept"):
         ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy)
     with pytest.raises(PetsegError, match=r"version 9 is not under .*\(kept: 1, 2, 3\)"):
         ModelStore.from_params(push_params).rollback(9, infra_check=validate_served_copy)
@@ -356,6 +358,34 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
     pushed = push_blessed(rule_savedmodels["wrong_70"], push_params, tmp_path)
     assert pushed.version == 4 and ModelStore.from_params(push_params).served_version() == 4
     assert versions_on_disk(push_params) == ["2", "3", "4"]
+
+
+def test_a_plain_rollback_returns_to_the_version_served_before_from_the_stores_history(
+    rule_savedmodels, tmp_path, push_params, capsys
+):
+    """push v1..v4, rollback --to 3, push v5: a plain rollback serves 3 (served before 5), not 4 (the newest older)."""
+    for name in ("perfect", "wrong_10", "wrong_30", "wrong_70"):
+        push_blessed(rule_savedmodels[name], push_params, tmp_path)
+    params_file = write_params(tmp_path, push_params)
+    assert main(["rollback", "--to", "3", "--params", params_file]) == 0
+    assert push_blessed(rule_savedmodels["perfect"], push_params, tmp_path).version == 5
+    store = ModelStore.from_params(push_params)
+    assert store.version_numbers() == [3, 4, 5]  # keep_versions 3
+
+    assert main(["rollback", "--list", "--params", params_file]) == 0
+    rows = {r[0]: r[1] for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
+    assert rows["5"] == "*" and rows["3"] == "prev" and rows["4"] not in ("*", "prev")
+
+    assert main(["rollback", "--params", params_file]) == 0
+    assert "now serves version 3 (was 5)" in capsys.readouterr().out
+    assert store.served_version() == 3
+    history = [(e["version"], e["by"]) for e in store.read_record()["history"]]
+    assert history == [(1, "push"), (2, "push"), (3, "push"), (4, "push"), (3, "rollback")]
+    # before 3 was served (by rollback --to), 4 was: the next plain rollback goes there, then nothing is left
+    assert store.rollback(infra_check=validate_served_copy).served == 4
+    assert store.rollback(infra_check=validate_served_copy).served == 3
+    with pytest.raises(PetsegError, match="version 3 is the first served version still kept"):
+        store.rollback(infra_check=validate_served_copy)
 
 
 # ------------------------------------------------------------ object-store URIs
@@ -380,7 +410,11 @@ def test_a_uri_base_path_works_through_gfile(rule_savedmodels, coded_records, tm
     )
     assert result.blessed and result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
     assert push(models["wrong_10"], tmp_path / "ev", params, {}).version == 2
-    assert sorted(tf.io.gfile.listdir(ModelStore.from_params(params).root)) == [model_store.RECORD_FILE, "2"]
+    assert sorted(tf.io.gfile.listdir(ModelStore.from_params(params).root)) == [
+        model_store.CLAIMS_DIR,
+        model_store.RECORD_FILE,
+        "2",
+    ]
     with tf.io.gfile.GFile(f"{params.model_base_path}/models.config") as fh:
         assert f'base_path: "{params.model_base_path}/petseg"' in fh.read()
     assert [(i.version, i.served, i.lineage["version"]) for i in ModelStore.from_params(params).list_versions()] == [

@@ -230,7 +230,11 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     files = storage.walk_files(ModelStore.from_params(params).version_path(1))
     assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
     assert {"drift_reference/summary.json", "drift_reference/examples.csv"} <= set(files)
-    assert storage.listdir(ModelStore.from_params(params).root) == [model_store.RECORD_FILE, "1"]  # nothing staged left
+    assert storage.listdir(ModelStore.from_params(params).root) == [
+        model_store.CLAIMS_DIR,
+        model_store.RECORD_FILE,
+        "1",
+    ]  # nothing staged left
 
     # The next validate reads that report back from the bucket as its drift reference.
     reference = drift_reference("served", ModelStore.from_params(params))
@@ -248,7 +252,11 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     assert result.blessed and result.baseline_version == 1
     second = push(rule_savedmodels["wrong_10"], tmp_path / "ev", params, lineage)
     assert second.version == 2 and second.removed_versions == [1]
-    assert storage.listdir(ModelStore.from_params(params).root) == [model_store.RECORD_FILE, "2"]
+    assert storage.listdir(ModelStore.from_params(params).root) == [
+        model_store.CLAIMS_DIR,
+        model_store.RECORD_FILE,
+        "2",
+    ]
     assert ModelStore.from_params(params).served_version() == 2
 
     capsys.readouterr()  # push's progress lines

@@ -12,8 +12,10 @@ Layout (TF Serving's own, so a `tensorflow/serving` container serves it as is):
                                                     (components/contracts/validation.py), when push got it
     <model_base_path>/<model_name>/.petseg-store.json   which versions push published (retention
                                                         deletes only those), which one is being
-                                                        published, the last rollback target
-    <model_base_path>/<model_name>/.petseg-store.lock   push/rollback lock (local base paths)
+                                                        published, the history of served versions
+    <model_base_path>/<model_name>/.petseg-store.lock   push/rollback lock: a flock'd file (local base
+                                                        paths) or an object created if absent (stores)
+    <model_base_path>/<model_name>/.petseg-claims/<N>   version N claimed by a push (created if absent)
 
 Names that are not all digits are invisible to TF Serving. Everything that
 lists versions, reads or writes models.config, publishes, deletes or rolls back
@@ -43,8 +45,19 @@ aspired one is ready. So the store moves the served version like this:
   models.config that names no model yet gets `specific [new]` and the label at
   once (a new label, accepted by a starting server with the flag above).
 
-Only local base paths are locked (flock); object stores have no lock here, see
-`ModelStore.lock`.
+Several machines (docs/model-store.md). A push claims its version number by
+creating `.petseg-claims/<N>` only if it does not exist (S3 `If-None-Match: *`,
+GCS `ifGenerationMatch=0`, O_EXCL locally: storage.create_exclusive), so two
+pushes never write one version, whatever else happens. The record, the history
+and models.config are read-modify-written under the store's lock: a flock for
+local base paths; on object stores a lock object created the same way, deleted
+when the holder is done (a holder killed before it could delete it is named in
+the refusal, with the object to delete).
+
+Rollback history. The record keeps `history`, the versions served in order
+(push and rollback append; a plain rollback removes the entry it leaves). A
+plain `rollback` returns to the entry before the current one that is still
+kept: the version served before the current one, not the newest older number.
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -74,6 +88,9 @@ LINEAGE_FILE = "lineage.json"
 DRIFT_REFERENCE_DIR = "drift_reference"
 RECORD_FILE = ".petseg-store.json"
 LOCK_FILE = ".petseg-store.lock"
+CLAIMS_DIR = ".petseg-claims"
+MAX_CLAIM_TRIES = 20
+LOCK_POLL_SECONDS = 0.5
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 
@@ -160,6 +177,7 @@ class VersionInfo:
     path: str
     served: bool
     lineage: dict | None
+    rollback_target: bool = False  # a plain `petseg rollback` would serve this version
 
 
 @dataclass(frozen=True)
@@ -340,11 +358,21 @@ class ModelStore:
                     )
                 time.sleep(0.2)
 
-    def serve_version(self, version: int, log: Callable[[str], None] = print) -> None:
+    def serve_version(
+        self, version: int, log: Callable[[str], None] = print, *, recorded_as: str | None = "push"
+    ) -> None:
         """Point models.config at `version` in the steps TF Serving accepts (see the module docstring).
 
         On a failed wait the previous models.config is written back and PetsegError raised.
+        Once served, `version` is appended to the record's history as served by
+        `recorded_as` (None: the caller writes the history itself).
         """
+        self._point_config_at(version, log)
+        if recorded_as is not None:
+            record = self.read_record()
+            self._write_record({**record, "history": _appended(record["history"], version, recorded_as)})
+
+    def _point_config_at(self, version: int, log: Callable[[str], None]) -> None:
         current = self.read_serving_config()
         label = self.version_label
         if not label:
@@ -372,9 +400,10 @@ class ModelStore:
 
     # --------------------------------------------------------------- record
     def read_record(self) -> dict:
-        """{"published": {version: {...}}, "publishing": [versions], "rolled_back_to": version | None}."""
+        """{"published": {version: {...}}, "publishing": [versions], "rolled_back_to": version | None,
+        "history": [{"version": v, "at": iso time, "by": "push" | "rollback"}, ...] (oldest first)}."""
         path = self.record_path
-        record: dict[str, Any] = {"published": {}, "publishing": [], "rolled_back_to": None}
+        record: dict[str, Any] = {"published": {}, "publishing": [], "rolled_back_to": None, "history": []}
         if storage.exists(path):
             try:
                 loaded = json.loads(storage.read_text(path))
@@ -396,12 +425,27 @@ class ModelStore:
     def lock(self) -> Iterator[None]:
         """Hold the model's push/rollback lock; StoreBusyError after lock_timeout_seconds.
 
-        A flock on `<root>/.petseg-store.lock`: the kernel drops it when the
-        holder dies, so a killed push never leaves it stuck. Object stores offer
-        no lock through this facade; for a URI base path the lock file is local
-        (in the temp folder, named after the URI), which serialises pushes from
-        one machine only.
+        Local base paths: a flock on `<root>/.petseg-store.lock`; the kernel
+        drops it when the holder dies, so a killed push never leaves it stuck.
+        Object stores (s3://, gs://): the lock object `<root>/.petseg-store.lock`,
+        created only if absent, so one holder across every machine; deleted on
+        exit. In-process stores (memory://, ram://) use a flock named after the URI.
         """
+        if storage.scheme(self.root) in storage.REMOTE_SCHEMES:
+            with self._object_lock():
+                yield
+        else:
+            with self._file_lock():
+                yield
+
+    def _busy(self, holder: str, extra: str = "") -> StoreBusyError:
+        return StoreBusyError(
+            f"{self.root} is locked by another push or rollback ({holder}); waited "
+            f"{self.lock_timeout_seconds:g}s (push.lock_timeout_seconds); try again when it has finished{extra}"
+        )
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
         root = self.root
         if is_uri(root):
             folder = Path(tempfile.gettempdir()) / "petseg-locks"
@@ -419,16 +463,11 @@ class ModelStore:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         fh.seek(0)
-                        holder = fh.read().strip() or "another process"
-                        raise StoreBusyError(
-                            f"{root} is locked by another push or rollback ({holder}); waited "
-                            f"{self.lock_timeout_seconds:g}s (push.lock_timeout_seconds); try again when it "
-                            "has finished"
-                        ) from None
+                        raise self._busy(fh.read().strip() or "another process") from None
                     time.sleep(0.1)
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+            fh.write(_holder())
             fh.flush()
             try:
                 yield
@@ -437,13 +476,58 @@ class ModelStore:
                 fh.truncate()
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def _object_lock(self) -> Iterator[None]:
+        path = join(self.root, LOCK_FILE)
+        token = uuid.uuid4().hex
+        body = json.dumps({"holder": _holder(), "token": token}).encode()
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            try:
+                storage.create_exclusive(path, body)
+                break
+            except storage.AlreadyExistsError:
+                if time.monotonic() >= deadline:
+                    holder = _lock_holder(path)
+                    raise self._busy(
+                        holder, f"; if no push or rollback is running (one was killed), delete {path}"
+                    ) from None
+                time.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # the error being raised matters more than a lock left behind
+                if _lock_token(path) == token:
+                    storage.remove_file(path)
+
     # -------------------------------------------------------------- publish
     def next_version(self) -> int:
-        """One more than any version folder or record entry (numbers are never reused)."""
+        """One more than any version folder, claim or record entry (numbers are never reused)."""
         root = self.root
         names = storage.listdir(root) if storage.isdir(root) else []
-        taken = {int(n) for n in names if n.isdigit()} | set(self.read_record()["published"])
+        claims = join(root, CLAIMS_DIR)
+        claimed = storage.listdir(claims) if CLAIMS_DIR in names else []
+        taken = {int(n) for n in [*names, *claimed] if n.isdigit()} | set(self.read_record()["published"])
         return max(taken, default=0) + 1
+
+    def claim_version(self) -> int:
+        """A version number no other push has or will get: `.petseg-claims/<N>` created only if absent.
+
+        Starts at next_version and moves up past numbers another push claimed
+        meanwhile; StoreBusyError after MAX_CLAIM_TRIES numbers were all taken.
+        """
+        version = self.next_version()
+        for _ in range(MAX_CLAIM_TRIES):
+            claim = join(self.root, CLAIMS_DIR, str(version))
+            try:
+                storage.create_exclusive(claim, json.dumps({"holder": _holder()}).encode())
+                return version
+            except storage.AlreadyExistsError:
+                version = max(version + 1, self.next_version())
+        raise StoreBusyError(
+            f"{self.root}: {MAX_CLAIM_TRIES} version numbers up to {version} were claimed by other pushes "
+            "while this one tried; try again when they have finished"
+        )
 
     def staging_path(self, version: int, folder: str | None = None) -> str:
         """A fresh staging folder name for `version`: hidden from TF Serving (not all digits), in `folder`
@@ -510,6 +594,7 @@ class ModelStore:
         doomed = [v for v in ours[:-keep] if v not in protected] if keep < len(ours) else []
         for version in doomed:
             self._delete_version(version)
+            storage.remove_file(join(self.root, CLAIMS_DIR, str(version)))
             record["published"].pop(version, None)
         if doomed:
             self._write_record(record)
@@ -555,11 +640,13 @@ class ModelStore:
         return served, folder if storage.isdir(folder) else None
 
     def list_versions(self) -> list[VersionInfo]:
-        """The kept versions, newest first, with which one is served and each one's lineage record."""
+        """The kept versions, newest first: which one is served, which one a plain rollback serves, lineage."""
         served = self.served_version()
+        versions = self.version_numbers()
+        target = _history_rollback(self.read_record()["history"], served, set(versions))[0]
         return [
-            VersionInfo(v, self.version_path(v), v == served, self.read_lineage(v))
-            for v in reversed(self.version_numbers())
+            VersionInfo(v, self.version_path(v), v == served, self.read_lineage(v), rollback_target=v == target)
+            for v in reversed(versions)
         ]
 
     # ------------------------------------------------------------- rollback
@@ -585,18 +672,21 @@ class ModelStore:
                 raise PetsegError(f"no versions under {root}; nothing to roll back (run `petseg push` first)")
             current = self.served_version()
             kept = ", ".join(map(str, versions))
+            record = self.read_record()
+            history = record["history"]
             if to_version is None:
-                older = [v for v in versions if current is not None and v < current]
-                if not older:
+                to_version, history = _history_rollback(history, current, set(versions))
+                if to_version is None:
                     raise PetsegError(
-                        f"version {current} is the oldest kept under {root} (kept: {kept}); "
-                        "nothing earlier to roll back to"
+                        f"version {current} is the first served version still kept under {root} (kept: {kept}); "
+                        "nothing served before it to roll back to (pick one with --to)"
                     )
-                to_version = older[-1]
             elif to_version not in versions:
                 raise PetsegError(
                     f"version {to_version} is not under {root} (kept: {kept}); see `petseg rollback --list`"
                 )
+            else:
+                history = _appended(history, to_version, "rollback")
             try:
                 infra_check(self.version_path(to_version), self.model_name)
             except PetsegError as exc:
@@ -604,10 +694,58 @@ class ModelStore:
                     f"rollback to version {to_version} refused: {exc}; models.config unchanged "
                     f"(version {current} is still served)"
                 ) from None
-            self.serve_version(to_version, log)
-            record = self.read_record()
-            self._write_record({**record, "rolled_back_to": to_version})
+            self.serve_version(to_version, log, recorded_as=None)
+            self._write_record({**self.read_record(), "rolled_back_to": to_version, "history": history})
         return RollbackResult(previous=current, served=to_version, config_file=self.config_path)
+
+
+HISTORY_LIMIT = 200  # history entries kept in the record (the oldest are dropped)
+
+
+def _appended(history: list[dict], version: int, by: str) -> list[dict]:
+    """`history` with `version` served now by `by` ("push" or "rollback") at its end."""
+    entry = {"version": version, "at": datetime.now(UTC).isoformat(timespec="seconds"), "by": by}
+    return [*history, entry][-HISTORY_LIMIT:]
+
+
+def _history_rollback(history: list[dict], current: int | None, kept: set[int]) -> tuple[int | None, list[dict]]:
+    """(the version a plain rollback serves, the history after it) for `current` served and `kept` versions.
+
+    The entries of the current version at the end are dropped, then those of
+    versions no longer kept; the last entry left is the version served before
+    the current one. A store with no usable history (written before petseg
+    kept one) falls back to the newest kept version older than the current one.
+    """
+    left = list(history)
+    while left and left[-1].get("version") == current:
+        left.pop()
+    while left and left[-1].get("version") not in kept:
+        left.pop()
+    if left:
+        return int(left[-1]["version"]), left
+    older = [v for v in sorted(kept) if current is not None and v < current]
+    if history or not older:
+        return None, left
+    return older[-1], [{"version": older[-1], "at": datetime.now(UTC).isoformat(timespec="seconds"), "by": "rollback"}]
+
+
+def _holder() -> str:
+    """Who holds a lock or a claim: host, process and since when."""
+    return f"host {socket.gethostname()} pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}"
+
+
+def _lock_holder(path: str) -> str:
+    try:
+        return str(json.loads(storage.read_text(path)).get("holder") or "another process")
+    except (OSError, ValueError, PetsegError):
+        return "another process"
+
+
+def _lock_token(path: str) -> str | None:
+    try:
+        return json.loads(storage.read_text(path)).get("token")
+    except (OSError, ValueError):
+        return None
 
 
 def _publish_directory(staging: str, final: str) -> None:

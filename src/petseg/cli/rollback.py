@@ -22,7 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="VERSION",
-        help="version to serve (default: the newest one older than the served one)",
+        help="version to serve (default: the version served before the current one, from the store's history)",
     )
     p.add_argument("--list", action="store_true", help="list the kept versions with their lineage; change nothing")
     _add_rollback_target(p)
@@ -74,7 +74,8 @@ def _run_kserve_rollback(args: argparse.Namespace, params: Params) -> None:
 
 
 def format_versions(infos: list[VersionInfo]) -> str:
-    """The table `petseg rollback --list` prints."""
+    """The table `petseg rollback --list` prints: `*` marks the served version, `prev` the one a plain
+    `petseg rollback` serves (the version served before it, from the store's history)."""
     header = f"{'version':>7}  {'served':6}  {'pushed_at':25}  {'commit':10}  {'mean_iou':>8}  {'accuracy':>8}  data"
     lines = [header]
     for info in infos:
@@ -83,10 +84,14 @@ def format_versions(infos: list[VersionInfo]) -> str:
         commit = (lin.get("git_commit") or "-")[:8] + ("+" if lin.get("git_dirty") else "")
         data = (lin.get("data_manifest_sha256") or "-")[:12]
         lines.append(
-            f"{info.version:>7}  {'*' if info.served else '':6}  {lin.get('pushed_at', '-'):25}  "
+            f"{info.version:>7}  {_mark(info):6}  {lin.get('pushed_at', '-'):25}  "
             f"{commit:10}  {_fmt(metrics.get('mean_iou')):>8}  {_fmt(metrics.get('pixel_accuracy')):>8}  {data}"
         )
     return "\n".join(lines)
+
+
+def _mark(info: VersionInfo) -> str:
+    return "*" if info.served else "prev" if info.rollback_target else ""
 
 
 def _fmt(value) -> str:
