@@ -109,6 +109,9 @@ def push(
             if isinstance(exc, model_store.StoreBusyError)
             else "failed"
         )
+        served = None
+        with contextlib.suppress(OSError, PetsegError):  # an unreachable store: the record says so without it
+            served = store.served_version()
         with contextlib.suppress(OSError, PetsegError):  # e.g. a full disk: the error itself is what the user must see
             _write_record(
                 record_file,
@@ -118,7 +121,7 @@ def push(
                     "reason": str(exc),
                     "version": None,
                     "path": None,
-                    "served_version": store.served_version(),
+                    "served_version": served,
                     "removed_versions": [],
                 },
             )

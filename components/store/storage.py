@@ -147,6 +147,9 @@ _ENDPOINT_HINT = {
 }
 
 
+_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.-]")  # an error code is the server's text: only its word goes in a line
+
+
 def _family(kind: str) -> str:
     return "gs" if kind in ("gs", "gcs") else "s3"
 
@@ -216,7 +219,7 @@ def store_fault(exc: BaseException, path: str) -> str | None:
         return f"{where}: no credentials for the store were found; {_CREDENTIALS_HINT[family]}"
     found = _client_error(exc)
     status = found[1] if found else _http_status(exc)
-    code = found[0] if found else str(status or "")
+    code = _SAFE_CODE.sub("", found[0])[:64] if found else str(status or "")
     retries = found[2] if found else 0
     if code in _CREDENTIAL_CODES or (family == "gs" and status == 401):
         what = _CREDENTIAL_CODES.get(code, "the store refused the credentials (HTTP 401)")
