@@ -5,6 +5,7 @@ Fixtures stay in conftest.py; test modules import these with `from helpers impor
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,42 @@ def bomb_png(width: int = 12000, height: int = 12000) -> bytes:
     data[20:24] = height.to_bytes(4, "big")  # IHDR height
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # the IHDR chunk's CRC, so decoders accept it
     return bytes(data)
+
+
+@contextlib.contextmanager
+def moto_server(log_dir: Path, env: dict | None = None):
+    """`http://127.0.0.1:PORT` of a moto S3 server (`moto_server`, test extra) running until the block ends."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from petseg.components.ml.cluster import free_ports
+
+    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    port = free_ports(1)[0]
+    log = Path(log_dir) / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

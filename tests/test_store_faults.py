@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,7 +32,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError, EndpointConnectionError
-from helpers import tiny_params_dict
+from helpers import moto_server, tiny_params_dict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,18 +50,6 @@ pytestmark = pytest.mark.skipif(
 
 
 # ------------------------------------------------------------------ servers
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=2).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-
-
 def _set_auth(endpoint: str, free_actions: str) -> None:
     """moto's switch: authenticate every request after `free_actions` more ('inf' = never)."""
     request = urllib.request.Request(
@@ -77,13 +64,7 @@ def _set_auth(endpoint: str, free_actions: str) -> None:
 @pytest.fixture(scope="module")
 def s3_auth(tmp_path_factory) -> dict:
     """A moto S3 server that checks credentials: its endpoint, the admin key and a key without permissions."""
-    port = free_ports(1)[0]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(endpoint, proc, log)
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
         bootstrap = {
             "endpoint_url": endpoint,
             "aws_access_key_id": "bootstrap",
@@ -102,13 +83,6 @@ def s3_auth(tmp_path_factory) -> dict:
             keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
         _set_auth(endpoint, "0")
         yield {"endpoint": endpoint, "keys": keys}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class _Throttling:
