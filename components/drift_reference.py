@@ -10,26 +10,26 @@ never cached, because the served version changes between runs.
 from __future__ import annotations
 
 from petseg.components.core.errors import PetsegError, stable_text
-from petseg.components.core.params import SERVED_REFERENCE, PushParams
-from petseg.components.store import model_store
+from petseg.components.core.params import SERVED_REFERENCE
 from petseg.components.store.credentials import require_store_access
+from petseg.components.store.model_store import ModelStore
 
 
-def drift_reference(choice: str, store: PushParams) -> str | None:
+def drift_reference(choice: str, store: ModelStore) -> str | None:
     """The report folder the no_drift_* expectations compare with, or None for no drift check.
 
     `choice` is `--reference` or validate.drift.reference: "" (none), a report
     folder or object-store URI, or "served": the report push kept with the
-    version the model store at push.model_base_path serves (the data the served
+    version `store` serves (the data the served
     model was trained on). Nothing served yet, or a version pushed without a
     report, means no drift check; a line says which.
     """
     if choice != SERVED_REFERENCE:
         return choice or None
-    where = model_store.model_root(store)
+    where = store.root
     require_store_access(where)
     try:
-        version, folder = model_store.served_drift_reference(store)
+        version, folder = store.served_drift_reference()
     except OSError as exc:
         raise PetsegError(
             f"cannot read which version is served at {where} ({stable_text(exc)}), the drift reference "

@@ -46,6 +46,7 @@ from petseg.components.ml.metrics import SegmentationMetrics, confusion_counts
 from petseg.components.ml.plots import plot_confusion_matrix, plot_samples
 from petseg.components.store import model_store, storage
 from petseg.components.store.credentials import require_store_access
+from petseg.components.store.model_store import ModelStore
 
 TEST_SPLIT = "test"
 
@@ -246,7 +247,8 @@ def evaluate(
             f"{list(manifest.class_names)}; train and evaluate on the same records"
         )
 
-    baseline = load_baseline(push, class_names)
+    store = ModelStore.from_params(push)
+    baseline = load_baseline(store, class_names)
     models = {"candidate": candidate}
     if baseline is not None and baseline.model is not None:
         models["baseline"] = baseline.model
@@ -283,7 +285,7 @@ def evaluate(
             "manifest_sha256": sha256_file(manifest_path(records_dir)),
             "counts": dict(manifest.counts),  # examples per split in that manifest (the model card shows them)
         },
-        push_target=model_store.model_root(push),
+        push_target=store.root,
     )
     result = EvaluationResult(
         out_dir=out_dir,
@@ -312,16 +314,16 @@ def _baseline_record(baseline: Baseline | None, metrics: SegmentationMetrics | N
     return record
 
 
-def load_baseline(push: PushParams, class_names: tuple[str, ...]) -> Baseline | None:
+def load_baseline(store: ModelStore, class_names: tuple[str, ...]) -> Baseline | None:
     """The served model at the push target, loaded; None when nothing is served.
 
     A served model that does not load, or predicts other classes, comes back
     with `error` set and no model: it is reported, not compared.
     """
-    version = model_store.served_version(push)
+    version = store.served_version()
     if version is None:
         return None
-    path = model_store.version_path(push, version)
+    path = store.version_path(version)
     try:
         model = _load_served_model(path)
     except PetsegError as exc:

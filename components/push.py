@@ -53,6 +53,7 @@ from petseg.components.core.fsutil import atomic_directory, write_json
 from petseg.components.core.params import PushParams
 from petseg.components.store import model_store, storage
 from petseg.components.store.credentials import require_store_access
+from petseg.components.store.model_store import ModelStore
 from petseg.components.store.storage import join
 from petseg.components.store.warmup import (
     DEFAULT_WARMUP_IMAGE_SIZE,
@@ -128,8 +129,9 @@ def push(
     if card_out is not None:
         check_card_out(card_out)  # before anything is published
     sources = card_sources(card or CardSources(), blessing_file, drift_reference)
+    store = ModelStore.from_params(params)
     try:
-        outcome = _push(str(model_dir), blessing, params, lineage, drift_reference, sources)
+        outcome = _push(str(model_dir), blessing, params, store, lineage, drift_reference, sources)
     except PetsegError as exc:
         status: FailedPushStatus = (
             "infra_validation_failed"
@@ -138,22 +140,25 @@ def push(
             if isinstance(exc, model_store.StoreBusyError)
             else "failed"
         )
+        served = None
+        with contextlib.suppress(OSError, PetsegError):  # an unreachable store: the record says so without it
+            served = store.served_version()
         with contextlib.suppress(OSError, PetsegError):  # e.g. a full disk: the error itself is what the user must see
             _write_record(
                 record_file,
-                params,
+                store,
                 {
                     "status": status,
                     "reason": str(exc),
                     "version": None,
                     "path": None,
-                    "served_version": model_store.served_version(params),
+                    "served_version": served,
                     "removed_versions": [],
                     "card": None,
                 },
             )
         raise
-    _write_record(record_file, params, outcome.result.to_dict())
+    _write_record(record_file, store, outcome.result.to_dict())
     if card_out is not None:
         try:
             write_card_copy(card_out, outcome.card_files)
@@ -198,6 +203,7 @@ def _push(
     model_dir: str,
     blessing: Blessing,
     params: PushParams,
+    store: ModelStore,
     lineage: Lineage,
     drift_reference: str | Path | None,
     sources: CardSources,
@@ -207,7 +213,7 @@ def _push(
         record = version_record(lineage, blessing, params.model_name, model_dir)
         _, files = model_card(record, blessing, Path(model_dir), sources, "declined", reason)
         return _Outcome(
-            PushResult("declined", reason, served_version=model_store.served_version(params)),
+            PushResult("declined", reason, served_version=store.served_version()),
             files,
         )
     model_store.require_savedmodel(model_dir)
@@ -219,44 +225,44 @@ def _push(
         )
     kept = _checked_drift_reference(drift_reference, lineage) if drift_reference is not None else None
     record = version_record(lineage, blessing, params.model_name, model_dir, kept)
-    storage.makedirs(model_store.model_root(params))
-    with model_store.store_lock(params):
-        model_store.remove_leftovers(params)
-        served = model_store.served_version(params)
-        served_record = _version_record(params, served)
+    storage.makedirs(store.root)
+    with store.lock():
+        store.remove_leftovers()
+        served = store.served_version()
+        served_record = _version_record(store, served)
         if served is not None and served_record is not None and served_record.model_fingerprint == fingerprint:
             reason = f"this model is already served as version {served}"
             _, files = model_card(served_record, blessing, Path(model_dir), sources, "unchanged", reason)
-            card_dir = card_path(params, served)
+            card_dir = card_path(store, served)
             return _Outcome(
                 PushResult(
                     "unchanged",
                     reason,
                     version=served,
-                    path=model_store.version_path(params, served),
+                    path=store.version_path(served),
                     served_version=served,
                     card=card_dir if storage.isdir(card_dir) else None,
                 ),
                 files,
             )
-        _require_fresh_blessing(blessing, params, served)
-        version = model_store.next_version(params)
+        _require_fresh_blessing(blessing, store, served)
+        version = store.claim_version()
         final, files = _stage_and_publish(
-            model_dir, params, version, served, dataclasses.replace(record, version=version), blessing, sources
+            model_dir, params, store, version, served, dataclasses.replace(record, version=version), blessing, sources
         )
         try:
-            model_store.serve_version(params, version)
+            store.serve_version(version)
         except PetsegError as exc:
             raise PetsegError(f"version {version} was published but is not served: {exc}") from None
         except Exception as exc:
             if not _is_io_error(exc):
                 raise
             raise PetsegError(
-                f"version {version} was written but {model_store.config_path(params)} could not be "
+                f"version {version} was written but {store.config_path} could not be "
                 f"updated ({first_line(exc)}); version {served} is still served; "
                 f"run `petseg rollback --to {version}` to serve it"
             ) from None
-        removed = model_store.apply_retention(params, params.keep_versions)
+        removed = store.apply_retention()
     return _Outcome(
         PushResult(
             "pushed",
@@ -265,26 +271,27 @@ def _push(
             path=final,
             served_version=version,
             removed_versions=removed,
-            card=card_path(params, version),
+            card=card_path(store, version),
         ),
         files,
     )
 
 
-def card_path(params: PushParams, version: int) -> str:
+def card_path(store: ModelStore, version: int) -> str:
     """Where the model card of `version` is in the store (`<version>/model_card/`)."""
-    return join(model_store.version_path(params, version), MODEL_CARD_DIR)
+    return join(store.version_path(version), MODEL_CARD_DIR)
 
 
-def _version_record(params: PushParams, version: int | None) -> VersionRecord | None:
+def _version_record(store: ModelStore, version: int | None) -> VersionRecord | None:
     """The lineage.json push wrote beside `version`, typed; None when there is none."""
-    raw = model_store.read_lineage(params, version) if version is not None else None
+    raw = store.read_lineage(version) if version is not None else None
     return VersionRecord.from_json(raw) if raw is not None else None
 
 
 def _stage_and_publish(
     model_dir: str,
     params: PushParams,
+    store: ModelStore,
     version: int,
     served: int | None,
     record: VersionRecord,
@@ -298,8 +305,8 @@ def _stage_and_publish(
     local folder and publish uploads it; locally it is staged beside its final
     place, so publishing is one rename.
     """
-    with storage.local_workdir(model_store.version_path(params, version)) as work:
-        staging = model_store.staging_path(params, version, folder=work)
+    with storage.local_workdir(store.version_path(version)) as work:
+        staging = store.staging_path(version, folder=work)
         print(f"push: staging version {version} in {staging}", flush=True)
         try:
             published = stage_version(model_dir, staging, params, record)
@@ -309,8 +316,7 @@ def _stage_and_publish(
                 f"publishing version {version}",
                 flush=True,
             )
-            final = model_store.publish(
-                params,
+            final = store.publish(
                 staging,
                 version,
                 {"pushed_at": published.pushed_at, "model_fingerprint": published.model_fingerprint},
@@ -391,9 +397,9 @@ def _is_io_error(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, tf.errors.OpError))
 
 
-def _require_fresh_blessing(blessing: Blessing, params: PushParams, served: int | None) -> None:
+def _require_fresh_blessing(blessing: Blessing, store: ModelStore, served: int | None) -> None:
     """The blessing's regression check must have been against what is served at this target now."""
-    target = model_store.model_root(params)
+    target = store.root
     if blessing.push_target not in (None, target):
         raise PetsegError(
             f"the blessing compared against the model served at {blessing.push_target}, "
@@ -407,15 +413,15 @@ def _require_fresh_blessing(blessing: Blessing, params: PushParams, served: int 
         )
 
 
-def _write_record(record_file: Path | None, params: PushParams, outcome: dict) -> None:
+def _write_record(record_file: Path | None, store: ModelStore, outcome: dict) -> None:
     if record_file is None:
         return
     write_json(
         record_file,
         {
             **outcome,
-            "model_name": params.model_name,
-            "model_root": model_store.model_root(params),
+            "model_name": store.model_name,
+            "model_root": store.root,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )

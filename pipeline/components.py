@@ -58,12 +58,13 @@ def drift_reference(validate: dict, push: dict, push_target: dict) -> str:
     cannot point the model store at the pod's own disk.
     """
     from petseg.components.drift_reference import drift_reference as choose_reference
+    from petseg.components.store.model_store import ModelStore
     from petseg.pipeline.component_io import check_push_target, section_params
 
     validate_params = section_params("validate", validate)
     push_params = section_params("push", push)
     check_push_target(push_params.model_base_path, **push_target, where="this run's push parameter: ")
-    return choose_reference(validate_params.drift.reference, push_params) or ""
+    return choose_reference(validate_params.drift.reference, ModelStore.from_params(push_params)) or ""
 
 
 def validate(raw: Input[Dataset], validate: dict, reference: str, validation: Output[Artifact], report: Output[HTML]):

@@ -123,6 +123,7 @@ class ModelManager:
     ):
         self.model_base_path = Path(model_base_path)
         self.model_name = model_name
+        self._store = model_store.ModelStore(str(self.model_base_path), model_name)
         self.poll_seconds = poll_seconds
         self._log = log
         self._load = loader
@@ -130,7 +131,7 @@ class ModelManager:
         self._loaded: dict[int, LoadedVersion] = {}
         self._states: dict[int, VersionState] = {}
         self._failed: dict[int, float] = {}  # version -> mtime of the folder that failed to load
-        self._policy = model_store.read_version_policy(self.model_base_path, model_name)
+        self._policy = self._store.version_policy()
         self._refusal: str | None = None  # why the current models.config is refused (logged once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,7 +186,7 @@ class ModelManager:
     def refresh(self) -> None:
         """One poll: load the versions the policy wants, then unload the ones it no longer wants."""
         self._policy = self._current_policy()
-        available = model_store.available_versions(self.model_base_path, self.model_name)
+        available = {v: Path(path) for v, path in self._store.available_versions().items()}
         wanted = self._policy.choose([v for v in available if not self._failed_before(v, available[v])])
         for version in wanted:
             if version not in self._loaded:
@@ -216,7 +217,7 @@ class ModelManager:
     def _current_policy(self) -> model_store.VersionPolicy:
         """The policy of models.config if TF Serving would accept it now, else the one in force."""
         try:
-            policy = model_store.read_version_policy(self.model_base_path, self.model_name)
+            policy = self._store.version_policy()
         except Exception as exc:  # TF Serving keeps its last good config too
             self._log(f"petseg serve: keeping the previous version policy: {exc}")
             return self._policy

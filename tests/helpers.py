@@ -124,8 +124,9 @@ def write_blessing(
 
     from petseg.components.core.fsutil import write_json
     from petseg.components.store import model_store
+    from petseg.components.store.model_store import ModelStore
 
-    served = model_store.served_version(params)
+    served = ModelStore.from_params(params).served_version()
     path = Path(folder) / f"blessing-{uuid.uuid4().hex[:6]}.json"
     write_json(
         path,
@@ -137,7 +138,7 @@ def write_blessing(
             "baseline": {"version": served} if served else None,
             "model": {"path": str(model_dir), "fingerprint": model_store.model_fingerprint(model_dir)},
             "data": {"image_size": image_size, "manifest_sha256": "d" * 64},
-            "push_target": model_store.model_root(params),
+            "push_target": ModelStore.from_params(params).root,
         },
     )
     return path

@@ -33,7 +33,7 @@ from petseg.components.core.expectations import DRIFT_CHECKS, DRIFT_NAMES
 from petseg.components.core.fsutil import read_json
 from petseg.components.core.params import DriftParams, PushParams, params_from_dict
 from petseg.components.push import push
-from petseg.components.store import model_store
+from petseg.components.store.model_store import ModelStore
 from petseg.components.validate import validate_dataset
 
 # Few examples per breed here: the count bounds must not be what fails once some breeds are dropped.
@@ -194,11 +194,11 @@ def test_the_served_versions_training_data_is_the_reference(
     model = rule_savedmodels["perfect"]
     lineage = Lineage(validation_fingerprint=fingerprint)
     assert push(model, write_blessing(model, store, tmp_path), store, lineage, drift_reference=reference).version == 1
-    kept = Path(model_store.version_path(store, 1)) / "drift_reference"
+    kept = Path(ModelStore.from_params(store).version_path(1)) / "drift_reference"
     for name in ("summary.json", "examples.csv"):
         assert (kept / name).read_bytes() == (reference / name).read_bytes()
     assert sorted(p.name for p in kept.iterdir()) == ["examples.csv", "summary.json"]  # not the Data Docs
-    assert read_json(Path(model_store.version_path(store, 1)) / "lineage.json")["drift_reference"] == {
+    assert read_json(Path(ModelStore.from_params(store).version_path(1)) / "lineage.json")["drift_reference"] == {
         "dir": "drift_reference",
         "source": str(reference),
         "fingerprint": fingerprint,
@@ -248,7 +248,9 @@ def test_push_refuses_a_report_that_cannot_be_the_reference(reference, rule_save
     with pytest.raises(PetsegError, match=re.escape(error)) as caught:
         push(model, write_blessing(model, store, tmp_path), store, lineage, drift_reference=make(reference, tmp_path))
     assert "\n" not in str(caught.value)
-    assert model_store.list_version_numbers(store) == [] and model_store.served_version(store) is None
+    assert (
+        ModelStore.from_params(store).version_numbers() == [] and ModelStore.from_params(store).served_version() is None
+    )
 
 
 @pytest.mark.parametrize(

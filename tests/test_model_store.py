@@ -56,6 +56,7 @@ from petseg.components.core.fsutil import read_json, write_json
 from petseg.components.core.params import PushParams, check_model_name, params_from_dict
 from petseg.components.push import push
 from petseg.components.store import model_store, storage
+from petseg.components.store.model_store import ModelStore
 from petseg.components.store.warmup import validate_served_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +210,7 @@ def store_params(tmp_path, **kw) -> PushParams:
 
 
 def config_text(params) -> str:
-    return Path(model_store.config_path(params)).read_text()
+    return Path(ModelStore.from_params(params).config_path).read_text()
 
 
 # --------------------------------------------------------- the label rule replayed
@@ -241,14 +242,14 @@ def test_push_push_rollback_rollforward_is_accepted_by_tf_servings_rules(
         served.append(reported)
 
     assert push_version(rule_savedmodels["perfect"], params) == 1
-    service.sim = TfServingSim(model_store.config_path(params), "petseg", flags)
+    service.sim = TfServingSim(ModelStore.from_params(params).config_path, "petseg", flags)
     service.sim.start()  # start-up on the first push's config
     check(1)
     assert push_version(rule_savedmodels["wrong_10"], params) == 2
     check(2)
-    assert model_store.rollback(params, 1, infra_check=validate_served_copy).served == 1
+    assert ModelStore.from_params(params).rollback(1, infra_check=validate_served_copy).served == 1
     check(1)
-    assert model_store.rollback(params, 2, infra_check=validate_served_copy).served == 2
+    assert ModelStore.from_params(params).rollback(2, infra_check=validate_served_copy).served == 2
     check(2)
 
     assert service.sim.refusals == [] and service.sim.violations == []
@@ -267,17 +268,17 @@ def test_the_simulator_refuses_what_tf_serving_refuses(rule_savedmodels, tmp_pat
     params = store_params(tmp_path)
     push_version(rule_savedmodels["perfect"], params)
     push_version(rule_savedmodels["wrong_10"], params)
-    model_store.write_serving_config(params, (1,), {"stable": 1})
-    sim = TfServingSim(model_store.config_path(params), "petseg", deploy_flags())
+    ModelStore.from_params(params).write_serving_config((1,), {"stable": 1})
+    sim = TfServingSim(ModelStore.from_params(params).config_path, "petseg", deploy_flags())
     sim.start()
-    model_store.write_serving_config(params, (2,), {"stable": 2})  # what push used to write
+    ModelStore.from_params(params).write_serving_config((2,), {"stable": 2})  # what push used to write
     sim.settle()
     assert sim.refusals[0] == (
         "Request to assign label to version 2 of model petseg, which is not currently available for inference"
     )
     assert sim.answer("stable") == 1 and sim.available() == {1}  # the policy change never applied
 
-    no_flag = TfServingSim(model_store.config_path(params), "petseg", {})
+    no_flag = TfServingSim(ModelStore.from_params(params).config_path, "petseg", {})
     with pytest.raises(Refused):  # start-up with any label needs the flag: nothing is AVAILABLE yet
         no_flag.start()
 
@@ -294,7 +295,7 @@ def test_a_server_that_never_loads_the_new_version_leaves_the_old_config(
     params = store_params(tmp_path, version_label="stable", serving_target=target, promote_timeout_seconds=1.0)
     push_version(rule_savedmodels["perfect"], params)
     before = config_text(params)
-    service.sim = TfServingSim(model_store.config_path(params), "petseg", deploy_flags())
+    service.sim = TfServingSim(ModelStore.from_params(params).config_path, "petseg", deploy_flags())
     service.sim.start()
     service.sim.tick = lambda: None  # loads hang forever
     with pytest.raises(
@@ -304,7 +305,7 @@ def test_a_server_that_never_loads_the_new_version_leaves_the_old_config(
     ):
         _push_second(rule_savedmodels["wrong_10"], params, tmp_path)
     assert config_text(params) == before
-    assert model_store.served_version(params) == 1
+    assert ModelStore.from_params(params).served_version() == 1
 
 
 def _push_second(model_dir, params, tmp_path):
@@ -316,7 +317,7 @@ def _push_second(model_dir, params, tmp_path):
             "reason": "t",
             "baseline": {"version": 1},
             "model": {"fingerprint": model_store.model_fingerprint(model_dir)},
-            "push_target": model_store.model_root(params),
+            "push_target": ModelStore.from_params(params).root,
         },
     )
     return push(Path(model_dir), blessing, params, Lineage())
@@ -360,7 +361,7 @@ def test_safe_names_and_paths_pass():
 # ---------------------------------------------------------------- retention
 def test_retention_deletes_only_what_push_published(rule_savedmodels, tmp_path, push_version):
     params = store_params(tmp_path, keep_versions=1)
-    root = Path(model_store.model_root(params))
+    root = Path(ModelStore.from_params(params).root)
     root.mkdir(parents=True)
     shutil.copytree(rule_savedmodels["perfect"], root / "7")  # a version someone placed by hand
     (root / "0099").mkdir()  # an all-digit folder that is no version
@@ -369,18 +370,18 @@ def test_retention_deletes_only_what_push_published(rule_savedmodels, tmp_path, 
     assert versions == [100, 101, 102]  # TF Serving reads "0099" as version 99: numbers go past it
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["0099", "102", "7"]
     assert (root / "0099" / "notes.txt").read_text() == "mine"
-    assert set(model_store.read_record(params)["published"]) == {102}
+    assert set(ModelStore.from_params(params).read_record()["published"]) == {102}
 
 
 def test_retention_keeps_the_version_rolled_back_to(rule_savedmodels, tmp_path, push_version):
     params = store_params(tmp_path, keep_versions=2)
     push_version(rule_savedmodels["perfect"], params)
     push_version(rule_savedmodels["wrong_10"], params)
-    assert model_store.rollback(params, 1, infra_check=validate_served_copy).served == 1
+    assert ModelStore.from_params(params).rollback(1, infra_check=validate_served_copy).served == 1
     assert push_version(rule_savedmodels["wrong_30"], params) == 3
-    assert model_store.list_version_numbers(params) == [1, 2, 3]  # 1 outlives keep_versions: rolled back to
+    assert ModelStore.from_params(params).version_numbers() == [1, 2, 3]  # 1 outlives keep_versions: rolled back to
     assert (
-        model_store.rollback(params, 1, infra_check=validate_served_copy).served == 1
+        ModelStore.from_params(params).rollback(1, infra_check=validate_served_copy).served == 1
     )  # and can be rolled back to again
 
 
@@ -392,7 +393,7 @@ def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(
 
     params = store_params(tmp_path)
     push_version(rule_savedmodels["perfect"], params)
-    root = Path(model_store.model_root(params))
+    root = Path(ModelStore.from_params(params).root)
     (root / "5").mkdir()
     (root / "5" / "saved_model.pb").write_bytes(b"not a SavedModel")
     module = tf.Module()
@@ -401,9 +402,9 @@ def test_rollback_to_a_folder_that_is_not_a_servable_model_changes_nothing(
     before = config_text(params)
 
     with pytest.raises(PetsegError, match=r"rollback to version 5 refused: .*does not load.*models.config unchanged"):
-        model_store.rollback(params, 5, infra_check=validate_served_copy)
+        ModelStore.from_params(params).rollback(5, infra_check=validate_served_copy)
     with pytest.raises(PetsegError, match=r"rollback to version 6 refused: .*lacks the contract's signature"):
-        model_store.rollback(params, 6, infra_check=validate_served_copy)
+        ModelStore.from_params(params).rollback(6, infra_check=validate_served_copy)
     assert config_text(params) == before
 
     params_file = tmp_path / "params.yaml"
@@ -424,7 +425,7 @@ def test_rollback_to_a_version_pushed_before_serving_png_is_refused_in_one_line(
 
     params = store_params(tmp_path)
     push_version(rule_savedmodels["perfect"], params)
-    root = Path(model_store.model_root(params))
+    root = Path(ModelStore.from_params(params).root)
     old = root / "1"
     shutil.copytree(old, root / "3")  # a copy of a pushed version, then stripped to the old two-signature contract
     loaded = tf.saved_model.load(str(old))
@@ -443,7 +444,7 @@ def test_rollback_to_a_version_pushed_before_serving_png_is_refused_in_one_line(
 
     refused = r"rollback to version 2 refused: .*lacks the contract's signature serving_png"
     with pytest.raises(PetsegError, match=refused):
-        model_store.rollback(params, 2, infra_check=validate_served_copy)
+        ModelStore.from_params(params).rollback(2, infra_check=validate_served_copy)
     assert config_text(params) == before
     params_file = tmp_path / "params.yaml"
     params_file.write_text(f"push:\n  model_base_path: {params.model_base_path}\n")
@@ -462,8 +463,8 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
     push_version(rule_savedmodels["perfect"], params)
     record = tmp_path / "push.json"
     with (
-        model_store.store_lock(params),
-        pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(pid \d+"),
+        ModelStore.from_params(params).lock(),
+        pytest.raises(model_store.StoreBusyError, match=r"is locked by another push or rollback \(host \S+ pid \d+"),
     ):
         push(
             rule_savedmodels["wrong_10"],
@@ -473,7 +474,7 @@ def test_a_second_push_waits_for_the_lock_or_is_refused_in_one_line_as_busy(rule
             record_file=record,
         )
     assert read_json(record)["status"] == "busy"
-    assert model_store.list_version_numbers(params) == [1]
+    assert ModelStore.from_params(params).version_numbers() == [1]
 
     patient = store_params(tmp_path, lock_timeout_seconds=30)
     held = threading.Event()
@@ -512,11 +513,11 @@ def test_two_pushes_started_together_one_wins_the_other_is_told_why(rule_savedmo
     assert len(pushed) == 1 and outcomes[pushed[0]].version == 2
     assert "the served version changed since evaluation" in str(outcomes[loser])
     assert read_json(tmp_path / f"{loser}.json")["status"] == "failed"  # not infra_validation_failed
-    assert model_store.list_version_numbers(params) == [1, 2]
+    assert ModelStore.from_params(params).version_numbers() == [1, 2]
 
 
 def _hold_lock(params, seconds, held: threading.Event | None = None):
-    with model_store.store_lock(params):
+    with ModelStore.from_params(params).lock():
         if held is not None:
             held.set()
         time.sleep(seconds)
@@ -573,13 +574,13 @@ def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)
 
-    published = model_store.read_record(params)["published"]
+    published = ModelStore.from_params(params).read_record()["published"]
     if kill_after == "push: published":  # killed after the commit point: whole, recorded, possibly not served yet
-        assert model_store.list_version_numbers(params) == [1, 2] and set(published) == {1, 2}
-        assert model_store.served_version(params) in (1, 2)
+        assert ModelStore.from_params(params).version_numbers() == [1, 2] and set(published) == {1, 2}
+        assert ModelStore.from_params(params).served_version() in (1, 2)
     else:
-        assert model_store.list_version_numbers(params) == [1] and set(published) == {1}
-        assert model_store.served_version(params) == 1 and config_text(params) == config_before
+        assert ModelStore.from_params(params).version_numbers() == [1] and set(published) == {1}
+        assert ModelStore.from_params(params).served_version() == 1 and config_text(params) == config_before
     # the next push cleans up after the killed one and gets a fresh number
     nxt = push(
         rule_savedmodels["wrong_30"], write_blessing(rule_savedmodels["wrong_30"], params, tmp_path), params, Lineage()
@@ -587,13 +588,13 @@ def test_a_push_killed_at_any_point_leaves_nothing_that_counts_as_a_version(
     assert nxt.status == "pushed"
     leftovers = [
         n
-        for n in os.listdir(model_store.model_root(params))
+        for n in os.listdir(ModelStore.from_params(params).root)
         if n.startswith((model_store.STAGING_PREFIX, model_store.DELETING_PREFIX))
     ]
-    assert leftovers == [] and model_store.read_record(params)["publishing"] == []
+    assert leftovers == [] and ModelStore.from_params(params).read_record()["publishing"] == []
     assert sorted(
-        json.loads(Path(model_store.model_root(params), model_store.RECORD_FILE).read_text())["published"]
-    ) == [str(v) for v in model_store.list_version_numbers(params)]
+        json.loads(Path(ModelStore.from_params(params).root, model_store.RECORD_FILE).read_text())["published"]
+    ) == [str(v) for v in ModelStore.from_params(params).version_numbers()]
 
 
 def test_serve_refuses_an_unsafe_model_name_in_one_line(capsys):
@@ -624,8 +625,8 @@ def test_any_sequence_of_switches_is_accepted_and_serves_what_was_reported(label
             Path(tmp), version_label=label, serving_target=target if label else "", promote_timeout_seconds=5.0
         )
         for version in range(1, 5):  # the sim only looks for saved_model.pb; the store is not asked to load
-            Path(model_store.version_path(params, version)).mkdir(parents=True)
-            Path(model_store.version_path(params, version), "saved_model.pb").write_bytes(b"")
+            Path(ModelStore.from_params(params).version_path(version)).mkdir(parents=True)
+            Path(ModelStore.from_params(params).version_path(version), "saved_model.pb").write_bytes(b"")
         real_write = storage.write_text_atomically
 
         def maybe_poll(path, text):
@@ -635,13 +636,13 @@ def test_any_sequence_of_switches_is_accepted_and_serves_what_was_reported(label
 
         patch.setattr(storage, "write_text_atomically", maybe_poll)
         service.sim = None
-        model_store.serve_version(params, sequence[0], log=lambda _: None)
-        service.sim = TfServingSim(model_store.config_path(params), "petseg", deploy_flags())
+        ModelStore.from_params(params).serve_version(sequence[0], log=lambda _: None)
+        service.sim = TfServingSim(ModelStore.from_params(params).config_path, "petseg", deploy_flags())
         service.sim.start()
         for version in sequence[1:]:
-            model_store.serve_version(params, version, log=lambda _: None)
+            ModelStore.from_params(params).serve_version(version, log=lambda _: None)
             service.sim.settle()
-            assert service.sim.answer() == version and model_store.served_version(params) == version
+            assert service.sim.answer() == version and ModelStore.from_params(params).served_version() == version
             if label:
                 assert service.sim.answer(label) == version
         assert service.sim.refusals == [] and service.sim.violations == []

@@ -31,6 +31,7 @@ from petseg.components.contracts import object_store as contract
 from petseg.components.core.errors import ParamsError, PetsegError
 from petseg.components.core.params import PushParams, load_params, params_to_dict, with_overrides
 from petseg.components.store.credentials import require_store_access
+from petseg.components.store.model_store import ModelStore
 from petseg.pipeline.pipeline import SERVING_STORE_STEPS, STEPS, compile_pipeline
 
 PARAMS = load_params(REPO_ROOT / "params.yaml")
@@ -437,8 +438,6 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
     from kfp.dsl import Artifact, Dataset, Model
     from test_s3 import publish_by_copy
 
-    from petseg.components.store import model_store
-
     with moto_server(tmp_path / "moto.log") as endpoint:
         import boto3
 
@@ -501,8 +500,8 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
         }
         done, _ = run("exec-push", "comp-push", push_args)
         assert done.returncode == 0, done.stderr[-3000:]
-        s3fs_env_check = model_store.list_version_numbers(push_params)  # with the admin key, in this process
-        assert s3fs_env_check == [1, 2] and model_store.served_version(push_params) == 2
+        s3fs_env_check = ModelStore.from_params(push_params).version_numbers()  # with the admin key, in this process
+        assert s3fs_env_check == [1, 2] and ModelStore.from_params(push_params).served_version() == 2
 
         # The same executors, the Secret's secret key wrong or its key empty: one line naming it, nothing written.
         wrong = {SECRET: {"accesskey": key_id, "secretkey": "not-the-secret"}}
@@ -521,7 +520,7 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
                 "secretkey: put the store's secret access key under that key"
             )
         )
-        assert model_store.list_version_numbers(push_params) == [1, 2]
+        assert ModelStore.from_params(push_params).version_numbers() == [1, 2]
 
 
 def test_the_cli_says_a_refused_key_in_one_line(signed_s3, monkeypatch, tmp_path, capsys):
@@ -605,7 +604,7 @@ def test_mirror_copies_versions_before_the_config_and_follows_the_store(
 ):
     from test_s3 import publish_by_copy
 
-    from petseg.components.store import model_store, storage
+    from petseg.components.store import storage
     from petseg.components.store.mirror import mirror_once
 
     endpoint, key_id, secret, bucket = signed_s3
@@ -626,8 +625,8 @@ def test_mirror_copies_versions_before_the_config_and_follows_the_store(
     assert 'base_path: "/models/petseg"' in config and "versions: 2" in config
     assert not mirror_once(store.model_base_path, target, "petseg").changed  # in step: nothing to do
 
-    model_store.serve_version(store, 1, log=lambda _: None)  # a rollback on the store
-    storage.remove_tree(model_store.version_path(store, 2))
+    ModelStore.from_params(store).serve_version(1, log=lambda _: None)  # a rollback on the store
+    storage.remove_tree(ModelStore.from_params(store).version_path(2))
     second = mirror_once(store.model_base_path, target, "petseg")
     assert (second.added, second.removed, second.config_changed) == ([], [2], True)
     assert sorted(p.name for p in (target / "petseg").iterdir()) == ["1"]

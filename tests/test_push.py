@@ -29,7 +29,7 @@ from petseg.components.core.params import EvaluateParams, Params, PushParams
 from petseg.components.evaluate import evaluate
 from petseg.components.push import push
 from petseg.components.store import model_store, storage
-from petseg.components.store.model_store import list_versions, rollback
+from petseg.components.store.model_store import ModelStore
 from petseg.components.store.warmup import WARMUP_FILE, InfraValidationError, validate_served_copy
 
 
@@ -46,8 +46,10 @@ def push_blessed(model_dir, params, folder, **kw):
 
 def versions_on_disk(params) -> list[str]:
     """Every folder under the model root (staging and deleting ones included), not the store's own files."""
-    root = model_store.model_root(params)
-    return sorted(n for n in os.listdir(root) if n not in (model_store.RECORD_FILE, model_store.LOCK_FILE))
+    root = ModelStore.from_params(params).root
+    return sorted(
+        n for n in os.listdir(root) if n not in (model_store.RECORD_FILE, model_store.LOCK_FILE, model_store.CLAIMS_DIR)
+    )
 
 
 def served_config(params) -> model_server_config_pb2.ModelConfig:
@@ -114,7 +116,7 @@ def test_below_threshold_model_is_declined_with_one_line_and_exit_0(
     assert len(out) == 2 and out[0].startswith("push: declined: model not blessed: mean IoU")
     assert out[1] == f"push: model card copy: {tmp_path / 'card' / 'model_card.html'}"
     assert read_json(record)["status"] == "declined" and read_json(record)["card"] is None
-    assert not os.path.exists(model_store.model_root(push_params))
+    assert not os.path.exists(ModelStore.from_params(push_params).root)
     # the declined model's card says so, with the reason, and names no version to query
     card = read_json(tmp_path / "card" / "model_card.json")
     assert card["model"]["status"] == "declined" and card["model"]["version"] is None
@@ -135,7 +137,7 @@ def test_regression_against_the_served_model_is_not_pushed(rule_savedmodels, cod
     assert not result.blessed and result.baseline_version == 1
     declined = push(rule_savedmodels["wrong_10"], evaluation, push_params, Lineage())
     assert declined.status == "declined" and "served version 1" in declined.reason
-    assert versions_on_disk(push_params) == ["1"] and model_store.served_version(push_params) == 1
+    assert versions_on_disk(push_params) == ["1"] and ModelStore.from_params(push_params).served_version() == 1
 
 
 def test_stale_or_foreign_blessings_are_refused(rule_savedmodels, tmp_path, push_params):
@@ -169,7 +171,7 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     out = capsys.readouterr().out
     assert "version 1 is now served" in out
 
-    version_dir = os.path.join(model_store.model_root(push_params), "1")
+    version_dir = os.path.join(ModelStore.from_params(push_params).root, "1")
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
     assert read_json(tmp_path / "push.json")["status"] == "pushed"
 
@@ -200,7 +202,7 @@ def test_evaluate_then_push_the_real_export(tiny_savedmodel, tiny_records, tmp_p
     assert lineage["infra_validation"]["requests"] == 4
 
     entry = served_config(push_params)
-    assert entry.base_path == os.path.abspath(model_store.model_root(push_params))
+    assert entry.base_path == os.path.abspath(ModelStore.from_params(push_params).root)
     assert list(entry.model_version_policy.specific.versions) == [1] and dict(entry.version_labels) == {}
 
     # the card beside the version (published with it), and the same card in --card-out
@@ -238,7 +240,7 @@ def test_versions_are_numbered_and_only_the_newest_are_kept(rule_savedmodels, tm
     assert [r.version for r in results] == [1, 2, 3]
     assert [r.removed_versions for r in results] == [[], [], [1]]
     assert versions_on_disk(params) == ["2", "3"]
-    assert not os.path.exists(os.path.join(model_store.model_root(params), "3", WARMUP_FILE))
+    assert not os.path.exists(os.path.join(ModelStore.from_params(params).root, "3", WARMUP_FILE))
     entry = served_config(params)
     assert list(entry.model_version_policy.specific.versions) == [3] and dict(entry.version_labels) == {}
     config = Path(os.path.join(params.model_base_path, "models.config")).read_text()
@@ -256,7 +258,7 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
     with pytest.raises(InfraValidationError, match=r"warm-up request 0 \(serving_default\) failed.*mask shape"):
         push_blessed(rule_savedmodels["broken"], push_params, tmp_path, record_file=record)
     assert read_json(record)["status"] == "infra_validation_failed" and "mask shape" in read_json(record)["reason"]
-    assert versions_on_disk(push_params) == ["1"] and model_store.served_version(push_params) == 1
+    assert versions_on_disk(push_params) == ["1"] and ModelStore.from_params(push_params).served_version() == 1
 
     (tmp_path / "ev").mkdir()
     os.replace(write_blessing(rule_savedmodels["broken"], push_params, tmp_path), tmp_path / "ev" / "blessing.json")
@@ -284,7 +286,7 @@ def test_infra_validation_failure_is_not_pushed_and_the_reason_recorded(
 # ------------------------------------------------------------- failure and atomicity
 def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tmp_path, push_params, monkeypatch):
     push_blessed(rule_savedmodels["perfect"], push_params, tmp_path)
-    v1 = os.path.join(model_store.model_root(push_params), "1")
+    v1 = os.path.join(ModelStore.from_params(push_params).root, "1")
     before = model_store.model_fingerprint(v1)
     config_before = Path(os.path.join(push_params.model_base_path, "models.config")).read_text()
     real_copy, copied = storage.copy_file, []
@@ -307,7 +309,7 @@ def test_a_push_failing_mid_copy_keeps_the_previous_version(rule_savedmodels, tm
 
 def test_a_polling_reader_only_ever_sees_complete_versions(rule_savedmodels, tmp_path, push_params, monkeypatch):
     params = dataclasses.replace(push_params, keep_versions=1)
-    root = model_store.model_root(params)
+    root = ModelStore.from_params(params).root
     source = rule_savedmodels["perfect"]
     complete = {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
     complete |= {model_store.LINEAGE_FILE, WARMUP_FILE}
@@ -362,33 +364,63 @@ def test_rollback_serves_an_earlier_version_and_lists_lineage(rule_savedmodels, 
             push_params,
             Lineage(git_commit=f"{i}" * 40),
         )
-    assert model_store.served_version(push_params) == 3
+    assert ModelStore.from_params(push_params).served_version() == 3
 
-    assert rollback(push_params, infra_check=validate_served_copy).served == 2
-    assert rollback(push_params, infra_check=validate_served_copy).served == 1
-    with pytest.raises(PetsegError, match="version 1 is the oldest kept"):
-        rollback(push_params, infra_check=validate_served_copy)
+    assert ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy).served == 2
+    assert ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy).served == 1
+    with pytest.raises(PetsegError, match="version 1 is the first served version still kept"):
+        ModelStore.from_params(push_params).rollback(infra_check=validate_served_copy)
     with pytest.raises(PetsegError, match=r"version 9 is not under .*\(kept: 1, 2, 3\)"):
-        rollback(push_params, 9, infra_check=validate_served_copy)
+        ModelStore.from_params(push_params).rollback(9, infra_check=validate_served_copy)
     assert dict(served_config(push_params).version_labels) == {}
     assert list(served_config(push_params).model_version_policy.specific.versions) == [1]
 
     params_file = write_params(tmp_path, push_params)
     assert main(["rollback", "--to", "2", "--params", params_file]) == 0
     assert "now serves version 2 (was 1)" in capsys.readouterr().out
-    infos = list_versions(push_params)
+    infos = ModelStore.from_params(push_params).list_versions()
     assert [(i.version, i.served) for i in infos] == [(3, False), (2, True), (1, False)]
     assert infos[1].lineage["git_commit"] == "1" * 40 and infos[1].lineage["metrics"]["mean_iou"] == pytest.approx(0.8)
     assert main(["rollback", "--list", "--params", params_file]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [r[0] for r in rows] == ["3", "2", "1"] and [("*" in r) for r in rows] == [False, True, False]
     assert rows[1][3] == "11111111" and rows[1][4] == "0.8000"
-    assert rows[1][-1] == os.path.join(model_store.version_path(push_params, 2), "model_card", "model_card.html")
+    assert rows[1][-1] == os.path.join(
+        ModelStore.from_params(push_params).version_path(2), "model_card", "model_card.html"
+    )
 
     # the next push takes a new number (never reuses one) and is served
     pushed = push_blessed(rule_savedmodels["wrong_70"], push_params, tmp_path)
-    assert pushed.version == 4 and model_store.served_version(push_params) == 4
+    assert pushed.version == 4 and ModelStore.from_params(push_params).served_version() == 4
     assert versions_on_disk(push_params) == ["2", "3", "4"]
+
+
+def test_a_plain_rollback_returns_to_the_version_served_before_from_the_stores_history(
+    rule_savedmodels, tmp_path, push_params, capsys
+):
+    """push v1..v4, rollback --to 3, push v5: a plain rollback serves 3 (served before 5), not 4 (the newest older)."""
+    for name in ("perfect", "wrong_10", "wrong_30", "wrong_70"):
+        push_blessed(rule_savedmodels[name], push_params, tmp_path)
+    params_file = write_params(tmp_path, push_params)
+    assert main(["rollback", "--to", "3", "--params", params_file]) == 0
+    assert push_blessed(rule_savedmodels["perfect"], push_params, tmp_path).version == 5
+    store = ModelStore.from_params(push_params)
+    assert store.version_numbers() == [3, 4, 5]  # keep_versions 3
+
+    assert main(["rollback", "--list", "--params", params_file]) == 0
+    rows = {r[0]: r[1] for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
+    assert rows["5"] == "*" and rows["3"] == "prev" and rows["4"] not in ("*", "prev")
+
+    assert main(["rollback", "--params", params_file]) == 0
+    assert "now serves version 3 (was 5)" in capsys.readouterr().out
+    assert store.served_version() == 3
+    history = [(e["version"], e["by"]) for e in store.read_record()["history"]]
+    assert history == [(1, "push"), (2, "push"), (3, "push"), (4, "push"), (3, "rollback")]
+    # before 3 was served (by rollback --to), 4 was: the next plain rollback goes there, then nothing is left
+    assert store.rollback(infra_check=validate_served_copy).served == 4
+    assert store.rollback(infra_check=validate_served_copy).served == 3
+    with pytest.raises(PetsegError, match="version 3 is the first served version still kept"):
+        store.rollback(infra_check=validate_served_copy)
 
 
 # ------------------------------------------------------------ object-store URIs
@@ -413,7 +445,13 @@ def test_a_uri_base_path_works_through_gfile(rule_savedmodels, coded_records, tm
     )
     assert result.blessed and result.baseline_version == 1 and result.baseline_mean_iou == pytest.approx(1.0)
     assert push(models["wrong_10"], tmp_path / "ev", params, Lineage()).version == 2
-    assert sorted(tf.io.gfile.listdir(model_store.model_root(params))) == [model_store.RECORD_FILE, "2"]
+    assert sorted(tf.io.gfile.listdir(ModelStore.from_params(params).root)) == [
+        model_store.CLAIMS_DIR,
+        model_store.RECORD_FILE,
+        "2",
+    ]
     with tf.io.gfile.GFile(f"{params.model_base_path}/models.config") as fh:
         assert f'base_path: "{params.model_base_path}/petseg"' in fh.read()
-    assert [(i.version, i.served, i.lineage["version"]) for i in list_versions(params)] == [(2, True, 2)]
+    assert [(i.version, i.served, i.lineage["version"]) for i in ModelStore.from_params(params).list_versions()] == [
+        (2, True, 2)
+    ]

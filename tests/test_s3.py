@@ -35,7 +35,7 @@ from petseg.components.evaluate import evaluate
 from petseg.components.ml.cluster import free_ports
 from petseg.components.push import push
 from petseg.components.store import model_store, storage
-from petseg.components.store.model_store import list_versions, rollback
+from petseg.components.store.model_store import ModelStore
 from petseg.components.store.warmup import validate_served_copy
 
 MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
@@ -114,8 +114,8 @@ def publish_by_copy(model_dir: Path, params: PushParams, version: int, lineage: 
         storage.write_text_atomically(
             storage.join(staging, model_store.LINEAGE_FILE), json.dumps({"version": version, **lineage})
         )
-        model_store.publish(params, staging, version, {"pushed_at": "2026-11-25T00:00:00+00:00"})
-    model_store.serve_version(params, version, log=lambda _: None)
+        ModelStore.from_params(params).publish(staging, version, {"pushed_at": "2026-11-25T00:00:00+00:00"})
+    ModelStore.from_params(params).serve_version(version, log=lambda _: None)
 
 
 def write_validation_report(folder: Path) -> Path:
@@ -162,8 +162,8 @@ def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, t
         },
     )
     publish_by_copy(rule_savedmodels["wrong_10"], params, 2, {"git_commit": "c" * 40, "metrics": {"mean_iou": 0.8}})
-    assert model_store.served_version(params) == 2
-    config = storage.read_text(model_store.config_path(params))
+    assert ModelStore.from_params(params).served_version() == 2
+    config = storage.read_text(ModelStore.from_params(params).config_path)
     assert f'base_path: "{bucket}/serving/petseg"' in config  # TF Serving reads s3:// itself
 
     params_file = write_params(tmp_path, params)
@@ -173,8 +173,11 @@ def test_rollback_list_and_rollback_read_an_s3_store(bucket, rule_savedmodels, t
     assert "aaaaaaaa" in rows[1] and rows[1][-2] == "b" * 12 and "cccccccc" in rows[0]
     assert rows[1][-1] == "-"  # published without a card (as before cards existed)
 
-    assert rollback(params, infra_check=validate_served_copy).served == 1 and model_store.served_version(params) == 1
-    assert [(i.version, i.served) for i in list_versions(params)] == [(2, False), (1, True)]
+    assert (
+        ModelStore.from_params(params).rollback(infra_check=validate_served_copy).served == 1
+        and ModelStore.from_params(params).served_version() == 1
+    )
+    assert [(i.version, i.served) for i in ModelStore.from_params(params).list_versions()] == [(2, False), (1, True)]
 
 
 def test_evaluate_finds_its_baseline_on_s3(bucket, rule_savedmodels, coded_records, tmp_path):
@@ -215,7 +218,7 @@ def test_validate_stops_in_one_line_when_the_served_reference_is_unreachable(buc
     monkeypatch.setattr(storage, "listdir", denied)
     monkeypatch.setattr(storage, "isdir", denied)
     with pytest.raises(PetsegError, match=r"cannot read which version is served at s3://.*Access Denied") as caught:
-        drift_reference("served", params)
+        drift_reference("served", ModelStore.from_params(params))
     assert "\n" not in str(caught.value)
 
 
@@ -234,19 +237,23 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
         drift_reference=report,
     )
     assert first.status == "pushed" and first.version == 1
-    files = storage.walk_files(model_store.version_path(params, 1))
+    files = storage.walk_files(ModelStore.from_params(params).version_path(1))
     assert {"saved_model.pb", "lineage.json", "assets.extra/tf_serving_warmup_requests"} <= set(files)
     assert {"drift_reference/summary.json", "drift_reference/examples.csv"} <= set(files)
     # the model card is published with the version, in the bucket
     assert {"model_card/model_card.html", "model_card/model_card.md", "model_card/model_card.json"} <= set(files)
-    assert first.card == storage.join(model_store.version_path(params, 1), "model_card")
+    assert first.card == storage.join(ModelStore.from_params(params).version_path(1), "model_card")
     card = json.loads(storage.read_text(storage.join(first.card, "model_card.json")))
     assert card["model"]["version"] == 1 and card["lineage"]["git_commit"] == "e" * 40
-    assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "1"]  # nothing staged left
+    assert storage.listdir(ModelStore.from_params(params).root) == [
+        model_store.CLAIMS_DIR,
+        model_store.RECORD_FILE,
+        "1",
+    ]  # nothing staged left
 
     # The next validate reads that report back from the bucket as its drift reference.
-    reference = drift_reference("served", params)
-    assert reference == storage.join(model_store.version_path(params, 1), "drift_reference")
+    reference = drift_reference("served", ModelStore.from_params(params))
+    assert reference == storage.join(ModelStore.from_params(params).version_path(1), "drift_reference")
     table, fingerprint = read_reference(reference)
     assert fingerprint == "a" * 64 and table.equals(pd.read_csv(report / "examples.csv"))
 
@@ -260,14 +267,18 @@ def test_push_publishes_a_version_and_models_config_on_s3(bucket, rule_savedmode
     assert result.blessed and result.baseline_version == 1
     second = push(rule_savedmodels["wrong_10"], tmp_path / "ev", params, lineage)
     assert second.version == 2 and second.removed_versions == [1]
-    assert storage.listdir(model_store.model_root(params)) == [model_store.RECORD_FILE, "2"]
-    assert model_store.served_version(params) == 2
+    assert storage.listdir(ModelStore.from_params(params).root) == [
+        model_store.CLAIMS_DIR,
+        model_store.RECORD_FILE,
+        "2",
+    ]
+    assert ModelStore.from_params(params).served_version() == 2
 
     capsys.readouterr()  # push's progress lines
     assert main(["rollback", "--list", "--params", write_params(tmp_path, params)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [r[0] for r in rows] == ["2"] and "eeeeeeee" in rows[0] and rows[0][-2] == "f" * 12
-    assert rows[0][-1] == storage.join(model_store.version_path(params, 2), "model_card", "model_card.html")
+    assert rows[0][-1] == storage.join(ModelStore.from_params(params).version_path(2), "model_card", "model_card.html")
 
 
 # ------------------------------------------------------------------ DVC remote

@@ -228,7 +228,7 @@ def test_push_while_12_clients_query_swaps_versions_without_a_failed_request(
 def test_models_config_pins_the_served_version_and_rollback_follows(
     tiny_savedmodel, second_savedmodel, push_params, push_version
 ):
-    from petseg.components.store.model_store import rollback
+    from petseg.components.store.model_store import ModelStore
 
     labelled_params = dataclasses.replace(push_params, version_label="stable", serving_target="not-asked:1")
     push_version(tiny_savedmodel, labelled_params)
@@ -244,7 +244,7 @@ def test_models_config_pins_the_served_version_and_rollback_follows(
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
 
         # returns once the server has v1 AVAILABLE and the label is written
-        assert rollback(params, 1, infra_check=validate_served_copy).served == 1
+        assert ModelStore.from_params(params).rollback(1, infra_check=validate_served_copy).served == 1
         wait_until(
             lambda: stubs.predict(labelled, timeout=10).model_spec.version.value == 1,
             10,
@@ -261,25 +261,25 @@ def test_models_config_pins_the_served_version_and_rollback_follows(
 def test_a_config_tf_serving_would_refuse_is_refused_and_the_previous_one_kept(
     tiny_savedmodel, second_savedmodel, push_params, push_version
 ):
-    from petseg.components.store import model_store
+    from petseg.components.store.model_store import ModelStore
 
     push_version(tiny_savedmodel, push_params)
     push_version(second_savedmodel, push_params)
-    model_store.write_serving_config(push_params, (1,), {"stable": 1})
+    ModelStore.from_params(push_params).write_serving_config((1,), {"stable": 1})
     labelled = images_request(photo(64, 64)[None])
     labelled.model_spec.version_label = "stable"
     with running(push_params.model_base_path) as (server, lines):
         stubs = Stubs(server.target)
-        model_store.write_serving_config(push_params, (2,), {"stable": 2})  # label and version moved at once
+        ModelStore.from_params(push_params).write_serving_config((2,), {"stable": 2})  # label and version moved at once
         wait_until(lambda: any("refused models.config" in line for line in lines), 10, "the refusal")
         time.sleep(5 * SERVE.poll_seconds)  # refused on every poll, logged once, nothing of it applied
         assert version_states(stubs) == {1: AVAILABLE}
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 1
 
-        model_store.write_serving_config(push_params, (1, 2), {"stable": 1})  # the store's way: stage ...
+        ModelStore.from_params(push_params).write_serving_config((1, 2), {"stable": 1})  # the store's way: stage ...
         wait_until(lambda: version_states(stubs) == {1: AVAILABLE, 2: AVAILABLE}, 15, "v2 loaded beside v1")
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 1
-        model_store.write_serving_config(push_params, (2,), {"stable": 2})  # ... then promote
+        ModelStore.from_params(push_params).write_serving_config((2,), {"stable": 2})  # ... then promote
         wait_until(lambda: version_states(stubs) == {1: END, 2: AVAILABLE}, 15, "v1 unloaded")
         assert stubs.predict(labelled, timeout=10).model_spec.version.value == 2
 

@@ -8,7 +8,7 @@ Deployment serving an s3:// store reads a local folder that a sidecar fills:
 
 One pass, in the order that keeps the copy servable at every moment:
 
-1. each complete version the store lists (model_store.list_version_numbers: a
+1. each complete version the store lists (ModelStore.version_numbers: a
    saved_model.pb, not being published) that the copy lacks is copied into a
    hidden folder, saved_model.pb last, and renamed into place;
 2. models.config (which versions TF Serving loads, and labels) is replaced
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from petseg.components.core.errors import PetsegError, first_line
-from petseg.components.core.params import PushParams
-from petseg.components.store import model_store, storage
+from petseg.components.store import model_store
 from petseg.components.store.credentials import require_store_access
+from petseg.components.store.model_store import ModelStore, storage
 
 TEMP_PREFIX = ".mirror-"
 
@@ -53,26 +53,26 @@ class MirrorPass:
 
 def local_versions(target: Path, model_name: str) -> set[int]:
     """The complete versions in the local copy (the model store's own rule for which folders count)."""
-    return set(model_store.available_versions(target, model_name))
+    return set(ModelStore(str(target), model_name).available_versions())
 
 
 def mirror_once(source: str, target: str | Path, model_name: str) -> MirrorPass:
     """Bring `target` in step with the store at `source` (see the module docstring); PetsegError on a refusal."""
     target = Path(target)
-    store = PushParams(model_base_path=source, model_name=model_name)
+    store = ModelStore(source, model_name)
     model_dir = target / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     for leftover in model_dir.glob(TEMP_PREFIX + "*"):  # a pass killed midway
         shutil.rmtree(leftover, ignore_errors=True)
     try:
-        remote = set(model_store.list_version_numbers(store))
+        remote = set(store.version_numbers())
         added = sorted(remote - local_versions(target, model_name))
         for version in added:
             staging = model_dir / f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-            storage.copy_tree(model_store.version_path(store, version), str(staging), last=model_store.SAVED_MODEL_FILE)
+            storage.copy_tree(store.version_path(version), str(staging), last=model_store.SAVED_MODEL_FILE)
             os.rename(staging, model_dir / str(version))
-        local = PushParams(model_base_path=str(target), model_name=model_name)
-        config_changed = _copy_config(model_store.config_path(store), Path(model_store.config_path(local)))
+        local = ModelStore(str(target), model_name)
+        config_changed = _copy_config(store.config_path, Path(local.config_path))
     except OSError as exc:
         raise PetsegError(f"mirror: cannot copy from {source} ({first_line(exc)})") from None
     removed = sorted(local_versions(target, model_name) - remote)

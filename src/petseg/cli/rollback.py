@@ -22,7 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="VERSION",
-        help="version to serve (default: the newest one older than the served one)",
+        help="version to serve (default: the version served before the current one, from the store's history)",
     )
     p.add_argument(
         "--list",
@@ -34,16 +34,17 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_rollback(args: argparse.Namespace, params: Params) -> None:
-    from petseg.components.store.model_store import list_versions, rollback
+    from petseg.components.store.model_store import ModelStore
     from petseg.components.store.warmup import validate_served_copy
 
     if args.target == "kserve":
         return _run_kserve_rollback(args, params)
+    store = ModelStore.from_params(params.push)
     if args.list:
-        infos = list_versions(params.push)
+        infos = store.list_versions()
         print(format_versions(infos, {info.version: model_card_file(info.path) for info in infos}))
         return
-    result = rollback(params.push, args.to, infra_check=validate_served_copy)
+    result = store.rollback(args.to, infra_check=validate_served_copy)
     print(
         f"rollback: {params.push.model_name} now serves version {result.served} (was {result.previous}); "
         f"{result.config_file} updated"
@@ -89,7 +90,8 @@ def model_card_file(version_dir: str) -> str | None:
 
 
 def format_versions(infos: list[VersionInfo], cards: dict[int, str | None] | None = None) -> str:
-    """The table `petseg rollback --list` prints: one row per version, its model card last ("-": none)."""
+    """The table `petseg rollback --list` prints: `*` marks the served version, `prev` the one a plain
+    `petseg rollback` serves (the version served before it, from the store's history); its model card last."""
     from petseg.components.contracts.lineage import VersionRecord
 
     cards = cards or {}
@@ -104,11 +106,15 @@ def format_versions(infos: list[VersionInfo], cards: dict[int, str | None] | Non
         commit = (lineage.git_commit or "-")[:8] + ("+" if lineage.git_dirty else "")
         data = (lineage.data_manifest_sha256 or "-")[:12]
         lines.append(
-            f"{info.version:>7}  {'*' if info.served else '':6}  {record.pushed_at or '-':25}  "
+            f"{info.version:>7}  {_mark(info):6}  {record.pushed_at or '-':25}  "
             f"{commit:10}  {_fmt(record.metrics.get('mean_iou')):>8}  {_fmt(record.metrics.get('pixel_accuracy')):>8}  "
             f"{data:12}  {cards.get(info.version) or '-'}"
         )
     return "\n".join(lines)
+
+
+def _mark(info: VersionInfo) -> str:
+    return "*" if info.served else "prev" if info.rollback_target else ""
 
 
 def _fmt(value) -> str:

@@ -31,10 +31,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def _run_validate(args: argparse.Namespace, params: Params) -> None:
     from petseg.components.drift_reference import drift_reference
+    from petseg.components.store.model_store import ModelStore
     from petseg.components.validate import validate_dataset
 
     choice = params.validate.drift.reference if args.reference is None else args.reference
-    reference = drift_reference(choice, params.push)
+    reference = drift_reference(choice, ModelStore.from_params(params.push))
     result = validate_dataset(args.raw, params.validate, args.out, reference=reference)
     warnings = f"; warnings: {', '.join(result.failed_warnings)}" if result.failed_warnings else ""
     print(
