@@ -381,7 +381,7 @@ def test_the_steps_check_first(signed_s3, monkeypatch, tmp_path):
     store = PushParams(model_base_path=f"s3://{bucket}/serving")
     expected = "AWS_SECRET_ACCESS_KEY is not the secret"
     with pytest.raises(PetsegError, match=expected):
-        drift_reference("served", store)
+        drift_reference("served", ModelStore.from_params(store))
     with pytest.raises(PetsegError, match=expected):
         validate_dataset(tmp_path / "raw", PARAMS.validate, tmp_path / "v", reference=f"s3://{bucket}/serving/ref")
     with pytest.raises(PetsegError, match=expected):
