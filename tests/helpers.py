@@ -160,7 +160,22 @@ def bomb_png(width: int = 12000, height: int = 12000) -> bytes:
 
 
 # ------------------------------------------------------------ a local S3 server
-MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+def _moto_server() -> str:
+    """The `moto_server` of the moto this interpreter imports (the test extra's), else one on PATH.
+
+    Not PATH first: without the venv activated, PATH can hold another Python's moto_server (a pyenv
+    shim, say) with an older moto. moto 5.2.1 in server mode checks signatures against a wrong
+    canonical query: moto/core/authorization.py (_authenticate_and_authorize_action) rebuilds the
+    URL from `self.uri`, whose query werkzeug has already percent-decoded, and botocore's
+    _canonical_query_string_url does not re-encode it, so `delimiter=%2F` (every s3fs listing) or a
+    prefix with a `/` is canonicalised as `delimiter=/` and a correctly signed ListObjectsV2 gets
+    SignatureDoesNotMatch. moto 5.2.6 uses the raw path and query there, as S3 does.
+    """
+    beside = Path(sys.executable).parent / "moto_server"
+    return str(beside) if beside.exists() else (shutil.which("moto_server") or str(beside))
+
+
+MOTO_SERVER = _moto_server()
 
 
 @contextlib.contextmanager
@@ -197,11 +212,13 @@ def moto_server(log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
             server.wait()
 
 
-def require_signed_requests(endpoint: str) -> tuple[str, str]:
+def require_signed_requests(endpoint: str, bucket: str) -> tuple[str, str]:
     """Turn on moto's authentication: (access key id, secret) of an IAM user allowed everything.
 
     moto checks keys and signatures only after /moto-api/reset-auth; the user is made first,
-    while any key is accepted.
+    while any key is accepted. Then the key is shown to work on `bucket` through s3fs (the
+    client the code uses) and a wrong secret to be refused, so a test expecting a refusal
+    cannot pass merely because this server refuses every request.
     """
     import json
 
@@ -218,4 +235,35 @@ def require_signed_requests(endpoint: str) -> tuple[str, str]:
         endpoint + "/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
     )
     urllib.request.urlopen(request, timeout=10).close()
+    _require_s3fs_signing_works(endpoint, bucket, key["AccessKeyId"], key["SecretAccessKey"])
     return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def _require_s3fs_signing_works(endpoint: str, bucket: str, key_id: str, secret: str) -> None:
+    """The signed server takes s3fs's requests with the right key (a `/` in prefix and delimiter
+    included: see _moto_server) and refuses them with a wrong secret."""
+    import s3fs
+
+    def filesystem(secret_key: str) -> s3fs.S3FileSystem:
+        return s3fs.S3FileSystem(
+            key=key_id,
+            secret=secret_key,
+            endpoint_url=endpoint,
+            client_kwargs={"region_name": "us-east-1"},
+            skip_instance_cache=True,
+        )
+
+    good = filesystem(secret)
+    probe = f"{bucket}/signing-probe/nested/file.txt"
+    good.pipe_file(probe, b"probe")
+    try:
+        assert good.ls(f"{bucket}/signing-probe/", detail=False) == [f"{bucket}/signing-probe/nested"]
+        assert good.cat_file(probe) == b"probe"
+    finally:
+        good.rm(f"{bucket}/signing-probe", recursive=True)
+    try:
+        filesystem(secret + "x").ls(f"{bucket}/", refresh=True)
+    except PermissionError as refused:
+        assert "signature" in str(refused).lower(), refused
+    else:
+        raise AssertionError(f"moto_server at {endpoint} accepts a wrong secret: signatures are not checked")

@@ -219,7 +219,7 @@ def signed_s3(tmp_path_factory):
         boto3.client(
             "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
         ).create_bucket(Bucket="petseg-models")
-        key_id, secret = require_signed_requests(endpoint)
+        key_id, secret = require_signed_requests(endpoint, "petseg-models")
         yield endpoint, key_id, secret, "petseg-models"
 
 
@@ -445,7 +445,7 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
         boto3.client(
             "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
         ).create_bucket(Bucket=bucket)
-        key_id, secret = require_signed_requests(endpoint)
+        key_id, secret = require_signed_requests(endpoint, bucket)
         params = _store_params(f"s3://{bucket}/serving", **{"pipeline.object_store.endpoint": endpoint})
         push_params = params.push
         # Version 1 is served already (written here with the admin key): evaluate must read it as its baseline.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import write_blessing
+from helpers import MOTO_SERVER, write_blessing
 
 from petseg.cli import main
 from petseg.components.checks.drift import read_reference
@@ -38,7 +37,6 @@ from petseg.components.store import model_store, storage
 from petseg.components.store.model_store import ModelStore
 from petseg.components.store.warmup import validate_served_copy
 
-MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "petseg-test",
     "AWS_SECRET_ACCESS_KEY": "petseg-test-secret",
