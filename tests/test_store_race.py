@@ -143,3 +143,51 @@ def test_a_racer_that_cannot_get_the_lock_is_refused_in_one_line(s3, tmp_path):
         assert "\n" not in line
         assert line.startswith(f"{base}/petseg is locked by another push or rollback (host ")
         assert f"if no push or rollback is running (one was killed), delete {base}/petseg/.petseg-store.lock" in line
+
+
+@pytest.mark.slow
+def test_two_real_pushes_racing_into_one_bucket_never_share_a_version(s3, tmp_path, rule_savedmodels):
+    """`petseg push` twice at once, from two 'machines' (own HOME, TMPDIR, working folder), into one bucket.
+
+    Both blessings were made against an empty store. Whichever takes the lock
+    first publishes version 1; the other then finds the served version changed
+    since its evaluation and is refused in one line, publishing nothing.
+    """
+    import yaml
+    from helpers import tiny_params_dict, write_blessing
+
+    from petseg.components.core.params import PushParams
+
+    base = new_base(s3)
+    params = PushParams(model_base_path=base, server_model_base_path="", warmup_requests=1)
+    procs = []
+    for name in ("perfect", "wrong_10"):
+        machine = tmp_path / name
+        (machine / "evaluation").mkdir(parents=True)
+        blessing = write_blessing(rule_savedmodels[name], params, machine)
+        blessing.rename(machine / "evaluation" / "blessing.json")
+        push = {"model_base_path": base, "server_model_base_path": "", "warmup_requests": 1}
+        (machine / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict({"push": push})))
+        env = {**os.environ, **s3, "HOME": str(machine), "TMPDIR": str(machine), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        args = ["push", "--model", str(rule_savedmodels[name]), "--evaluation", "evaluation", "--records", "none"]
+        args += ["--out", "push.json"]
+        procs.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "petseg"), *args],
+                cwd=machine,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = [(proc, *proc.communicate(timeout=600)) for proc in procs]
+    pushed = [r for r in results if r[0].returncode == 0]
+    refused = [r for r in results if r[0].returncode != 0]
+    assert len(pushed) == 1 and len(refused) == 1, [(r[0].returncode, r[2]) for r in results]
+    (line,) = [x for x in refused[0][2].splitlines() if x.startswith("petseg push: error: ")]
+    assert "the served version changed since evaluation (evaluated against None, now 1)" in line
+    store = ModelStore(base)
+    assert store.version_numbers() == [1] and store.served_version() == 1
+    assert [e["version"] for e in store.read_record()["history"]] == [1]
+    assert sorted(int(n) for n in storage.listdir(storage.join(store.root, CLAIMS_DIR))) == [1]

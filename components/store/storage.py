@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import tempfile
@@ -417,7 +418,10 @@ def filesystem(path: str) -> Any:
             f"{path}: unknown URI scheme '{kind}://' (use a local path, s3://, gs:// or memory://)"
         ) from None
     if kind in REMOTE_SCHEMES:
-        fs.retries = 1  # s3fs/gcsfs's own retry loop on top of botocore's: botocore's bounded tries are enough
+        fs.retries = 1  # s3fs's own retry loop on top of botocore's: botocore's bounded tries are enough
+    if _family(kind) == "gs":
+        # gcsfs logs each failed request with its traceback; the fault reaches the user as one StoreError line
+        logging.getLogger("gcsfs").addHandler(logging.NullHandler())
     return fs
 
 
@@ -427,6 +431,34 @@ def _checked_filesystem(path: str) -> Any:
     if scheme(path) in REMOTE_SCHEMES:
         _probe_once(fs, path)
     return fs
+
+
+def _require_gcs_endpoint(where: str) -> None:
+    """StoreError at once when the GCS endpoint takes no connection within CONNECT_TIMEOUT_SECONDS.
+
+    gcsfs retries a refused connection six times with exponential backoff
+    (about half a minute per request) and has no connect timeout setting;
+    one plain TCP connection tells an unreachable endpoint in seconds.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
+    if "://" not in endpoint:
+        endpoint = f"http://{endpoint}"
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as exc:
+        reason = f"{type(exc).__name__}: {_os_reason(exc)}"
+        raise StoreError(
+            f"{where}: cannot reach the store at {parts.scheme}://{parts.netloc} ({reason}); {_ENDPOINT_HINT['gs']}"
+        ) from None
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or first_line(exc) or "no answer"
 
 
 def _botocore_config() -> dict[str, Any]:
@@ -453,6 +485,8 @@ def _probe_once(fs: Any, path: str) -> None:
         if key in _probed:
             return
     bucket = where.split("://", 1)[1]
+    if _family(scheme(path)) == "gs":
+        _require_gcs_endpoint(where)
     try:
         if _family(scheme(path)) == "s3":
             fs.call_s3("list_objects_v2", Bucket=bucket, MaxKeys=1)
@@ -655,8 +689,10 @@ def create_exclusive(path: str, data: bytes) -> None:
         with open_file(path, "wb") as fh:
             fh.write(data)
         return
+    fs = _checked_filesystem(path)
+    _require_exclusive_writes(fs, path)
     try:
-        _checked_filesystem(path).pipe_file(_plain(path), data, mode="create")
+        fs.pipe_file(_plain(path), data, mode="create")
     except FileExistsError:
         raise AlreadyExistsError(f"{path} already exists") from None
     except OSError as exc:
@@ -666,6 +702,20 @@ def create_exclusive(path: str, data: bytes) -> None:
         if found and found[0] == "ConditionalRequestConflict":  # S3: a concurrent conditional write won
             raise AlreadyExistsError(f"{path} is being created by another writer") from None
         raise
+
+
+def _require_exclusive_writes(fs: Any, path: str) -> None:
+    """PetsegError when the installed fsspec backend has no exclusive write (it would overwrite silently)."""
+    import inspect
+
+    writer = getattr(fs, "_pipe_file", None) or fs.pipe_file
+    if "mode" not in inspect.signature(writer).parameters:
+        extra = EXTRA_FOR_SCHEME.get(scheme(path))
+        hint = f"pip install -U 'petseg[{extra}]'" if extra else "upgrade fsspec"
+        raise PetsegError(
+            f"{path}: the installed {type(fs).__module__.split('.')[0]} cannot create an object only if it is "
+            f"absent (fsspec's mode='create'), which claiming a version needs; {hint}"
+        )
 
 
 @_translated
