@@ -125,12 +125,12 @@ def push(
     validation report to `drift_reference`); `card_out` receives a copy of the card.
     """
     blessing = read_blessing(blessing_file)
-    require_store_access(params.model_base_path)  # first: a refused key in one line naming its Secret
     if card_out is not None:
         check_card_out(card_out)  # before anything is published
     sources = card_sources(card or CardSources(), blessing_file, drift_reference)
     store = ModelStore.from_params(params)
     try:
+        require_store_access(params.model_base_path)  # first: a refused key in one line naming its Secret
         outcome = _push(str(model_dir), blessing, params, store, lineage, drift_reference, sources)
     except PetsegError as exc:
         status: FailedPushStatus = (

@@ -269,14 +269,14 @@ def test_good_keys_from_the_secret_pass(signed_s3, monkeypatch, tmp_path):
         (
             "AKIAUNKNOWNUNKNOWN00",
             None,
-            r"^AWS_ACCESS_KEY_ID is not an access key id .*InvalidAccessKeyId.*"
-            r"from Secret mlpipeline-minio-artifact key accesskey",
+            r"^s3://petseg-models: the store does not know this access key id \(InvalidAccessKeyId\); .*"
+            r"; here AWS_ACCESS_KEY_ID comes from Secret mlpipeline-minio-artifact key accesskey$",
         ),
         (
             None,
             "not-the-secret",
-            r"^AWS_SECRET_ACCESS_KEY is not the secret of AWS_ACCESS_KEY_ID .*"
-            r"SignatureDoesNotMatch.*from Secret mlpipeline-minio-artifact key secretkey",
+            r"^s3://petseg-models: the secret key does not match the access key id \(SignatureDoesNotMatch\); .*"
+            r"; here AWS_SECRET_ACCESS_KEY comes from Secret mlpipeline-minio-artifact key secretkey$",
         ),
         (
             None,
@@ -307,7 +307,8 @@ def test_without_the_pipeline_the_message_says_the_environment(signed_s3, monkey
     env = {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": "wrong"}
     _use_env(monkeypatch, tmp_path, env)
     message = _refusal(f"s3://{bucket}/serving")
-    assert message.startswith("AWS_SECRET_ACCESS_KEY is not the secret") and "from the environment" in message
+    assert message.startswith("s3://petseg-models: the secret key does not match the access key id")
+    assert "Secret" not in message and "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
 
 
 def test_no_credentials_half_credentials_a_missing_bucket_and_a_key_without_rights(signed_s3, monkeypatch, tmp_path):
@@ -315,14 +316,14 @@ def test_no_credentials_half_credentials_a_missing_bucket_and_a_key_without_righ
 
     endpoint, key_id, secret, bucket = signed_s3
     _use_env(monkeypatch, tmp_path, {"AWS_ENDPOINT_URL_S3": endpoint})
-    assert _refusal(f"s3://{bucket}/m").startswith("no S3 credentials for s3://")
+    assert _refusal(f"s3://{bucket}/m").startswith("s3://petseg-models: no credentials for the store were found")
     _use_env(monkeypatch, tmp_path, {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": key_id})
     assert (
         _refusal(f"s3://{bucket}/m")
         == "AWS_SECRET_ACCESS_KEY is not set but AWS_ACCESS_KEY_ID is: set both, or neither to use the pod's identity"
     )
     _use_env(monkeypatch, tmp_path, _pipeline_env(endpoint, key_id, secret))
-    assert _refusal("s3://no-such-bucket/m").startswith("bucket no-such-bucket does not exist at " + endpoint)
+    assert _refusal("s3://no-such-bucket/m").startswith("s3://no-such-bucket: the bucket does not exist")
 
     iam = boto3.client(
         "iam", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1"
@@ -332,8 +333,8 @@ def test_no_credentials_half_credentials_a_missing_bucket_and_a_key_without_righ
     weak = iam.create_access_key(UserName=user)["AccessKey"]
     _use_env(monkeypatch, tmp_path, _pipeline_env(endpoint, weak["AccessKeyId"], weak["SecretAccessKey"]))
     message = _refusal(f"s3://{bucket}/m")
-    assert "refused to list s3://petseg-models/m" in message and "AccessDenied" in message
-    assert "from Secret mlpipeline-minio-artifact key accesskey" in message and "s3:ListBucket" in message
+    assert message.startswith("s3://petseg-models: access denied (AccessDenied)") and "s3:ListBucket" in message
+    assert message.endswith("; here AWS_ACCESS_KEY_ID comes from Secret mlpipeline-minio-artifact key accesskey")
 
 
 def test_an_unreachable_endpoint_is_named(monkeypatch, tmp_path):
@@ -342,7 +343,7 @@ def test_an_unreachable_endpoint_is_named(monkeypatch, tmp_path):
     closed = f"http://127.0.0.1:{free_ports(1)[0]}"
     _use_env(monkeypatch, tmp_path, {**_pipeline_env(closed, "k", "s"), "AWS_MAX_ATTEMPTS": "1"})
     message = _refusal("s3://bucket/m")
-    assert message.startswith(f"cannot reach the S3 endpoint {closed} (AWS_ENDPOINT_URL_S3)")
+    assert message.startswith(f"s3://bucket: cannot reach the store at {closed}")
 
 
 def test_gcs_key_file_is_checked_and_named(monkeypatch, tmp_path):
@@ -379,7 +380,7 @@ def test_the_steps_check_first(signed_s3, monkeypatch, tmp_path):
     endpoint, key_id, _, bucket = signed_s3
     _use_env(monkeypatch, tmp_path, _pipeline_env(endpoint, key_id, "wrong"))
     store = PushParams(model_base_path=f"s3://{bucket}/serving")
-    expected = "AWS_SECRET_ACCESS_KEY is not the secret"
+    expected = "the secret key does not match the access key id"
     with pytest.raises(PetsegError, match=expected):
         drift_reference("served", ModelStore.from_params(store))
     with pytest.raises(PetsegError, match=expected):
@@ -508,7 +509,7 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
         done, _ = run("exec-push", "comp-push", push_args, wrong)
         assert done.returncode != 0
         last = done.stderr.strip().splitlines()[-1]
-        assert last.startswith("petseg.components.core.errors.PetsegError: AWS_SECRET_ACCESS_KEY is not the secret")
+        assert "the secret key does not match the access key id (SignatureDoesNotMatch)" in last
         assert "from Secret mlpipeline-minio-artifact key secretkey" in last
         done, _ = run("exec-evaluate", "comp-evaluate", evaluate_args, {SECRET: {"accesskey": key_id}})
         assert done.returncode != 0
@@ -534,7 +535,7 @@ def test_the_cli_says_a_refused_key_in_one_line(signed_s3, monkeypatch, tmp_path
     code = main(["evaluate", "--params", str(params_file), "--model", str(tmp_path / "m"), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and not out.exists()
-    assert err.startswith("petseg evaluate: error: AWS_SECRET_ACCESS_KEY is not the secret of AWS_ACCESS_KEY_ID")
+    assert err.startswith("petseg evaluate: error: s3://petseg-models: the secret key does not match the access key id")
     assert "from Secret mlpipeline-minio-artifact key secretkey" in err
 
 
@@ -642,8 +643,9 @@ def test_mirror_cli_refuses_a_wrong_key_in_one_line_naming_the_secret(signed_s3,
     code = main(["mirror", "--params", str(tmp_path / "params.yaml"), "--to", str(tmp_path / "m"), "--once"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
-    assert err.startswith("petseg mirror: error: AWS_SECRET_ACCESS_KEY is not the secret of AWS_ACCESS_KEY_ID")
-    assert f"{endpoint} (AWS_ENDPOINT_URL_S3)" in err
+    assert err.startswith("petseg mirror: error: s3://petseg-models: the secret key does not match the access key id")
+    # reached the endpoint the params file names (an unreachable one is another line), and names the Secret
+    assert err.rstrip().endswith("here AWS_SECRET_ACCESS_KEY comes from Secret mlpipeline-minio-artifact key secretkey")
     assert main(["mirror", "--params", str(tmp_path / "params.yaml"), "--to", str(tmp_path), "--every", "0"]) == 1
     assert "--every must be a positive number" in capsys.readouterr().err
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError, EndpointConnectionError
-from helpers import moto_server, tiny_params_dict
+from helpers import MOTO_SERVER, moto_server, tiny_params_dict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +39,6 @@ from petseg.components.ml.cluster import free_ports
 from petseg.components.store import storage
 from petseg.components.store.storage import store_fault
 
-MOTO_SERVER = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
 PETSEG = str(Path(sys.executable).parent / "petseg")
 BUCKET = "petseg-faults"
 

@@ -474,16 +474,28 @@ _probe_lock = threading.Lock()
 
 
 def _probe_once(fs: Any, path: str) -> None:
-    """Check once per process and bucket that the store answers, knows the credentials and has the bucket.
-
-    One listing of at most one key under the path's bucket; StoreError (one
-    line) otherwise. Without it a missing bucket would read as an empty store.
-    """
+    """probe_store(path) once per process and bucket (and endpoint): later calls trust the first answer."""
     where = store_url(path)
     key = (where, os.environ.get("AWS_ENDPOINT_URL_S3", "") + os.environ.get("AWS_ENDPOINT_URL", ""))
     with _probe_lock:
         if key in _probed:
             return
+    _probe(fs, path)
+    with _probe_lock:
+        _probed.add(key)
+
+
+def probe_store(path: str) -> None:
+    """Check now that the store under `path` answers, knows the credentials and has the bucket; StoreError if not.
+
+    One listing of at most one key in the path's bucket. Local paths need no check.
+    """
+    if scheme(path) in REMOTE_SCHEMES:
+        _probe(filesystem(path), path)
+
+
+def _probe(fs: Any, path: str) -> None:
+    where = store_url(path)
     bucket = where.split("://", 1)[1]
     if _family(scheme(path)) == "gs":
         _require_gcs_endpoint(where)
@@ -501,8 +513,6 @@ def _probe_once(fs: Any, path: str) -> None:
         if line is None:
             raise
         raise StoreError(line) from None
-    with _probe_lock:
-        _probed.add(key)
 
 
 def _plain(path: str) -> str:
