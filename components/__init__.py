@@ -11,10 +11,11 @@
 
 What the steps share sits in folders named by role, each importing only the ones below it:
 
+    card/        the model card push writes beside each version
     checks/      validate's parts: the per-example scan, the suite, the drift expectations
     ml/          the model, its input pipeline, metrics, plots, export, multi-worker set-up
     sources/     the official annotation lists and the synthetic set
-    store/       the model store (TF Serving's model base path) and its warm-up records
+    store/       the model store (TF Serving's model base path), its warm-up records, store access
     contracts/   what a writing step and a reading step agree on (layouts, records, signatures)
     core/        errors, file plumbing, progress, params
 
