@@ -28,10 +28,12 @@ from hypothesis import strategies as st
 
 from petseg.cli import main
 from petseg.components.contracts import object_store as contract
+from petseg.components.contracts.serving_runtime import TF_SERVING_VERSION
 from petseg.components.core.errors import ParamsError, PetsegError
 from petseg.components.core.params import PushParams, load_params, params_to_dict, with_overrides
 from petseg.components.store.credentials import require_store_access
 from petseg.components.store.model_store import ModelStore
+from petseg.pipeline.component_io import push_target_settings
 from petseg.pipeline.pipeline import SERVING_STORE_STEPS, STEPS, compile_pipeline
 
 PARAMS = load_params(REPO_ROOT / "params.yaml")
@@ -463,7 +465,7 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
         (tmp_path / "home").mkdir()
         sections = {
             name: params_to_dict(getattr(params, name))
-            for name in ("data", "validate", "preprocess", "model", "train", "evaluate", "push")
+            for name in ("data", "validate", "preprocess", "model", "train", "evaluate", "push", "card")
         }
 
         def run(executor, component, arguments, secrets=the_secret):
@@ -494,8 +496,12 @@ def test_push_and_evaluate_reach_a_signed_store_with_only_the_env_the_ir_declare
             "trained_model": _artifact(Model, rule_savedmodels["perfect"]),
             "evaluation": _artifact(Artifact, blessing_file.parent),
             "validation": _artifact(Artifact, _accepted_validation(tmp_path / "validation")),
+            "training_metrics": _artifact(Artifact, tmp_path / "no-training-metrics"),
+            "training_log": _artifact(Artifact, tmp_path / "no-training-log"),
             **sections,
+            "push_target": push_target_settings(params, on_cluster=True),
             "code": {"commit": "c" * 40, "images": {}},
+            "serving_release": TF_SERVING_VERSION,
             "run_name": "contract-run",
             "run_id": "contract-id",
         }
