@@ -13,15 +13,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from helpers import MOTO_SERVER, write_blessing
+from helpers import MOTO_SERVER, moto_server, write_blessing
 
 from petseg.cli import main
 from petseg.components.checks.drift import read_reference
@@ -31,7 +29,6 @@ from petseg.components.core.expectations import DRIFT_CHECKS
 from petseg.components.core.params import EvaluateParams, Params, PushParams, params_to_dict
 from petseg.components.drift_reference import drift_reference
 from petseg.components.evaluate import evaluate
-from petseg.components.ml.cluster import free_ports
 from petseg.components.push import push
 from petseg.components.store import model_store, storage
 from petseg.components.store.model_store import ModelStore
@@ -57,23 +54,7 @@ def _forget_s3_clients() -> None:
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """http://127.0.0.1:PORT of a moto S3 server running for this module; the environment points at it."""
-    port = free_ports(1)[0]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.3)
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
         saved = {key: os.environ.get(key) for key in [*S3_ENV, "AWS_ENDPOINT_URL_S3"]}
         os.environ.update(S3_ENV, AWS_ENDPOINT_URL_S3=endpoint)
         _forget_s3_clients()  # s3fs caches clients: one made for another module's server would be reused
@@ -86,13 +67,6 @@ def s3_endpoint(tmp_path_factory):
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture
