@@ -178,11 +178,13 @@ def test_a_batch_over_max_batch_size_is_refused_and_the_memory_stays(server_proc
     stubs = Stubs(target)
     nine = np.stack([image(375, 500)] * 9)
     request = predict_request(nine)
-    for _ in range(3):
+    rest_body = {"instances": [image(8, 8).tolist()] * 9}
+    for _ in range(3):  # warm both paths: their first use allocates once (imports, buffers, the REST parser)
         refuse(stubs, request)
+        rest_post(rest_port, rest_body)
     before = rss_bytes(pid)
     refusals = [refuse(stubs, request) for _ in range(10)]
-    status, answer = rest_post(rest_port, {"instances": [image(8, 8).tolist()] * 9})
+    status, answer = rest_post(rest_port, rest_body)
     after = rss_bytes(pid)
     eight = stubs.calls["predict"](predict_request(nine[:8]), timeout=120)
     print(
